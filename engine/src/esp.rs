@@ -1,0 +1,358 @@
+//! Tunnel-mode ESP (RFC 4303): encapsulation and decapsulation for IPv4 and
+//! IPv6 inside IPv4 and IPv6, optionally in UDP (RFC 3948), with ECN
+//! handled as RFC 6040 normal mode says.
+//!
+//! Both directions work in place on a [`PacketBuf`]: encapsulation pushes
+//! the outer headers into the headroom and the trailer into the tailroom;
+//! decapsulation narrows the buffer to the inner packet. Every refusal is a
+//! [`DropReason`], counted on the SA when it is the SA's.
+
+use crate::buf::PacketBuf;
+use crate::crypto::{ICV_LEN, IV_LEN};
+use crate::sa::{InboundSa, LifetimeEvent, LifetimeState, LimitKind, NatT, OutboundSa, SaConfig, Seconds};
+use crate::stats::DropReason;
+use crate::wire::esp::{self as esp_wire, EspPacket, TrailerError, HEADER_LEN, TRAILER_LEN};
+use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
+use crate::wire::{proto, udp};
+use std::net::IpAddr;
+
+/// ESP payloads are padded to this alignment (RFC 4303 section 2.4).
+const ALIGN: usize = 4;
+
+/// Most headroom encapsulation needs: outer IPv6, UDP, ESP header and IV.
+pub const MAX_HEADROOM: usize = ipv6::HEADER_LEN + udp::HEADER_LEN + HEADER_LEN + IV_LEN;
+/// Most tailroom encapsulation needs: padding, trailer and ICV.
+pub const MAX_TAILROOM: usize = ALIGN - 1 + TRAILER_LEN + ICV_LEN;
+
+/// The additional authenticated data of RFC 4106 section 5 (and RFC 7634
+/// section 2.1): SPI and the 32-bit sequence number, or with ESN the SPI,
+/// the high half and the low half: 8 or 12 bytes.
+#[inline]
+fn aad(spi: u32, seq: u64, esn: bool, out: &mut [u8; 12]) -> &[u8] {
+    out[..4].copy_from_slice(&spi.to_be_bytes());
+    if esn {
+        out[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
+        out[8..].copy_from_slice(&(seq as u32).to_be_bytes());
+        &out[..12]
+    } else {
+        out[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
+        &out[..8]
+    }
+}
+
+/// Refuses a packet on an SA past its hard lifetime, or whose hard time
+/// limit has just passed (raising the event once).
+#[inline]
+fn admit(cfg: &SaConfig, life: &mut LifetimeState, now: Seconds, events: &mut Vec<LifetimeEvent>) -> Result<(), DropReason> {
+    if life.is_expired() {
+        return Err(DropReason::Expired);
+    }
+    if cfg.lifetimes.hard.seconds.is_some_and(|s| now.saturating_sub(life.created) >= s) {
+        events.extend(life.expire(cfg, LimitKind::Seconds));
+        return Err(DropReason::Expired);
+    }
+    Ok(())
+}
+
+/// Encapsulates the inner IP packet in `pkt` with `sa` and returns the
+/// sequence number it was sent with. Lifetime events are pushed to `events`.
+pub fn encap<B: AsRef<[u8]> + AsMut<[u8]>>(
+    sa: &mut OutboundSa,
+    pkt: &mut PacketBuf<B>,
+    now: Seconds,
+    events: &mut Vec<LifetimeEvent>,
+) -> Result<u64, DropReason> {
+    let r = encap_packet(sa, pkt, now, events);
+    if let Err(reason) = r {
+        sa.state.drops.count(reason);
+    }
+    r
+}
+
+fn encap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
+    sa: &mut OutboundSa,
+    pkt: &mut PacketBuf<B>,
+    now: Seconds,
+    events: &mut Vec<LifetimeEvent>,
+) -> Result<u64, DropReason> {
+    let cfg = &sa.cfg;
+    admit(cfg, &mut sa.state.lifetime, now, events)?;
+    let seq = sa.state.next_seq;
+    if seq > cfg.max_seq() {
+        return Err(DropReason::Expired);
+    }
+
+    // What the outer header copies from the inner one: DSCP and ECN (RFC
+    // 6040 normal mode copies the ECN field) and, for IPv4, DF.
+    let inner = pkt.data();
+    let (next_header, tos, dont_frag) = match inner.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = Ipv4Packet::new_checked(inner).map_err(|_| DropReason::Malformed)?;
+            if ip.total_len() != inner.len() {
+                return Err(DropReason::Malformed);
+            }
+            (proto::IPV4, ip.tos(), ip.dont_frag())
+        }
+        Some(6) => {
+            let ip = Ipv6Packet::new_checked(inner).map_err(|_| DropReason::Malformed)?;
+            if ip.total_len() != inner.len() {
+                return Err(DropReason::Malformed);
+            }
+            (proto::IPV6, ip.traffic_class(), true)
+        }
+        _ => return Err(DropReason::Malformed),
+    };
+
+    let inner_len = inner.len();
+    let pad = esp_wire::pad_len(inner_len, ALIGN);
+    let plain_len = inner_len + pad + TRAILER_LEN;
+    let esp_len = HEADER_LEN + IV_LEN + plain_len + ICV_LEN;
+    let udp_len = if cfg.natt.is_some() { udp::HEADER_LEN } else { 0 };
+    let ip_len = if cfg.remote.is_ipv4() { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
+    // IPv4 counts its header in the 16-bit total length; IPv6 does not.
+    let max_ip_payload = u16::MAX as usize - if cfg.remote.is_ipv4() { ipv4::HEADER_LEN } else { 0 };
+    if udp_len + esp_len > max_ip_payload {
+        return Err(DropReason::TooBig);
+    }
+    let head = ip_len + udp_len + HEADER_LEN + IV_LEN;
+    let tail = pad + TRAILER_LEN + ICV_LEN;
+    if pkt.headroom() < head || pkt.tailroom() < tail {
+        return Err(DropReason::NoRoom);
+    }
+    pkt.push_front(head).expect("headroom checked");
+    pkt.push_back(tail).expect("tailroom checked");
+    let buf = pkt.data_mut();
+
+    esp_wire::emit_trailer(&mut buf[head + inner_len..head + plain_len], next_header);
+    let esp_at = ip_len + udp_len;
+    esp_wire::emit_header(&mut buf[esp_at..], cfg.spi, seq as u32);
+    // The IV is the 64-bit sequence number: unique under the key, as GCM and
+    // ChaCha20-Poly1305 require (RFC 4106 section 3.1, RFC 7634 section 2).
+    let iv = seq.to_be_bytes();
+    buf[esp_at + HEADER_LEN..head].copy_from_slice(&iv);
+    let mut aad_buf = [0u8; 12];
+    let aad = aad(cfg.spi, seq, cfg.esn, &mut aad_buf);
+    let icv = sa.aead.seal(&iv, aad, &mut buf[head..head + plain_len]);
+    buf[head + plain_len..].copy_from_slice(&icv);
+
+    let protocol = if let Some(n) = cfg.natt {
+        udp::emit_header(&mut buf[ip_len..], n.src_port, n.dst_port, esp_len);
+        proto::UDP
+    } else {
+        proto::ESP
+    };
+    match (cfg.local, cfg.remote) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => Ipv4Repr {
+            src,
+            dst,
+            protocol,
+            payload_len: udp_len + esp_len,
+            ttl: cfg.outer_ttl,
+            tos,
+            ident: seq as u16,
+            dont_frag,
+        }
+        .emit(buf),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            Ipv6Repr {
+                src,
+                dst,
+                next_header: protocol,
+                payload_len: udp_len + esp_len,
+                hop_limit: cfg.outer_ttl,
+                traffic_class: tos,
+                flow_label: 0,
+            }
+            .emit(buf);
+            if cfg.natt.is_some() {
+                // RFC 3948's zero checksum is for IPv4; IPv6 needs a real one.
+                udp::fill_checksum_v6(&mut buf[ip_len..], src, dst);
+            }
+        }
+        _ => unreachable!("SaConfig::validate refuses mixed families"),
+    }
+
+    let st = &mut sa.state;
+    if seq == cfg.max_seq() {
+        // RFC 4303 section 3.3.3: the counter must not cycle.
+        events.extend(st.lifetime.expire(cfg, LimitKind::SequenceSpace));
+    } else {
+        st.next_seq = seq + 1;
+    }
+    events.extend(st.lifetime.account(cfg, inner_len, now));
+    Ok(seq)
+}
+
+/// Where ESP sits in a received outer packet, and what the SA lookup needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EspLocation {
+    pub spi: u32,
+    /// The sequence number's low 32 bits, as on the wire.
+    pub seq_low: u32,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The UDP ports the peer used, for ESP in UDP.
+    pub natt: Option<NatT>,
+    /// Offset of the ESP header in the packet.
+    pub esp_offset: usize,
+    /// Length of the outer packet (bytes past it are link padding).
+    pub outer_len: usize,
+    /// The outer ECN field, for RFC 6040 decapsulation.
+    pub outer_ecn: u8,
+}
+
+/// Parses the outer headers of a received packet down to ESP. Outer IPv4
+/// needs a valid header checksum; fragments are refused (no reassembly);
+/// UDP that is IKE (non-ESP marker) or a NAT keepalive is `NotEsp`.
+pub fn locate(packet: &[u8]) -> Result<EspLocation, DropReason> {
+    let malformed = |_| DropReason::Malformed;
+    let (src, dst, protocol, offset, outer_len, outer_ecn) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = Ipv4Packet::new_checked(packet).map_err(malformed)?;
+            if !ip.verify_checksum() {
+                return Err(DropReason::Malformed);
+            }
+            if ip.is_fragment() {
+                return Err(DropReason::Fragment);
+            }
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.protocol(), ip.header_len(), ip.total_len(), ip.ecn())
+        }
+        Some(6) => {
+            let ip = Ipv6Packet::new_checked(packet).map_err(malformed)?;
+            let upper = ip.upper_layer().map_err(malformed)?;
+            if upper.fragment {
+                return Err(DropReason::Fragment);
+            }
+            (ip.src_addr().into(), ip.dst_addr().into(), upper.protocol, upper.offset, ip.total_len(), ip.ecn())
+        }
+        _ => return Err(DropReason::Malformed),
+    };
+    let (esp_offset, natt) = match protocol {
+        proto::ESP => (offset, None),
+        proto::UDP => {
+            let u = udp::UdpPacket::new_checked(&packet[offset..outer_len]).map_err(malformed)?;
+            if offset + u.len() != outer_len {
+                return Err(DropReason::Malformed);
+            }
+            let payload = u.payload();
+            // RFC 3948 section 2.2 (keepalive) and 2.3 (non-ESP marker).
+            if payload == [0xff] || payload.get(..4) == Some(&[0; 4]) {
+                return Err(DropReason::NotEsp);
+            }
+            (offset + udp::HEADER_LEN, Some(NatT { src_port: u.src_port(), dst_port: u.dst_port() }))
+        }
+        _ => return Err(DropReason::NotEsp),
+    };
+    let esp = EspPacket::new_checked(&packet[esp_offset..outer_len]).map_err(malformed)?;
+    Ok(EspLocation { spi: esp.spi(), seq_low: esp.seq(), src, dst, natt, esp_offset, outer_len, outer_ecn })
+}
+
+/// Decapsulates the ESP packet `pkt` (located by [`locate`]) with `sa`: on
+/// success `pkt` is narrowed to the inner IP packet, and the full sequence
+/// number is returned. Lifetime events are pushed to `events`.
+///
+/// Order (RFC 4303 section 3.4): lifetime, replay pre-check, ICV, window
+/// update, trailer, inner packet.
+pub fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
+    sa: &mut InboundSa,
+    pkt: &mut PacketBuf<B>,
+    loc: &EspLocation,
+    now: Seconds,
+    events: &mut Vec<LifetimeEvent>,
+) -> Result<u64, DropReason> {
+    let r = decap_packet(sa, pkt, loc, now, events);
+    if let Err(reason) = r {
+        sa.state.drops.count(reason);
+    }
+    r
+}
+
+fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
+    sa: &mut InboundSa,
+    pkt: &mut PacketBuf<B>,
+    loc: &EspLocation,
+    now: Seconds,
+    events: &mut Vec<LifetimeEvent>,
+) -> Result<u64, DropReason> {
+    let cfg = &sa.cfg;
+    let st = &mut sa.state;
+    admit(cfg, &mut st.lifetime, now, events)?;
+    if loc.outer_len > pkt.len() || loc.esp_offset > loc.outer_len {
+        return Err(DropReason::Malformed);
+    }
+    let esp_len = loc.outer_len - loc.esp_offset;
+    if esp_len < HEADER_LEN + IV_LEN + TRAILER_LEN + ICV_LEN {
+        return Err(DropReason::Malformed);
+    }
+
+    let seq = st.window.infer(loc.seq_low).ok_or(DropReason::Replay)?;
+    st.window.check(seq).map_err(|_| DropReason::Replay)?;
+
+    let esp = &mut pkt.data_mut()[loc.esp_offset..loc.outer_len];
+    let (head, rest) = esp.split_at_mut(HEADER_LEN + IV_LEN);
+    let iv: [u8; IV_LEN] = head[HEADER_LEN..].try_into().expect("8 bytes");
+    let (body, icv) = rest.split_at_mut(rest.len() - ICV_LEN);
+    let icv: &[u8; ICV_LEN] = (&*icv).try_into().expect("16 bytes");
+    let mut aad_buf = [0u8; 12];
+    let aad = aad(cfg.spi, seq, cfg.esn, &mut aad_buf);
+    sa.aead.open(&iv, aad, body, icv).map_err(|_| DropReason::Icv)?;
+    // Authentic: only now may the window move (RFC 4303 section 3.4.3).
+    st.window.update(seq);
+
+    let trailer = esp_wire::parse_trailer(body).map_err(|e| match e {
+        TrailerError::Malformed => DropReason::Malformed,
+        TrailerError::Padding => DropReason::Padding,
+    })?;
+    let inner = &mut body[..trailer.payload_len];
+    let inner_len = match trailer.next_header {
+        proto::IPV4 => {
+            let mut ip = Ipv4Packet::new_checked(&mut *inner).map_err(|_| DropReason::Malformed)?;
+            if !ip.verify_checksum() {
+                return Err(DropReason::Malformed);
+            }
+            let ecn = ecn_decap(loc.outer_ecn, ip.ecn()).ok_or(DropReason::EcnNotEct)?;
+            if ecn != ip.ecn() {
+                ip.set_tos(ip.tos() & !0b11 | ecn);
+                ip.fill_checksum();
+            }
+            // Anything after total_len is TFC padding (RFC 4303 section 2.7).
+            ip.total_len()
+        }
+        proto::IPV6 => {
+            let mut ip = Ipv6Packet::new_checked(&mut *inner).map_err(|_| DropReason::Malformed)?;
+            let ecn = ecn_decap(loc.outer_ecn, ip.ecn()).ok_or(DropReason::EcnNotEct)?;
+            if ecn != ip.ecn() {
+                ip.set_traffic_class(ip.traffic_class() & !0b11 | ecn);
+            }
+            ip.total_len()
+        }
+        proto::IPV6_NONXT => return Err(DropReason::Dummy),
+        _ => return Err(DropReason::Malformed),
+    };
+
+    events.extend(st.lifetime.account(cfg, inner_len, now));
+    let start = loc.esp_offset + HEADER_LEN + IV_LEN;
+    pkt.narrow(start..start + inner_len).expect("inner packet lies inside the ESP payload");
+    Ok(seq)
+}
+
+/// The inner ECN field after decapsulation (RFC 6040 section 4.2, figure
+/// 4), or `None` where the packet must be dropped: CE outside a Not-ECT
+/// packet.
+fn ecn_decap(outer: u8, inner: u8) -> Option<u8> {
+    const NOT_ECT: u8 = 0b00;
+    const ECT1: u8 = 0b01;
+    const ECT0: u8 = 0b10;
+    const CE: u8 = 0b11;
+    match (inner, outer) {
+        (NOT_ECT, CE) => None,
+        (NOT_ECT, _) => Some(NOT_ECT),
+        (_, CE) => Some(CE),
+        (ECT0, ECT1) => Some(ECT1),
+        (inner, _) => Some(inner),
+    }
+}
+
+#[cfg(test)]
+mod tests;
