@@ -190,6 +190,10 @@ impl<W: Write> PcapWriter<W> {
         self.inner.write_all(data)
     }
 
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
     pub fn into_inner(self) -> W {
         self.inner
     }

@@ -62,6 +62,14 @@ impl ReplayWindow {
         self.top
     }
 
+    /// Moves the right edge of an empty window to `top` without marking it
+    /// received: a receiver that joins a stream already under way (tools,
+    /// tests, a restored SA) expects `top + 1` next.
+    pub fn start_after(&mut self, top: u64) {
+        self.blocks.fill(0);
+        self.top = top;
+    }
+
     /// The full sequence number a packet carrying `low` most likely has.
     ///
     /// Without ESN it is `low`. With ESN (RFC 4303 appendix A2.2), it is the
@@ -187,6 +195,16 @@ mod tests {
         assert_eq!(w.infer(2), Some(0x1_0000_0002));
         accept(&mut w, 0xffff_fffd).unwrap();
         assert_eq!(w.check(0xffff_fffd), Err(ReplayError::Duplicate));
+    }
+
+    #[test]
+    fn a_window_can_start_mid_stream() {
+        let mut w = ReplayWindow::new(64, true).unwrap();
+        w.start_after(0xffff_fffd);
+        assert_eq!(w.infer(0xffff_fffe), Some(0xffff_fffe));
+        assert_eq!(w.infer(0), Some(1 << 32));
+        accept(&mut w, 0xffff_fffd).unwrap();
+        assert_eq!(w.check(0xffff_fffd - 64), Err(ReplayError::TooOld));
     }
 
     #[test]
