@@ -74,7 +74,8 @@ impl ReplayWindow {
     ///
     /// Without ESN it is `low`. With ESN (RFC 4303 appendix A2.2), it is the
     /// only number with these low 32 bits in `top - W + 1 ..= top - W + 2^32`.
-    /// `None` when that number would be below 1: the packet is too old.
+    /// `None` when that number would be below 0 (the packet is too old) or
+    /// beyond 2^64 - 1.
     pub fn infer(&self, low: u32) -> Option<u64> {
         if !self.esn {
             return Some(low as u64);
@@ -84,7 +85,13 @@ impl ReplayWindow {
         let w = self.size;
         let high = if tl >= w - 1 {
             // Case A: the window lies within one 2^32 subspace.
-            if low >= tl - w + 1 { th } else { th + 1 }
+            if low >= tl + 1 - w {
+                th
+            } else if th < u32::MAX as u64 {
+                th + 1
+            } else {
+                return None; // beyond the 64-bit sequence space
+            }
         } else {
             // Case B: the window spans the subspace below as well.
             if low >= tl + (1 << 32) - w + 1 { th.checked_sub(1)? } else { th }
@@ -195,6 +202,22 @@ mod tests {
         assert_eq!(w.infer(2), Some(0x1_0000_0002));
         accept(&mut w, 0xffff_fffd).unwrap();
         assert_eq!(w.check(0xffff_fffd), Err(ReplayError::Duplicate));
+    }
+
+    /// Found by the property test: T's low half exactly W - 1 (case A's
+    /// boundary) and the very top of the 64-bit space.
+    #[test]
+    fn esn_inference_edges() {
+        let mut w = ReplayWindow::new(64, true).unwrap();
+        w.start_after(63); // the window is 0..=63: case A, bottom 0
+        assert_eq!(w.infer(0), Some(0));
+        assert!(w.check(0).is_err());
+        w.start_after(64); // bottom 1: a low half of 0 is the next subspace
+        assert_eq!(w.infer(0), Some(1 << 32));
+        assert_eq!(w.infer(1), Some(1));
+        w.start_after(u64::MAX - 10);
+        assert_eq!(w.infer(u32::MAX - 5), Some(u64::MAX - 5));
+        assert_eq!(w.infer(3), None);
     }
 
     #[test]
