@@ -9,7 +9,9 @@
 
 use crate::buf::PacketBuf;
 use crate::crypto::{ICV_LEN, IV_LEN};
-use crate::sa::{InboundSa, LifetimeEvent, LifetimeState, LimitKind, NatT, OutboundSa, SaConfig, Seconds};
+use crate::sa::{
+    InboundSa, LifetimeEvent, LifetimeState, LimitKind, NatT, OutboundSa, SaConfig, Seconds,
+};
 use crate::stats::DropReason;
 use crate::wire::esp::{self as esp_wire, EspPacket, TrailerError, HEADER_LEN, TRAILER_LEN};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
@@ -44,11 +46,21 @@ fn aad(spi: u32, seq: u64, esn: bool, out: &mut [u8; 12]) -> &[u8] {
 /// Refuses a packet on an SA past its hard lifetime, or whose hard time
 /// limit has just passed (raising the event once).
 #[inline]
-fn admit(cfg: &SaConfig, life: &mut LifetimeState, now: Seconds, events: &mut Vec<LifetimeEvent>) -> Result<(), DropReason> {
+fn admit(
+    cfg: &SaConfig,
+    life: &mut LifetimeState,
+    now: Seconds,
+    events: &mut Vec<LifetimeEvent>,
+) -> Result<(), DropReason> {
     if life.is_expired() {
         return Err(DropReason::Expired);
     }
-    if cfg.lifetimes.hard.seconds.is_some_and(|s| now.saturating_sub(life.created) >= s) {
+    if cfg
+        .lifetimes
+        .hard
+        .seconds
+        .is_some_and(|s| now.saturating_sub(life.created) >= s)
+    {
         events.extend(life.expire(cfg, LimitKind::Seconds));
         return Err(DropReason::Expired);
     }
@@ -108,10 +120,23 @@ fn encap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     let pad = esp_wire::pad_len(inner_len, ALIGN);
     let plain_len = inner_len + pad + TRAILER_LEN;
     let esp_len = HEADER_LEN + IV_LEN + plain_len + ICV_LEN;
-    let udp_len = if cfg.natt.is_some() { udp::HEADER_LEN } else { 0 };
-    let ip_len = if cfg.remote.is_ipv4() { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
+    let udp_len = if cfg.natt.is_some() {
+        udp::HEADER_LEN
+    } else {
+        0
+    };
+    let ip_len = if cfg.remote.is_ipv4() {
+        ipv4::HEADER_LEN
+    } else {
+        ipv6::HEADER_LEN
+    };
     // IPv4 counts its header in the 16-bit total length; IPv6 does not.
-    let max_ip_payload = u16::MAX as usize - if cfg.remote.is_ipv4() { ipv4::HEADER_LEN } else { 0 };
+    let max_ip_payload = u16::MAX as usize
+        - if cfg.remote.is_ipv4() {
+            ipv4::HEADER_LEN
+        } else {
+            0
+        };
     if udp_len + esp_len > max_ip_payload {
         return Err(DropReason::TooBig);
     }
@@ -216,7 +241,14 @@ pub fn locate(packet: &[u8]) -> Result<EspLocation, DropReason> {
             if ip.is_fragment() {
                 return Err(DropReason::Fragment);
             }
-            (ip.src_addr().into(), ip.dst_addr().into(), ip.protocol(), ip.header_len(), ip.total_len(), ip.ecn())
+            (
+                ip.src_addr().into(),
+                ip.dst_addr().into(),
+                ip.protocol(),
+                ip.header_len(),
+                ip.total_len(),
+                ip.ecn(),
+            )
         }
         Some(6) => {
             let ip = Ipv6Packet::new_checked(packet).map_err(malformed)?;
@@ -224,7 +256,14 @@ pub fn locate(packet: &[u8]) -> Result<EspLocation, DropReason> {
             if upper.fragment {
                 return Err(DropReason::Fragment);
             }
-            (ip.src_addr().into(), ip.dst_addr().into(), upper.protocol, upper.offset, ip.total_len(), ip.ecn())
+            (
+                ip.src_addr().into(),
+                ip.dst_addr().into(),
+                upper.protocol,
+                upper.offset,
+                ip.total_len(),
+                ip.ecn(),
+            )
         }
         _ => return Err(DropReason::Malformed),
     };
@@ -240,12 +279,27 @@ pub fn locate(packet: &[u8]) -> Result<EspLocation, DropReason> {
             if payload == [0xff] || payload.get(..4) == Some(&[0; 4]) {
                 return Err(DropReason::NotEsp);
             }
-            (offset + udp::HEADER_LEN, Some(NatT { src_port: u.src_port(), dst_port: u.dst_port() }))
+            (
+                offset + udp::HEADER_LEN,
+                Some(NatT {
+                    src_port: u.src_port(),
+                    dst_port: u.dst_port(),
+                }),
+            )
         }
         _ => return Err(DropReason::NotEsp),
     };
     let esp = EspPacket::new_checked(&packet[esp_offset..outer_len]).map_err(malformed)?;
-    Ok(EspLocation { spi: esp.spi(), seq_low: esp.seq(), src, dst, natt, esp_offset, outer_len, outer_ecn })
+    Ok(EspLocation {
+        spi: esp.spi(),
+        seq_low: esp.seq(),
+        src,
+        dst,
+        natt,
+        esp_offset,
+        outer_len,
+        outer_ecn,
+    })
 }
 
 /// Decapsulates the ESP packet `pkt` (located by [`locate`]) with `sa`: on
@@ -296,7 +350,9 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     let icv: &[u8; ICV_LEN] = (&*icv).try_into().expect("16 bytes");
     let mut aad_buf = [0u8; 12];
     let aad = aad(cfg.spi, seq, cfg.esn, &mut aad_buf);
-    sa.aead.open(&iv, aad, body, icv).map_err(|_| DropReason::Icv)?;
+    sa.aead
+        .open(&iv, aad, body, icv)
+        .map_err(|_| DropReason::Icv)?;
     // Authentic: only now may the window move (RFC 4303 section 3.4.3).
     st.window.update(seq);
 
@@ -333,7 +389,8 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
 
     events.extend(st.lifetime.account(cfg, inner_len, now));
     let start = loc.esp_offset + HEADER_LEN + IV_LEN;
-    pkt.narrow(start..start + inner_len).expect("inner packet lies inside the ESP payload");
+    pkt.narrow(start..start + inner_len)
+        .expect("inner packet lies inside the ESP payload");
     Ok(seq)
 }
 

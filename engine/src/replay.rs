@@ -50,7 +50,12 @@ impl ReplayWindow {
             return Err(WindowSize(size));
         }
         let n = (size as u64).div_ceil(BLOCK_BITS) as usize + 1;
-        Ok(Self { top: 0, size: size as u64, esn, blocks: vec![0; n.next_power_of_two()].into_boxed_slice() })
+        Ok(Self {
+            top: 0,
+            size: size as u64,
+            esn,
+            blocks: vec![0; n.next_power_of_two()].into_boxed_slice(),
+        })
     }
 
     pub fn size(&self) -> u32 {
@@ -94,7 +99,11 @@ impl ReplayWindow {
             }
         } else {
             // Case B: the window spans the subspace below as well.
-            if low >= tl + (1 << 32) - w + 1 { th.checked_sub(1)? } else { th }
+            if low >= tl + (1 << 32) - w + 1 {
+                th.checked_sub(1)?
+            } else {
+                th
+            }
         };
         Some(high << 32 | low)
     }
@@ -143,7 +152,10 @@ impl ReplayWindow {
     #[inline]
     fn position(&self, seq: u64) -> (usize, u64) {
         let mask = self.blocks.len() as u64 - 1;
-        (((seq / BLOCK_BITS) & mask) as usize, 1 << (seq % BLOCK_BITS))
+        (
+            ((seq / BLOCK_BITS) & mask) as usize,
+            1 << (seq % BLOCK_BITS),
+        )
     }
 }
 

@@ -30,7 +30,10 @@ pub struct NatT {
 
 impl NatT {
     /// Port 4500 both ways, the IKE default.
-    pub const DEFAULT: NatT = NatT { src_port: 4500, dst_port: 4500 };
+    pub const DEFAULT: NatT = NatT {
+        src_port: 4500,
+        dst_port: 4500,
+    };
 }
 
 /// One lifetime limit; `None` means unlimited in that dimension.
@@ -72,7 +75,13 @@ pub struct SaConfig {
 impl SaConfig {
     /// A config with the defaults: no NAT-T, no ESN, window 1024, no
     /// lifetimes, outer TTL 64.
-    pub fn new(spi: u32, direction: Direction, suite: Suite, local: IpAddr, remote: IpAddr) -> Self {
+    pub fn new(
+        spi: u32,
+        direction: Direction,
+        suite: Suite,
+        local: IpAddr,
+        remote: IpAddr,
+    ) -> Self {
         Self {
             spi,
             direction,
@@ -90,7 +99,11 @@ impl SaConfig {
     /// The largest sequence number this SA may use: 2^32 - 1, or 2^64 - 1
     /// with ESN (RFC 4303 section 3.3.3: it never cycles).
     pub fn max_seq(&self) -> u64 {
-        if self.esn { u64::MAX } else { u32::MAX as u64 }
+        if self.esn {
+            u64::MAX
+        } else {
+            u32::MAX as u64
+        }
     }
 }
 
@@ -122,7 +135,10 @@ impl SaConfig {
         if self.outer_ttl == 0 {
             return Err(SaError::ZeroTtl);
         }
-        if self.natt.is_some_and(|n| n.src_port == 0 || n.dst_port == 0) {
+        if self
+            .natt
+            .is_some_and(|n| n.src_port == 0 || n.dst_port == 0)
+        {
             return Err(SaError::ZeroPort);
         }
         Ok(())
@@ -167,7 +183,12 @@ pub struct LifetimeState {
 
 impl LifetimeState {
     fn new(created: Seconds) -> Self {
-        Self { created, traffic: Traffic::default(), soft_raised: false, hard_expired: false }
+        Self {
+            created,
+            traffic: Traffic::default(),
+            soft_raised: false,
+            hard_expired: false,
+        }
     }
 
     pub fn is_expired(&self) -> bool {
@@ -181,7 +202,10 @@ impl LifetimeState {
             Some(LimitKind::Packets)
         } else if limit.bytes.is_some_and(|l| t.bytes >= l) {
             Some(LimitKind::Bytes)
-        } else if limit.seconds.is_some_and(|l| now.saturating_sub(self.created) >= l) {
+        } else if limit
+            .seconds
+            .is_some_and(|l| now.saturating_sub(self.created) >= l)
+        {
             Some(LimitKind::Seconds)
         } else {
             None
@@ -193,7 +217,12 @@ impl LifetimeState {
         if self.hard_expired {
             return None;
         }
-        let event = |expiry, limit| LifetimeEvent { spi: cfg.spi, direction: cfg.direction, expiry, limit };
+        let event = |expiry, limit| LifetimeEvent {
+            spi: cfg.spi,
+            direction: cfg.direction,
+            expiry,
+            limit,
+        };
         if let Some(limit) = self.reached(&cfg.lifetimes.hard, now) {
             self.hard_expired = true;
             self.soft_raised = true;
@@ -210,7 +239,12 @@ impl LifetimeState {
 
     /// Counts one packet of `bytes` inner bytes and re-evaluates.
     #[inline]
-    pub(crate) fn account(&mut self, cfg: &SaConfig, bytes: usize, now: Seconds) -> Option<LifetimeEvent> {
+    pub(crate) fn account(
+        &mut self,
+        cfg: &SaConfig,
+        bytes: usize,
+        now: Seconds,
+    ) -> Option<LifetimeEvent> {
         self.traffic.packets += 1;
         self.traffic.bytes += bytes as u64;
         self.evaluate(cfg, now)
@@ -223,7 +257,12 @@ impl LifetimeState {
         }
         self.hard_expired = true;
         self.soft_raised = true;
-        Some(LifetimeEvent { spi: cfg.spi, direction: cfg.direction, expiry: Expiry::Hard, limit })
+        Some(LifetimeEvent {
+            spi: cfg.spi,
+            direction: cfg.direction,
+            expiry: Expiry::Hard,
+            limit,
+        })
     }
 }
 
@@ -251,7 +290,11 @@ impl OutboundSa {
     pub fn new(cfg: SaConfig, keymat: &[u8], now: Seconds) -> Result<Self, SaError> {
         cfg.validate()?;
         let aead = Aead::new(cfg.suite, keymat)?;
-        let state = OutboundState { next_seq: 1, lifetime: LifetimeState::new(now), drops: DropCounters::default() };
+        let state = OutboundState {
+            next_seq: 1,
+            lifetime: LifetimeState::new(now),
+            drops: DropCounters::default(),
+        };
         Ok(Self { cfg, aead, state })
     }
 
@@ -290,7 +333,11 @@ impl InboundSa {
         cfg.validate()?;
         let aead = Aead::new(cfg.suite, keymat)?;
         let window = ReplayWindow::new(cfg.replay_window, cfg.esn)?;
-        let state = InboundState { window, lifetime: LifetimeState::new(now), drops: DropCounters::default() };
+        let state = InboundState {
+            window,
+            lifetime: LifetimeState::new(now),
+            drops: DropCounters::default(),
+        };
         Ok(Self { cfg, aead, state })
     }
 
@@ -305,7 +352,13 @@ mod tests {
     use super::*;
 
     fn cfg(dir: Direction) -> SaConfig {
-        SaConfig::new(0x1001, dir, Suite::AesGcm128, "192.0.2.1".parse().unwrap(), "198.51.100.1".parse().unwrap())
+        SaConfig::new(
+            0x1001,
+            dir,
+            Suite::AesGcm128,
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+        )
     }
 
     #[test]
@@ -313,16 +366,31 @@ mod tests {
         let key = [0u8; 20];
         let mut c = cfg(Direction::Outbound);
         c.spi = 255;
-        assert_eq!(OutboundSa::new(c, &key, 0).unwrap_err(), SaError::ReservedSpi(255));
+        assert_eq!(
+            OutboundSa::new(c, &key, 0).unwrap_err(),
+            SaError::ReservedSpi(255)
+        );
         let mut c = cfg(Direction::Outbound);
         c.remote = "2001:db8::1".parse().unwrap();
-        assert!(matches!(OutboundSa::new(c, &key, 0), Err(SaError::MixedFamilies(..))));
+        assert!(matches!(
+            OutboundSa::new(c, &key, 0),
+            Err(SaError::MixedFamilies(..))
+        ));
         let mut c = cfg(Direction::Inbound);
         c.replay_window = 32;
-        assert!(matches!(InboundSa::new(c, &key, 0), Err(SaError::Window(_))));
-        assert!(matches!(InboundSa::new(cfg(Direction::Inbound), &key[..16], 0), Err(SaError::Key(_))));
+        assert!(matches!(
+            InboundSa::new(c, &key, 0),
+            Err(SaError::Window(_))
+        ));
+        assert!(matches!(
+            InboundSa::new(cfg(Direction::Inbound), &key[..16], 0),
+            Err(SaError::Key(_))
+        ));
         let mut c = cfg(Direction::Outbound);
-        c.natt = Some(NatT { src_port: 0, dst_port: 4500 });
+        c.natt = Some(NatT {
+            src_port: 0,
+            dst_port: 4500,
+        });
         assert_eq!(OutboundSa::new(c, &key, 0).unwrap_err(), SaError::ZeroPort);
     }
 
@@ -334,10 +402,16 @@ mod tests {
         let mut l = LifetimeState::new(0);
         assert_eq!(l.account(&c, 100, 0), None);
         let soft = l.account(&c, 100, 0).unwrap();
-        assert_eq!((soft.expiry, soft.limit), (Expiry::Soft, LimitKind::Packets));
+        assert_eq!(
+            (soft.expiry, soft.limit),
+            (Expiry::Soft, LimitKind::Packets)
+        );
         assert_eq!(l.account(&c, 100, 0), None);
         let hard = l.account(&c, 100, 0).unwrap();
-        assert_eq!((hard.expiry, hard.limit), (Expiry::Hard, LimitKind::Packets));
+        assert_eq!(
+            (hard.expiry, hard.limit),
+            (Expiry::Hard, LimitKind::Packets)
+        );
         assert!(l.is_expired());
         assert_eq!(l.account(&c, 100, 0), None);
     }
@@ -349,8 +423,14 @@ mod tests {
         c.lifetimes.hard.bytes = Some(1000);
         let mut l = LifetimeState::new(100);
         assert_eq!(l.evaluate(&c, 109), None);
-        assert_eq!(l.evaluate(&c, 110).map(|e| (e.expiry, e.limit)), Some((Expiry::Soft, LimitKind::Seconds)));
+        assert_eq!(
+            l.evaluate(&c, 110).map(|e| (e.expiry, e.limit)),
+            Some((Expiry::Soft, LimitKind::Seconds))
+        );
         assert_eq!(l.account(&c, 999, 111), None);
-        assert_eq!(l.account(&c, 1, 111).map(|e| (e.expiry, e.limit)), Some((Expiry::Hard, LimitKind::Bytes)));
+        assert_eq!(
+            l.account(&c, 1, 111).map(|e| (e.expiry, e.limit)),
+            Some((Expiry::Hard, LimitKind::Bytes))
+        );
     }
 }

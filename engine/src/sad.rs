@@ -49,7 +49,9 @@ impl InboundSad {
     /// The SA for this SPI and outer destination. An SA whose local address
     /// is unspecified accepts any destination.
     pub fn lookup(&mut self, loc: &EspLocation) -> Option<&mut InboundSa> {
-        self.by_spi.get_mut(&loc.spi).filter(|sa| sa.cfg.local.is_unspecified() || sa.cfg.local == loc.dst)
+        self.by_spi
+            .get_mut(&loc.spi)
+            .filter(|sa| sa.cfg.local.is_unspecified() || sa.cfg.local == loc.dst)
     }
 
     /// Locates ESP in `pkt`, finds its SA and decapsulates: on success `pkt`
@@ -63,6 +65,10 @@ impl InboundSad {
         let location = esp::locate(pkt.data())?;
         let sa = self.lookup(&location).ok_or(DropReason::UnknownSpi)?;
         let seq = esp::decap(sa, pkt, &location, now, events)?;
-        Ok(Received { spi: location.spi, seq, location })
+        Ok(Received {
+            spi: location.spi,
+            seq,
+            location,
+        })
     }
 }

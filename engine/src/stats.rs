@@ -101,7 +101,10 @@ impl DropCounters {
 
     /// The reasons with a non-zero count, in counter order.
     pub fn nonzero(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        DropReason::ALL.into_iter().map(|r| (r, self.get(r))).filter(|&(_, n)| n != 0)
+        DropReason::ALL
+            .into_iter()
+            .map(|r| (r, self.get(r)))
+            .filter(|&(_, n)| n != 0)
     }
 
     /// Adds another set of counters (the control thread summing workers).
@@ -132,7 +135,10 @@ mod tests {
         c.count(DropReason::Replay);
         c.count(DropReason::Replay);
         c.count(DropReason::TooBig);
-        assert_eq!(c.nonzero().collect::<Vec<_>>(), [(DropReason::Replay, 2), (DropReason::TooBig, 1)]);
+        assert_eq!(
+            c.nonzero().collect::<Vec<_>>(),
+            [(DropReason::Replay, 2), (DropReason::TooBig, 1)]
+        );
         let mut d = c.clone();
         d.add(&c);
         assert_eq!((d.get(DropReason::Replay), d.total()), (4, 6));

@@ -47,7 +47,13 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn window_size() -> impl Strategy<Value = u32> {
-    prop_oneof![Just(MIN_WINDOW), Just(1024), Just(4096), MIN_WINDOW..=8192u32, Just(MAX_WINDOW)]
+    prop_oneof![
+        Just(MIN_WINDOW),
+        Just(1024),
+        Just(4096),
+        MIN_WINDOW..=8192u32,
+        Just(MAX_WINDOW)
+    ]
 }
 
 fn next_seq(s: &Step, model: &Model, sent: &[u64]) -> u64 {

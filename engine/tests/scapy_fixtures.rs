@@ -46,7 +46,10 @@ fn dir() -> PathBuf {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// The IP packets of a capture, link headers stripped.
@@ -57,7 +60,10 @@ fn ip_packets(name: &str) -> Vec<Vec<u8>> {
         let data = rec.unwrap().data;
         match link {
             LinkType::RawIp => data,
-            LinkType::Ethernet => EthernetFrame::new_checked(&data[..]).unwrap().payload().to_vec(),
+            LinkType::Ethernet => EthernetFrame::new_checked(&data[..])
+                .unwrap()
+                .payload()
+                .to_vec(),
         }
     })
     .collect()
@@ -67,7 +73,11 @@ fn ip_packets(name: &str) -> Vec<Vec<u8>> {
 fn vpngw_decrypts_every_scapy_fixture() {
     let manifest: Manifest =
         serde_json::from_reader(File::open(dir().join("manifest.json")).unwrap()).unwrap();
-    assert!(manifest.generator.starts_with("scapy"), "{}", manifest.generator);
+    assert!(
+        manifest.generator.starts_with("scapy"),
+        "{}",
+        manifest.generator
+    );
     assert!(manifest.cases.len() >= 20, "the manifest lost cases");
     let (mut ok, mut dropped) = (0, 0);
     for case in &manifest.cases {
@@ -81,19 +91,39 @@ fn vpngw_decrypts_every_scapy_fixture() {
         cfg.esn = case.esn;
         cfg.replay_window = case.window;
         let mut sad = InboundSad::default();
-        sad.insert(InboundSa::new(cfg, &hex(&case.key), 0).unwrap()).unwrap();
+        sad.insert(InboundSa::new(cfg, &hex(&case.key), 0).unwrap())
+            .unwrap();
 
         let esp = ip_packets(&format!("{}.esp.pcap", case.name));
         let plain = ip_packets(&format!("{}.plain.pcap", case.name));
-        assert_eq!((esp.len(), plain.len()), (case.packets.len(), case.packets.len()), "{}", case.name);
+        assert_eq!(
+            (esp.len(), plain.len()),
+            (case.packets.len(), case.packets.len()),
+            "{}",
+            case.name
+        );
         for (i, want) in case.packets.iter().enumerate() {
             let mut pkt = PacketBuf::<Vec<u8>>::with_room(&esp[i], 0, 0);
             let got = sad.receive(&mut pkt, 0, &mut Vec::new());
             let outcome = match &got {
                 Ok(r) => {
-                    assert_eq!(r.seq, want.seq, "{} packet {i}: inferred sequence number", case.name);
-                    assert_eq!(r.location.natt.map(|n| [n.src_port, n.dst_port]), case.natt, "{} packet {i}", case.name);
-                    assert_eq!(pkt.data(), &plain[i][..], "{} packet {i}: inner packet", case.name);
+                    assert_eq!(
+                        r.seq, want.seq,
+                        "{} packet {i}: inferred sequence number",
+                        case.name
+                    );
+                    assert_eq!(
+                        r.location.natt.map(|n| [n.src_port, n.dst_port]),
+                        case.natt,
+                        "{} packet {i}",
+                        case.name
+                    );
+                    assert_eq!(
+                        pkt.data(),
+                        &plain[i][..],
+                        "{} packet {i}: inner packet",
+                        case.name
+                    );
                     ok += 1;
                     "ok".to_string()
                 }
@@ -102,7 +132,11 @@ fn vpngw_decrypts_every_scapy_fixture() {
                     format!("drop {reason}")
                 }
             };
-            assert_eq!(outcome, want.expect, "{} packet {i} (seq {})", case.name, want.seq);
+            assert_eq!(
+                outcome, want.expect,
+                "{} packet {i} (seq {})",
+                case.name, want.seq
+            );
         }
     }
     // Both outcomes occurred: the test exercised acceptance and refusal.

@@ -15,7 +15,9 @@ use vpngw_engine::sa::{Expiry, LifetimeEvent, LimitKind};
 use vpngw_engine::sad::InboundSad;
 use vpngw_engine::stats::DropCounters;
 use vpngw_engine::wire::ether::{ethertype_for_ip, EthernetFrame};
-use vpngw_engine::{Direction, DropReason, InboundSa, NatT, OutboundSa, PacketBuf, SaConfig, Suite};
+use vpngw_engine::{
+    Direction, DropReason, InboundSa, NatT, OutboundSa, PacketBuf, SaConfig, Suite,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -123,7 +125,9 @@ fn parse_hex(s: &str) -> Result<HexBytes, String> {
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("not hex: {:?}", &s[i..i + 2])))
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("not hex: {:?}", &s[i..i + 2]))
+        })
         .collect::<Result<_, _>>()
         .map(HexBytes)
 }
@@ -142,9 +146,14 @@ fn parse_spi(s: &str) -> Result<u32, String> {
 }
 
 fn parse_natt(s: &str) -> Result<NatT, String> {
-    let (a, b) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected SPORT:DPORT"))?;
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected SPORT:DPORT"))?;
     let port = |p: &str| p.parse::<u16>().map_err(|e| format!("{p:?}: {e}"));
-    Ok(NatT { src_port: port(a)?, dst_port: port(b)? })
+    Ok(NatT {
+        src_port: port(a)?,
+        dst_port: port(b)?,
+    })
 }
 
 /// An error that ends the run with exit status 2.
@@ -184,10 +193,17 @@ struct Run {
 impl Run {
     fn open(input: &PathBuf, output: &PathBuf, json: bool) -> Result<Self, Fatal> {
         let f = File::open(input).map_err(|e| Fatal(format!("{}: {e}", input.display())))?;
-        let reader = PcapReader::new(BufReader::new(f)).map_err(|e| Fatal(format!("{}: {e}", input.display())))?;
+        let reader = PcapReader::new(BufReader::new(f))
+            .map_err(|e| Fatal(format!("{}: {e}", input.display())))?;
         let out = File::create(output).map_err(|e| Fatal(format!("{}: {e}", output.display())))?;
         let writer = PcapWriter::new(BufWriter::new(out), reader.link_type(), reader.nanos())?;
-        Ok(Self { reader, writer, json, ok: 0, drops: DropCounters::default() })
+        Ok(Self {
+            reader,
+            writer,
+            json,
+            ok: 0,
+            drops: DropCounters::default(),
+        })
     }
 
     /// Feeds every record's IP packet to `f`, which returns the packet to
@@ -206,7 +222,10 @@ impl Run {
                 Ok((frame, seq)) => {
                     self.writer.write(rec.ts_sec, rec.ts_frac, &frame)?;
                     self.ok += 1;
-                    self.report(json!({"packet": n, "result": "ok", "seq": seq}), format!("{n} ok"));
+                    self.report(
+                        json!({"packet": n, "result": "ok", "seq": seq}),
+                        format!("{n} ok"),
+                    );
                 }
                 Err(reason) => {
                     self.drops.count(reason);
@@ -226,9 +245,16 @@ impl Run {
         }
         self.writer.flush()?;
         let total = self.ok + self.drops.total();
-        let by_reason: serde_json::Map<_, _> =
-            self.drops.nonzero().map(|(r, c)| (r.name().to_string(), json!(c))).collect();
-        let reasons: Vec<String> = self.drops.nonzero().map(|(r, c)| format!("{r} {c}")).collect();
+        let by_reason: serde_json::Map<_, _> = self
+            .drops
+            .nonzero()
+            .map(|(r, c)| (r.name().to_string(), json!(c)))
+            .collect();
+        let reasons: Vec<String> = self
+            .drops
+            .nonzero()
+            .map(|(r, c)| format!("{r} {c}"))
+            .collect();
         self.report(
             json!({"summary": {"packets": total, "ok": self.ok, "dropped": self.drops.total(), "drops": by_reason}}),
             format!(
@@ -277,13 +303,16 @@ fn process(
     match link {
         LinkType::RawIp => f(&rec.data),
         LinkType::Ethernet => {
-            let eth = EthernetFrame::new_checked(&rec.data[..]).map_err(|_| DropReason::Malformed)?;
+            let eth =
+                EthernetFrame::new_checked(&rec.data[..]).map_err(|_| DropReason::Malformed)?;
             let hl = eth.header_len();
             let (ip, seq) = f(eth.payload())?;
             let mut frame = rec.data[..hl].to_vec();
             frame.extend_from_slice(&ip);
             let ethertype = ethertype_for_ip(&ip).ok_or(DropReason::Malformed)?;
-            EthernetFrame::new_checked(&mut frame[..]).expect("header copied").set_ethertype(ethertype);
+            EthernetFrame::new_checked(&mut frame[..])
+                .expect("header copied")
+                .set_ethertype(ethertype);
             Ok((frame, seq))
         }
     }
@@ -295,7 +324,10 @@ fn encap(a: &EncapArgs, json: bool) -> Result<bool, Fatal> {
     cfg.natt = a.natt;
     cfg.outer_ttl = a.ttl;
     if !a.sa.esn && a.seq > u32::MAX as u64 {
-        return Err(Fatal(format!("--seq {:#x} needs --esn: without ESN sequence numbers are 32 bits", a.seq)));
+        return Err(Fatal(format!(
+            "--seq {:#x} needs --esn: without ESN sequence numbers are 32 bits",
+            a.seq
+        )));
     }
     let mut sa = OutboundSa::new(cfg, &a.sa.key.0, 0)?.with_next_seq(a.seq);
     let mut run = Run::open(&a.input, &a.output, json)?;

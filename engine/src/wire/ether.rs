@@ -47,7 +47,10 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
                 return Err(WireError::Truncated("802.1q"));
             }
             if be16(b, field::TAGGED_TYPE) == ethertype::VLAN {
-                return Err(WireError::Malformed("802.1q", "stacked tags are not supported"));
+                return Err(WireError::Malformed(
+                    "802.1q",
+                    "stacked tags are not supported",
+                ));
             }
             TAGGED_HEADER_LEN
         } else {
@@ -57,11 +60,15 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     pub fn dst(&self) -> MacAddr {
-        self.buffer.as_ref()[field::DST].try_into().expect("6 bytes")
+        self.buffer.as_ref()[field::DST]
+            .try_into()
+            .expect("6 bytes")
     }
 
     pub fn src(&self) -> MacAddr {
-        self.buffer.as_ref()[field::SRC].try_into().expect("6 bytes")
+        self.buffer.as_ref()[field::SRC]
+            .try_into()
+            .expect("6 bytes")
     }
 
     /// The 802.1Q VLAN id, if the frame is tagged.

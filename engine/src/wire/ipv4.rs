@@ -47,7 +47,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         }
         let total_len = be16(b, field::LEN) as usize;
         if total_len < header_len {
-            return Err(WireError::Malformed("ipv4", "total length below header length"));
+            return Err(WireError::Malformed(
+                "ipv4",
+                "total length below header length",
+            ));
         }
         if header_len > b.len() || total_len > b.len() {
             return Err(WireError::Truncated("ipv4"));
@@ -117,12 +120,22 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     pub fn src_addr(&self) -> Ipv4Addr {
         let b = self.b();
-        Ipv4Addr::new(b[field::SRC], b[field::SRC + 1], b[field::SRC + 2], b[field::SRC + 3])
+        Ipv4Addr::new(
+            b[field::SRC],
+            b[field::SRC + 1],
+            b[field::SRC + 2],
+            b[field::SRC + 3],
+        )
     }
 
     pub fn dst_addr(&self) -> Ipv4Addr {
         let b = self.b();
-        Ipv4Addr::new(b[field::DST], b[field::DST + 1], b[field::DST + 2], b[field::DST + 3])
+        Ipv4Addr::new(
+            b[field::DST],
+            b[field::DST + 1],
+            b[field::DST + 2],
+            b[field::DST + 3],
+        )
     }
 
     /// True if the header checksum verifies.
@@ -248,21 +261,39 @@ mod tests {
         repr().emit(&mut buf);
         let mut bad = buf;
         bad[0] = 0x65;
-        assert!(matches!(Ipv4Packet::new_checked(&bad[..]), Err(WireError::Malformed(..))));
+        assert!(matches!(
+            Ipv4Packet::new_checked(&bad[..]),
+            Err(WireError::Malformed(..))
+        ));
         let mut bad = buf;
         bad[0] = 0x44;
-        assert!(matches!(Ipv4Packet::new_checked(&bad[..]), Err(WireError::Malformed(..))));
+        assert!(matches!(
+            Ipv4Packet::new_checked(&bad[..]),
+            Err(WireError::Malformed(..))
+        ));
         let mut bad = buf;
         bad[0] = 0x4f; // 60-byte header in a 28-byte packet
-        assert!(matches!(Ipv4Packet::new_checked(&bad[..]), Err(WireError::Malformed(..))));
+        assert!(matches!(
+            Ipv4Packet::new_checked(&bad[..]),
+            Err(WireError::Malformed(..))
+        ));
         bad[2..4].copy_from_slice(&60u16.to_be_bytes());
-        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), WireError::Truncated("ipv4"));
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
+            WireError::Truncated("ipv4")
+        );
         let mut bad = buf;
         bad[2..4].copy_from_slice(&29u16.to_be_bytes());
-        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), WireError::Truncated("ipv4"));
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
+            WireError::Truncated("ipv4")
+        );
         let mut bad = buf;
         bad[2..4].copy_from_slice(&19u16.to_be_bytes());
-        assert!(matches!(Ipv4Packet::new_checked(&bad[..]), Err(WireError::Malformed(..))));
+        assert!(matches!(
+            Ipv4Packet::new_checked(&bad[..]),
+            Err(WireError::Malformed(..))
+        ));
         assert!(Ipv4Packet::new_checked(&buf[..19]).is_err());
         let mut bad = buf;
         bad[10] ^= 1;

@@ -118,7 +118,9 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     return Err(WireError::Malformed("ipv6", "hop-by-hop header not first"))
                 }
                 proto::HOPOPT | proto::IPV6_ROUTE | proto::IPV6_OPTS => {
-                    let h = b.get(at..at + 2).ok_or(WireError::Truncated("ipv6 extension"))?;
+                    let h = b
+                        .get(at..at + 2)
+                        .ok_or(WireError::Truncated("ipv6 extension"))?;
                     (h[1] as usize + 1) * 8
                 }
                 proto::AH => {
@@ -126,15 +128,27 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     (h[1] as usize + 2) * 4
                 }
                 proto::IPV6_FRAG => {
-                    let h = b.get(at..at + 8).ok_or(WireError::Truncated("ipv6 fragment"))?;
+                    let h = b
+                        .get(at..at + 8)
+                        .ok_or(WireError::Truncated("ipv6 fragment"))?;
                     fragment = true;
                     if be16(h, 2) & 0xfff8 != 0 {
                         // A non-first fragment: what follows is not a header.
-                        return Ok(UpperLayer { protocol: h[0], offset: at + 8, fragment });
+                        return Ok(UpperLayer {
+                            protocol: h[0],
+                            offset: at + 8,
+                            fragment,
+                        });
                     }
                     8
                 }
-                _ => return Ok(UpperLayer { protocol: next, offset: at, fragment }),
+                _ => {
+                    return Ok(UpperLayer {
+                        protocol: next,
+                        offset: at,
+                        fragment,
+                    })
+                }
             };
             if at + len > b.len() {
                 return Err(WireError::Truncated("ipv6 extension"));
@@ -216,14 +230,21 @@ mod tests {
     fn fixed_header_fields() {
         let mut b = packet(proto::UDP, &[], 8);
         let mut p = Ipv6Packet::new_checked(&mut b[..]).unwrap();
-        assert_eq!((p.traffic_class(), p.ecn(), p.flow_label()), (0xba, 2, 0x12345));
+        assert_eq!(
+            (p.traffic_class(), p.ecn(), p.flow_label()),
+            (0xba, 2, 0x12345)
+        );
         assert_eq!((p.payload_len(), p.hop_limit()), (8, 64));
         assert_eq!(p.dst_addr(), "2001:db8:1::1".parse::<Ipv6Addr>().unwrap());
         p.set_traffic_class(0x01);
         assert_eq!((p.traffic_class(), p.flow_label()), (0x01, 0x12345));
         assert_eq!(
             p.upper_layer().unwrap(),
-            UpperLayer { protocol: proto::UDP, offset: 40, fragment: false }
+            UpperLayer {
+                protocol: proto::UDP,
+                offset: 40,
+                fragment: false
+            }
         );
     }
 
@@ -232,18 +253,48 @@ mod tests {
     #[test]
     fn walks_extension_headers_to_esp() {
         let mut ext = vec![proto::IPV6_OPTS, 0, 1, 4, 0, 0, 0, 0]; // HBH, PadN
-        ext.extend_from_slice(&[proto::IPV6_FRAG, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        ext.extend_from_slice(&[
+            proto::IPV6_FRAG,
+            1,
+            1,
+            12,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
         ext.extend_from_slice(&[proto::ESP, 0, 0, 1, 0, 0, 0, 7]); // fragment, offset 0, M=1
         let b = packet(proto::HOPOPT, &ext, 16);
-        let u = Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().unwrap();
-        assert_eq!(u, UpperLayer { protocol: proto::ESP, offset: 40 + 32, fragment: true });
+        let u = Ipv6Packet::new_checked(&b[..])
+            .unwrap()
+            .upper_layer()
+            .unwrap();
+        assert_eq!(
+            u,
+            UpperLayer {
+                protocol: proto::ESP,
+                offset: 40 + 32,
+                fragment: true
+            }
+        );
     }
 
     #[test]
     fn non_first_fragment_stops_the_walk() {
         let ext = [proto::UDP, 0, 0x00, 0x08, 0, 0, 0, 1]; // offset 1 (8 bytes)
         let b = packet(proto::IPV6_FRAG, &ext, 8);
-        let u = Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().unwrap();
+        let u = Ipv6Packet::new_checked(&b[..])
+            .unwrap()
+            .upper_layer()
+            .unwrap();
         assert!(u.fragment);
         assert_eq!(u.offset, 48);
     }
@@ -252,17 +303,30 @@ mod tests {
     fn hostile_chains_are_errors() {
         // An extension header longer than the packet.
         let b = packet(proto::IPV6_OPTS, &[proto::UDP, 9, 0, 0, 0, 0, 0, 0], 0);
-        assert!(Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().is_err());
+        assert!(Ipv6Packet::new_checked(&b[..])
+            .unwrap()
+            .upper_layer()
+            .is_err());
         // Hop-by-Hop after the first position.
-        let b = packet(proto::IPV6_OPTS, &[proto::HOPOPT, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0], 0);
-        assert!(Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().is_err());
+        let b = packet(
+            proto::IPV6_OPTS,
+            &[proto::HOPOPT, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0],
+            0,
+        );
+        assert!(Ipv6Packet::new_checked(&b[..])
+            .unwrap()
+            .upper_layer()
+            .is_err());
         // A long chain of destination options.
         let mut ext = Vec::new();
         for _ in 0..MAX_EXT_HEADERS + 1 {
             ext.extend_from_slice(&[proto::IPV6_OPTS, 0, 0, 0, 0, 0, 0, 0]);
         }
         let b = packet(proto::IPV6_OPTS, &ext, 0);
-        assert!(Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().is_err());
+        assert!(Ipv6Packet::new_checked(&b[..])
+            .unwrap()
+            .upper_layer()
+            .is_err());
         // Payload length beyond the buffer; wrong version.
         let mut b = packet(proto::UDP, &[], 8);
         assert!(Ipv6Packet::new_checked(&b[..47]).is_err());

@@ -57,12 +57,17 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         match (src, dst) {
             (IpAddr::V4(_), IpAddr::V4(_)) if self.checksum() == 0 => true,
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                checksum::finish(checksum::pseudo_v4(s, d, proto::UDP, dgram.len() as u16) + checksum::sum(dgram)) == 0
+                checksum::finish(
+                    checksum::pseudo_v4(s, d, proto::UDP, dgram.len() as u16)
+                        + checksum::sum(dgram),
+                ) == 0
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 self.checksum() != 0
-                    && checksum::finish(checksum::pseudo_v6(s, d, proto::UDP, dgram.len() as u32) + checksum::sum(dgram))
-                        == 0
+                    && checksum::finish(
+                        checksum::pseudo_v6(s, d, proto::UDP, dgram.len() as u32)
+                            + checksum::sum(dgram),
+                    ) == 0
             }
             _ => false,
         }
@@ -83,7 +88,9 @@ pub fn emit_header(buf: &mut [u8], src_port: u16, dst_port: u16, payload_len: us
 /// payload) sent over IPv6, where it is mandatory (RFC 8200 section 8.1).
 pub fn fill_checksum_v6(dgram: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) {
     dgram[6..8].fill(0);
-    let mut c = checksum::finish(checksum::pseudo_v6(src, dst, proto::UDP, dgram.len() as u32) + checksum::sum(dgram));
+    let mut c = checksum::finish(
+        checksum::pseudo_v6(src, dst, proto::UDP, dgram.len() as u32) + checksum::sum(dgram),
+    );
     if c == 0 {
         c = 0xffff;
     }
@@ -93,7 +100,9 @@ pub fn fill_checksum_v6(dgram: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) {
 /// Computes and writes the checksum of `dgram` sent over IPv4.
 pub fn fill_checksum_v4(dgram: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
     dgram[6..8].fill(0);
-    let mut c = checksum::finish(checksum::pseudo_v4(src, dst, proto::UDP, dgram.len() as u16) + checksum::sum(dgram));
+    let mut c = checksum::finish(
+        checksum::pseudo_v4(src, dst, proto::UDP, dgram.len() as u16) + checksum::sum(dgram),
+    );
     if c == 0 {
         c = 0xffff;
     }
@@ -110,19 +119,37 @@ mod tests {
         emit_header(&mut d, 4500, 4501, 4);
         d[8..].copy_from_slice(&[1, 2, 3, 4]);
         let (s4, d4) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 1));
-        let (s6, d6): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8:1::1".parse().unwrap());
+        let (s6, d6): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8:1::1".parse().unwrap(),
+        );
         {
             let u = UdpPacket::new_checked(&d[..]).unwrap();
-            assert_eq!((u.src_port(), u.dst_port(), u.len(), u.payload()), (4500, 4501, 12, &[1, 2, 3, 4][..]));
-            assert!(u.verify_checksum(s4.into(), d4.into()), "zero means none over IPv4");
-            assert!(!u.verify_checksum(s6.into(), d6.into()), "zero is invalid over IPv6");
+            assert_eq!(
+                (u.src_port(), u.dst_port(), u.len(), u.payload()),
+                (4500, 4501, 12, &[1, 2, 3, 4][..])
+            );
+            assert!(
+                u.verify_checksum(s4.into(), d4.into()),
+                "zero means none over IPv4"
+            );
+            assert!(
+                !u.verify_checksum(s6.into(), d6.into()),
+                "zero is invalid over IPv6"
+            );
         }
         fill_checksum_v6(&mut d, s6, d6);
-        assert!(UdpPacket::new_checked(&d[..]).unwrap().verify_checksum(s6.into(), d6.into()));
+        assert!(UdpPacket::new_checked(&d[..])
+            .unwrap()
+            .verify_checksum(s6.into(), d6.into()));
         fill_checksum_v4(&mut d, s4, d4);
-        assert!(UdpPacket::new_checked(&d[..]).unwrap().verify_checksum(s4.into(), d4.into()));
+        assert!(UdpPacket::new_checked(&d[..])
+            .unwrap()
+            .verify_checksum(s4.into(), d4.into()));
         d[9] ^= 0xff;
-        assert!(!UdpPacket::new_checked(&d[..]).unwrap().verify_checksum(s4.into(), d4.into()));
+        assert!(!UdpPacket::new_checked(&d[..])
+            .unwrap()
+            .verify_checksum(s4.into(), d4.into()));
     }
 
     #[test]

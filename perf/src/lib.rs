@@ -1,0 +1,79 @@
+//! vpngw's benchmark harness: timing that interleaves the things it
+//! compares (so a noisy neighbour hurts both sides of a ratio alike), and
+//! reports as a readable table and as JSON.
+
+pub mod esp;
+
+use std::time::{Duration, Instant};
+
+/// Runs `batch` (which processes `per_batch` packets and returns the time
+/// its timed part took) until `budget` has passed; returns packets/second.
+pub fn rate(budget: Duration, per_batch: usize, mut batch: impl FnMut() -> Duration) -> f64 {
+    let start = Instant::now();
+    let (mut timed, mut packets) = (Duration::ZERO, 0u64);
+    while start.elapsed() < budget {
+        timed += batch();
+        packets += per_batch as u64;
+    }
+    packets as f64 / timed.as_secs_f64()
+}
+
+/// The median of some rates.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A target from the issue tracker, checked against a measurement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Target {
+    pub what: String,
+    pub want: String,
+    pub got: String,
+    pub met: bool,
+}
+
+/// Prints rows as a table whose columns fit their widest cell.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect();
+        println!("{}", s.join("  "));
+    };
+    line(header.to_vec());
+    line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|s| s.as_str())
+            .collect(),
+    );
+    for r in rows {
+        line(r.iter().map(|s| s.as_str()).collect());
+    }
+}
