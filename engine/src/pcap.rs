@@ -17,6 +17,10 @@ pub enum LinkType {
     Ethernet,
     /// LINKTYPE_RAW (101): the record is an IPv4 or IPv6 packet.
     RawIp,
+    /// LINKTYPE_IPV4 (228): IPv4 packets only (Scapy writes these).
+    Ipv4,
+    /// LINKTYPE_IPV6 (229): IPv6 packets only.
+    Ipv6,
 }
 
 impl LinkType {
@@ -24,13 +28,22 @@ impl LinkType {
         match self {
             LinkType::Ethernet => 1,
             LinkType::RawIp => 101,
+            LinkType::Ipv4 => 228,
+            LinkType::Ipv6 => 229,
         }
+    }
+
+    /// True if records are bare IP packets, without a link header.
+    pub fn is_ip(self) -> bool {
+        self != LinkType::Ethernet
     }
 
     fn from_code(code: u32) -> Option<Self> {
         match code {
             1 => Some(LinkType::Ethernet),
             101 => Some(LinkType::RawIp),
+            228 => Some(LinkType::Ipv4),
+            229 => Some(LinkType::Ipv6),
             _ => None,
         }
     }
@@ -44,7 +57,7 @@ pub enum PcapError {
     NotPcap(u32),
     #[error("pcapng files are not supported: convert with `editcap -F pcap IN OUT`")]
     Pcapng,
-    #[error("link type {0} is not supported (only Ethernet (1) and raw IP (101))")]
+    #[error("link type {0} is not supported (only Ethernet (1) and raw IP (101, 228, 229))")]
     LinkType(u32),
     #[error("record {index}: captured length {len} exceeds the limit")]
     RecordTooLarge { index: u64, len: u32 },
@@ -281,6 +294,9 @@ mod tests {
         bytes.pop();
         let mut r = PcapReader::new(&bytes[..]).unwrap();
         assert!(matches!(r.next_record(), Err(PcapError::Truncated(0))));
+        let mut v4 = bytes.clone();
+        v4[20] = 228;
+        assert!(PcapReader::new(&v4[..]).unwrap().link_type().is_ip());
         let mut odd = bytes.clone();
         odd[20] = 113;
         assert!(matches!(

@@ -59,7 +59,7 @@ fn ip_packets(name: &str) -> Vec<Vec<u8>> {
     r.map(|rec| {
         let data = rec.unwrap().data;
         match link {
-            LinkType::RawIp => data,
+            LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => data,
             LinkType::Ethernet => EthernetFrame::new_checked(&data[..])
                 .unwrap()
                 .payload()

@@ -26,8 +26,8 @@ Examples:
   vpngw-pcap decap --spi 0x1001 --suite aes-gcm-128 --key 00112233445566778899aabbccddeeff01020304 \\
       esp.pcap plain.pcap
 
-Input may be an Ethernet (link type 1) or raw-IP (101) pcap; the output keeps
-the input's link type and, for Ethernet, each frame's own MACs and VLAN tag.
+Input may be an Ethernet (link type 1) or raw-IP (101, 228, 229) pcap. Ethernet
+output keeps each frame's own MACs and VLAN tag; raw-IP output is link type 101.
 Exit status: 0 if every packet went through, 1 if any was dropped, 2 on bad
 arguments or an unreadable file.";
 
@@ -196,7 +196,14 @@ impl Run {
         let reader = PcapReader::new(BufReader::new(f))
             .map_err(|e| Fatal(format!("{}: {e}", input.display())))?;
         let out = File::create(output).map_err(|e| Fatal(format!("{}: {e}", output.display())))?;
-        let writer = PcapWriter::new(BufWriter::new(out), reader.link_type(), reader.nanos())?;
+        // IPv4-only and IPv6-only captures may gain packets of the other
+        // family (the outer header, or the inner one): write raw IP.
+        let link = if reader.link_type().is_ip() {
+            LinkType::RawIp
+        } else {
+            LinkType::Ethernet
+        };
+        let writer = PcapWriter::new(BufWriter::new(out), link, reader.nanos())?;
         Ok(Self {
             reader,
             writer,
@@ -301,7 +308,7 @@ fn process(
         return Err(DropReason::Malformed);
     }
     match link {
-        LinkType::RawIp => f(&rec.data),
+        LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => f(&rec.data),
         LinkType::Ethernet => {
             let eth =
                 EthernetFrame::new_checked(&rec.data[..]).map_err(|_| DropReason::Malformed)?;

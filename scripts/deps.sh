@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what vpngw's demo and tests need on a fresh Debian 12 machine:
+# Debian packages (tshark), Python packages (Scapy), and cargo-fuzz. Each is
+# skipped when already present, so running this again is quick.
+# Usage: scripts/deps.sh [--fuzz]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[deps] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_packages=()
+command -v tshark >/dev/null || apt_packages+=(tshark)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  say "apt-get install ${apt_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import scapy, cryptography; assert scapy.VERSION == "2.8.0"' 2>/dev/null; then
+  say "pip install -r scripts/requirements.txt"
+  python3 -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
+fi
+
+if [ "${1:-}" = "--fuzz" ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  say "cargo install cargo-fuzz (once; takes a minute or two)"
+  cargo install -q cargo-fuzz --locked
+fi

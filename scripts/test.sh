@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test command: installs what it needs, builds, and runs every test
+# vpngw has — unit and property tests, vpngw against Scapy and tshark, the
+# fixture generator's determinism, a bounded fuzz run, and a benchmark smoke
+# run. CI runs exactly this (.ci/run).
+# Usage: scripts/test.sh            (FUZZ_SECONDS=60 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+start=$SECONDS
+step() { printf '\n=== [%4ss] %s\n' "$((SECONDS - start))" "$*"; }
+
+step "dependencies"
+scripts/deps.sh --fuzz
+
+step "format"
+cargo fmt --all -- --check
+
+step "cargo test (unit, property, Scapy fixtures)"
+cargo test --workspace --locked
+
+step "build the tools (release)"
+cargo build --release --locked -p vpngw-ctrl -p vpngw-perf
+
+step "Scapy fixtures regenerate byte for byte"
+python3 engine/tests/fixtures/esp/gen_fixtures.py >/dev/null
+git diff --exit-code --stat -- engine/tests/fixtures/esp
+
+step "the Scapy checker catches what it must (self-test)"
+python3 scripts/interop/scapy_check_encap.py --self-test
+
+step "vpngw-pcap against Scapy and tshark"
+python3 scripts/interop/esp_interop.py --bin target/release/vpngw-pcap
+
+step "fuzz inbound ESP for ${FUZZ_SECONDS}s"
+(cd engine && cargo +nightly fuzz run esp_inbound -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 | tail -4)
+
+step "benchmark smoke run (numbers not asserted)"
+out=$(mktemp)
+target/release/vpngw-bench --quick --json "$out" esp --size 64 --size 1400 >/dev/null
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="esp" and len(r["results"])==12, r' "$out"
+rm -f "$out"
+
+step "all tests passed"
