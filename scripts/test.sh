@@ -16,6 +16,9 @@ scripts/deps.sh --fuzz
 step "format"
 cargo fmt --all -- --check
 
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 step "cargo test (unit, property, Scapy fixtures)"
 cargo test --workspace --locked
 

@@ -9,14 +9,12 @@
 
 use crate::buf::PacketBuf;
 use crate::crypto::{ICV_LEN, IV_LEN};
-use crate::sa::{
-    InboundSa, LifetimeEvent, LifetimeState, LimitKind, NatT, OutboundSa, SaConfig, Seconds,
-};
+use crate::sa::{InboundSa, LifetimeEvent, LimitKind, NatT, OutboundSa, SaConfig, Seconds};
 use crate::stats::DropReason;
 use crate::wire::esp::{self as esp_wire, EspPacket, TrailerError, HEADER_LEN, TRAILER_LEN};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
-use crate::wire::{proto, udp};
+use crate::wire::{checksum, proto, udp};
 use std::net::IpAddr;
 
 /// ESP payloads are padded to this alignment (RFC 4303 section 2.4).
@@ -43,30 +41,6 @@ fn aad(spi: u32, seq: u64, esn: bool, out: &mut [u8; 12]) -> &[u8] {
     }
 }
 
-/// Refuses a packet on an SA past its hard lifetime, or whose hard time
-/// limit has just passed (raising the event once).
-#[inline]
-fn admit(
-    cfg: &SaConfig,
-    life: &mut LifetimeState,
-    now: Seconds,
-    events: &mut Vec<LifetimeEvent>,
-) -> Result<(), DropReason> {
-    if life.is_expired() {
-        return Err(DropReason::Expired);
-    }
-    if cfg
-        .lifetimes
-        .hard
-        .seconds
-        .is_some_and(|s| now.saturating_sub(life.created) >= s)
-    {
-        events.extend(life.expire(cfg, LimitKind::Seconds));
-        return Err(DropReason::Expired);
-    }
-    Ok(())
-}
-
 /// Encapsulates the inner IP packet in `pkt` with `sa` and returns the
 /// sequence number it was sent with. Lifetime events are pushed to `events`.
 pub fn encap<B: AsRef<[u8]> + AsMut<[u8]>>(
@@ -89,7 +63,7 @@ fn encap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     events: &mut Vec<LifetimeEvent>,
 ) -> Result<u64, DropReason> {
     let cfg = &sa.cfg;
-    admit(cfg, &mut sa.state.lifetime, now, events)?;
+    sa.state.lifetime.admit(now, events)?;
     let seq = sa.state.next_seq;
     if seq > cfg.max_seq() {
         return Err(DropReason::Expired);
@@ -161,52 +135,122 @@ fn encap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     let icv = sa.aead.seal(&iv, aad, &mut buf[head..head + plain_len]);
     buf[head + plain_len..].copy_from_slice(&icv);
 
-    let protocol = if let Some(n) = cfg.natt {
-        udp::emit_header(&mut buf[ip_len..], n.src_port, n.dst_port, esp_len);
-        proto::UDP
-    } else {
-        proto::ESP
-    };
-    match (cfg.local, cfg.remote) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => Ipv4Repr {
-            src,
-            dst,
-            protocol,
-            payload_len: udp_len + esp_len,
-            ttl: cfg.outer_ttl,
-            tos,
-            ident: seq as u16,
-            dont_frag,
-        }
-        .emit(buf),
-        (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            Ipv6Repr {
-                src,
-                dst,
-                next_header: protocol,
-                payload_len: udp_len + esp_len,
-                hop_limit: cfg.outer_ttl,
-                traffic_class: tos,
-                flow_label: 0,
-            }
-            .emit(buf);
-            if cfg.natt.is_some() {
-                // RFC 3948's zero checksum is for IPv4; IPv6 needs a real one.
-                udp::fill_checksum_v6(&mut buf[ip_len..], src, dst);
-            }
-        }
-        _ => unreachable!("SaConfig::validate refuses mixed families"),
+    sa.outer.write(buf, tos, dont_frag, seq as u16, esp_len);
+    if let (Some(_), IpAddr::V6(src), IpAddr::V6(dst)) = (cfg.natt, cfg.local, cfg.remote) {
+        // RFC 3948's zero checksum is for IPv4; IPv6 needs a real one.
+        udp::fill_checksum_v6(&mut buf[ip_len..], src, dst);
     }
 
     let st = &mut sa.state;
     if seq == cfg.max_seq() {
         // RFC 4303 section 3.3.3: the counter must not cycle.
-        events.extend(st.lifetime.expire(cfg, LimitKind::SequenceSpace));
+        events.extend(st.lifetime.expire(LimitKind::SequenceSpace));
     } else {
         st.next_seq = seq + 1;
     }
-    events.extend(st.lifetime.account(cfg, inner_len, now));
+    events.extend(st.lifetime.account(inner_len, now));
     Ok(seq)
+}
+
+/// The outer IP (and UDP) header of an outbound SA, built once, as VPP
+/// prebuilds it: encapsulation copies it and patches only what varies per
+/// packet (DSCP/ECN, lengths, IPv4 ID and DF), updating the IPv4 checksum
+/// from the precomputed sum of the fixed fields.
+#[derive(Debug, Clone)]
+pub(crate) struct OuterHeader {
+    bytes: [u8; ipv6::HEADER_LEN + udp::HEADER_LEN],
+    ip_len: usize,
+    udp_len: usize,
+    /// IPv4 only: checksum sum of the header with the varying fields zero.
+    fixed_sum: u64,
+}
+
+impl OuterHeader {
+    pub(crate) fn new(cfg: &SaConfig) -> Self {
+        let mut bytes = [0u8; ipv6::HEADER_LEN + udp::HEADER_LEN];
+        let protocol = if cfg.natt.is_some() {
+            proto::UDP
+        } else {
+            proto::ESP
+        };
+        let ip_len = match (cfg.local, cfg.remote) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let (ttl, tos, ident, dont_frag) = (cfg.outer_ttl, 0, 0, false);
+                Ipv4Repr {
+                    src,
+                    dst,
+                    protocol,
+                    payload_len: 0,
+                    ttl,
+                    tos,
+                    ident,
+                    dont_frag,
+                }
+                .emit(&mut bytes);
+                bytes[2..4].fill(0); // total length: per packet
+                bytes[10..12].fill(0); // checksum: per packet
+                ipv4::HEADER_LEN
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let (hop_limit, traffic_class, flow_label) = (cfg.outer_ttl, 0, 0);
+                Ipv6Repr {
+                    src,
+                    dst,
+                    next_header: protocol,
+                    payload_len: 0,
+                    hop_limit,
+                    traffic_class,
+                    flow_label,
+                }
+                .emit(&mut bytes);
+                ipv6::HEADER_LEN
+            }
+            _ => unreachable!("SaConfig::validate refuses mixed families"),
+        };
+        let udp_len = match cfg.natt {
+            Some(n) => {
+                udp::emit_header(&mut bytes[ip_len..], n.src_port, n.dst_port, 0);
+                udp::HEADER_LEN
+            }
+            None => 0,
+        };
+        let fixed_sum = if ip_len == ipv4::HEADER_LEN {
+            checksum::sum(&bytes[..ip_len])
+        } else {
+            0
+        };
+        Self {
+            bytes,
+            ip_len,
+            udp_len,
+            fixed_sum,
+        }
+    }
+
+    /// Writes the header for an ESP packet of `esp_len` bytes into `buf`.
+    #[inline]
+    fn write(&self, buf: &mut [u8], tos: u8, dont_frag: bool, ident: u16, esp_len: usize) {
+        let (ip_len, udp_len) = (self.ip_len, self.udp_len);
+        buf[..ip_len + udp_len].copy_from_slice(&self.bytes[..ip_len + udp_len]);
+        let ip_payload = (udp_len + esp_len) as u16;
+        if udp_len != 0 {
+            buf[ip_len + 4..ip_len + 6].copy_from_slice(&ip_payload.to_be_bytes());
+        }
+        if ip_len == ipv4::HEADER_LEN {
+            let total = ipv4::HEADER_LEN as u16 + ip_payload;
+            let flags: u16 = if dont_frag { 0x4000 } else { 0 };
+            buf[1] = tos;
+            buf[2..4].copy_from_slice(&total.to_be_bytes());
+            buf[4..6].copy_from_slice(&ident.to_be_bytes());
+            buf[6..8].copy_from_slice(&flags.to_be_bytes());
+            let sum = self.fixed_sum + tos as u64 + total as u64 + ident as u64 + flags as u64;
+            buf[10..12].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+        } else {
+            buf[0] = 0x60 | tos >> 4;
+            buf[1] = (tos << 4) | (buf[1] & 0x0f);
+            buf[4..6].copy_from_slice(&ip_payload.to_be_bytes());
+        }
+    }
 }
 
 /// Where ESP sits in a received outer packet, and what the SA lookup needs.
@@ -271,7 +315,7 @@ pub fn locate(packet: &[u8]) -> Result<EspLocation, DropReason> {
         proto::ESP => (offset, None),
         proto::UDP => {
             let u = udp::UdpPacket::new_checked(&packet[offset..outer_len]).map_err(malformed)?;
-            if offset + u.len() != outer_len {
+            if offset + u.length() != outer_len {
                 return Err(DropReason::Malformed);
             }
             let payload = u.payload();
@@ -331,7 +375,7 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
 ) -> Result<u64, DropReason> {
     let cfg = &sa.cfg;
     let st = &mut sa.state;
-    admit(cfg, &mut st.lifetime, now, events)?;
+    st.lifetime.admit(now, events)?;
     if loc.outer_len > pkt.len() || loc.esp_offset > loc.outer_len {
         return Err(DropReason::Malformed);
     }
@@ -387,7 +431,7 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
         _ => return Err(DropReason::Malformed),
     };
 
-    events.extend(st.lifetime.account(cfg, inner_len, now));
+    events.extend(st.lifetime.account(inner_len, now));
     let start = loc.esp_offset + HEADER_LEN + IV_LEN;
     pkt.narrow(start..start + inner_len)
         .expect("inner packet lies inside the ESP payload");

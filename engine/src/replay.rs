@@ -99,7 +99,8 @@ impl ReplayWindow {
             }
         } else {
             // Case B: the window spans the subspace below as well.
-            if low >= tl + (1 << 32) - w + 1 {
+            // Seql >= Tl - W + 1 (mod 2^32), as appendix A writes it.
+            if low > tl + (1 << 32) - w {
                 th.checked_sub(1)?
             } else {
                 th

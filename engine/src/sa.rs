@@ -7,8 +7,9 @@
 //! never be handed an SA that decrypts.
 
 use crate::crypto::{Aead, KeyLength, Suite};
+use crate::esp::OuterHeader;
 use crate::replay::{ReplayWindow, WindowSize, DEFAULT_WINDOW};
-use crate::stats::{DropCounters, Traffic};
+use crate::stats::{DropCounters, DropReason, Traffic};
 use std::net::IpAddr;
 
 /// Seconds on a monotonic clock; the caller chooses the epoch.
@@ -172,20 +173,82 @@ pub struct LifetimeEvent {
     pub limit: LimitKind,
 }
 
+/// Where a set of limits lies, as absolute values (`u64::MAX`: never), so
+/// the hot path compares instead of unwrapping options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Marks {
+    packets: u64,
+    bytes: u64,
+    time: Seconds,
+}
+
+impl Marks {
+    const NEVER: Marks = Marks {
+        packets: u64::MAX,
+        bytes: u64::MAX,
+        time: u64::MAX,
+    };
+
+    fn of(limit: &Limit, created: Seconds) -> Self {
+        Marks {
+            packets: limit.packets.unwrap_or(u64::MAX),
+            bytes: limit.bytes.unwrap_or(u64::MAX),
+            time: limit
+                .seconds
+                .map_or(u64::MAX, |s| created.saturating_add(s)),
+        }
+    }
+
+    fn min(self, o: Marks) -> Marks {
+        Marks {
+            packets: self.packets.min(o.packets),
+            bytes: self.bytes.min(o.bytes),
+            time: self.time.min(o.time),
+        }
+    }
+
+    /// The first of these marks that `traffic` at `now` has reached.
+    #[inline]
+    fn reached(&self, t: &Traffic, now: Seconds) -> Option<LimitKind> {
+        if t.packets >= self.packets {
+            Some(LimitKind::Packets)
+        } else if t.bytes >= self.bytes {
+            Some(LimitKind::Bytes)
+        } else if now >= self.time {
+            Some(LimitKind::Seconds)
+        } else {
+            None
+        }
+    }
+}
+
 /// Lifetime accounting, on both sides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LifetimeState {
     pub created: Seconds,
     pub traffic: Traffic,
+    spi: u32,
+    direction: Direction,
+    soft: Marks,
+    hard: Marks,
+    /// The nearest mark still to raise an event: soft (until raised) and hard.
+    next: Marks,
     soft_raised: bool,
     hard_expired: bool,
 }
 
 impl LifetimeState {
-    fn new(created: Seconds) -> Self {
+    fn new(cfg: &SaConfig, created: Seconds) -> Self {
+        let soft = Marks::of(&cfg.lifetimes.soft, created);
+        let hard = Marks::of(&cfg.lifetimes.hard, created);
         Self {
             created,
             traffic: Traffic::default(),
+            spi: cfg.spi,
+            direction: cfg.direction,
+            soft,
+            hard,
+            next: soft.min(hard),
             soft_raised: false,
             hard_expired: false,
         }
@@ -195,74 +258,70 @@ impl LifetimeState {
         self.hard_expired
     }
 
-    /// The first limit of `limit` this state has reached, if any.
-    fn reached(&self, limit: &Limit, now: Seconds) -> Option<LimitKind> {
-        let t = &self.traffic;
-        if limit.packets.is_some_and(|l| t.packets >= l) {
-            Some(LimitKind::Packets)
-        } else if limit.bytes.is_some_and(|l| t.bytes >= l) {
-            Some(LimitKind::Bytes)
-        } else if limit
-            .seconds
-            .is_some_and(|l| now.saturating_sub(self.created) >= l)
-        {
-            Some(LimitKind::Seconds)
-        } else {
-            None
+    fn event(&self, expiry: Expiry, limit: LimitKind) -> LifetimeEvent {
+        LifetimeEvent {
+            spi: self.spi,
+            direction: self.direction,
+            expiry,
+            limit,
         }
     }
 
+    /// Refuses a packet on an expired SA, or at its hard time limit
+    /// (expiring it there and then, with its event).
+    #[inline]
+    pub(crate) fn admit(
+        &mut self,
+        now: Seconds,
+        events: &mut Vec<LifetimeEvent>,
+    ) -> Result<(), DropReason> {
+        if self.hard_expired {
+            return Err(DropReason::Expired);
+        }
+        if now >= self.hard.time {
+            events.extend(self.expire(LimitKind::Seconds));
+            return Err(DropReason::Expired);
+        }
+        Ok(())
+    }
+
     /// Re-evaluates the limits at `now`; returns an event on a transition.
-    fn evaluate(&mut self, cfg: &SaConfig, now: Seconds) -> Option<LifetimeEvent> {
+    fn evaluate(&mut self, now: Seconds) -> Option<LifetimeEvent> {
         if self.hard_expired {
             return None;
         }
-        let event = |expiry, limit| LifetimeEvent {
-            spi: cfg.spi,
-            direction: cfg.direction,
-            expiry,
-            limit,
-        };
-        if let Some(limit) = self.reached(&cfg.lifetimes.hard, now) {
-            self.hard_expired = true;
-            self.soft_raised = true;
-            return Some(event(Expiry::Hard, limit));
+        if let Some(limit) = self.hard.reached(&self.traffic, now) {
+            return self.expire(limit);
         }
         if !self.soft_raised {
-            if let Some(limit) = self.reached(&cfg.lifetimes.soft, now) {
+            if let Some(limit) = self.soft.reached(&self.traffic, now) {
                 self.soft_raised = true;
-                return Some(event(Expiry::Soft, limit));
+                self.next = self.hard;
+                return Some(self.event(Expiry::Soft, limit));
             }
         }
         None
     }
 
-    /// Counts one packet of `bytes` inner bytes and re-evaluates.
+    /// Counts one packet of `bytes` inner bytes; evaluates only when a
+    /// mark is reached.
     #[inline]
-    pub(crate) fn account(
-        &mut self,
-        cfg: &SaConfig,
-        bytes: usize,
-        now: Seconds,
-    ) -> Option<LifetimeEvent> {
+    pub(crate) fn account(&mut self, bytes: usize, now: Seconds) -> Option<LifetimeEvent> {
         self.traffic.packets += 1;
         self.traffic.bytes += bytes as u64;
-        self.evaluate(cfg, now)
+        self.next.reached(&self.traffic, now)?;
+        self.evaluate(now)
     }
 
-    /// Marks the SA hard-expired for a reason of its own (sequence space).
-    pub(crate) fn expire(&mut self, cfg: &SaConfig, limit: LimitKind) -> Option<LifetimeEvent> {
+    /// Marks the SA hard-expired (a limit, or its sequence space).
+    pub(crate) fn expire(&mut self, limit: LimitKind) -> Option<LifetimeEvent> {
         if self.hard_expired {
             return None;
         }
         self.hard_expired = true;
         self.soft_raised = true;
-        Some(LifetimeEvent {
-            spi: cfg.spi,
-            direction: cfg.direction,
-            expiry: Expiry::Hard,
-            limit,
-        })
+        self.next = Marks::NEVER;
+        Some(self.event(Expiry::Hard, limit))
     }
 }
 
@@ -281,6 +340,7 @@ pub struct OutboundState {
 pub struct OutboundSa {
     pub cfg: SaConfig,
     pub(crate) aead: Aead,
+    pub(crate) outer: OuterHeader,
     pub state: OutboundState,
 }
 
@@ -290,12 +350,18 @@ impl OutboundSa {
     pub fn new(cfg: SaConfig, keymat: &[u8], now: Seconds) -> Result<Self, SaError> {
         cfg.validate()?;
         let aead = Aead::new(cfg.suite, keymat)?;
+        let outer = OuterHeader::new(&cfg);
         let state = OutboundState {
             next_seq: 1,
-            lifetime: LifetimeState::new(now),
+            lifetime: LifetimeState::new(&cfg, now),
             drops: DropCounters::default(),
         };
-        Ok(Self { cfg, aead, state })
+        Ok(Self {
+            cfg,
+            aead,
+            outer,
+            state,
+        })
     }
 
     /// Starts the sequence at `seq` instead of 1: for tools and tests that
@@ -307,7 +373,7 @@ impl OutboundSa {
 
     /// Time-based expiry for an idle SA: the control plane polls this.
     pub fn poll_lifetime(&mut self, now: Seconds) -> Option<LifetimeEvent> {
-        self.state.lifetime.evaluate(&self.cfg, now)
+        self.state.lifetime.evaluate(now)
     }
 }
 
@@ -335,7 +401,7 @@ impl InboundSa {
         let window = ReplayWindow::new(cfg.replay_window, cfg.esn)?;
         let state = InboundState {
             window,
-            lifetime: LifetimeState::new(now),
+            lifetime: LifetimeState::new(&cfg, now),
             drops: DropCounters::default(),
         };
         Ok(Self { cfg, aead, state })
@@ -343,7 +409,7 @@ impl InboundSa {
 
     /// Time-based expiry for an idle SA: the control plane polls this.
     pub fn poll_lifetime(&mut self, now: Seconds) -> Option<LifetimeEvent> {
-        self.state.lifetime.evaluate(&self.cfg, now)
+        self.state.lifetime.evaluate(now)
     }
 }
 
@@ -399,21 +465,21 @@ mod tests {
         let mut c = cfg(Direction::Inbound);
         c.lifetimes.soft.packets = Some(2);
         c.lifetimes.hard.packets = Some(4);
-        let mut l = LifetimeState::new(0);
-        assert_eq!(l.account(&c, 100, 0), None);
-        let soft = l.account(&c, 100, 0).unwrap();
+        let mut l = LifetimeState::new(&c, 0);
+        assert_eq!(l.account(100, 0), None);
+        let soft = l.account(100, 0).unwrap();
         assert_eq!(
             (soft.expiry, soft.limit),
             (Expiry::Soft, LimitKind::Packets)
         );
-        assert_eq!(l.account(&c, 100, 0), None);
-        let hard = l.account(&c, 100, 0).unwrap();
+        assert_eq!(l.account(100, 0), None);
+        let hard = l.account(100, 0).unwrap();
         assert_eq!(
             (hard.expiry, hard.limit),
             (Expiry::Hard, LimitKind::Packets)
         );
         assert!(l.is_expired());
-        assert_eq!(l.account(&c, 100, 0), None);
+        assert_eq!(l.account(100, 0), None);
     }
 
     #[test]
@@ -421,15 +487,15 @@ mod tests {
         let mut c = cfg(Direction::Outbound);
         c.lifetimes.soft.seconds = Some(10);
         c.lifetimes.hard.bytes = Some(1000);
-        let mut l = LifetimeState::new(100);
-        assert_eq!(l.evaluate(&c, 109), None);
+        let mut l = LifetimeState::new(&c, 100);
+        assert_eq!(l.evaluate(109), None);
         assert_eq!(
-            l.evaluate(&c, 110).map(|e| (e.expiry, e.limit)),
+            l.evaluate(110).map(|e| (e.expiry, e.limit)),
             Some((Expiry::Soft, LimitKind::Seconds))
         );
-        assert_eq!(l.account(&c, 999, 111), None);
+        assert_eq!(l.account(999, 111), None);
         assert_eq!(
-            l.account(&c, 1, 111).map(|e| (e.expiry, e.limit)),
+            l.account(1, 111).map(|e| (e.expiry, e.limit)),
             Some((Expiry::Hard, LimitKind::Bytes))
         );
     }

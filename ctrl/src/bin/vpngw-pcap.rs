@@ -120,7 +120,7 @@ struct HexBytes(Vec<u8>);
 
 fn parse_hex(s: &str) -> Result<HexBytes, String> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", s.len()));
     }
     (0..s.len())

@@ -37,8 +37,8 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         be16(self.buffer.as_ref(), 2)
     }
 
-    /// The length field: header plus payload.
-    pub fn len(&self) -> usize {
+    /// The Length field: header plus payload.
+    pub fn length(&self) -> usize {
         be16(self.buffer.as_ref(), 4) as usize
     }
 
@@ -47,13 +47,13 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..self.len()]
+        &self.buffer.as_ref()[HEADER_LEN..self.length()]
     }
 
     /// True if the checksum verifies for these addresses. A zero checksum
     /// over IPv4 means "not computed" and verifies; over IPv6 it does not.
     pub fn verify_checksum(&self, src: IpAddr, dst: IpAddr) -> bool {
-        let dgram = &self.buffer.as_ref()[..self.len()];
+        let dgram = &self.buffer.as_ref()[..self.length()];
         match (src, dst) {
             (IpAddr::V4(_), IpAddr::V4(_)) if self.checksum() == 0 => true,
             (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -126,7 +126,7 @@ mod tests {
         {
             let u = UdpPacket::new_checked(&d[..]).unwrap();
             assert_eq!(
-                (u.src_port(), u.dst_port(), u.len(), u.payload()),
+                (u.src_port(), u.dst_port(), u.length(), u.payload()),
                 (4500, 4501, 12, &[1, 2, 3, 4][..])
             );
             assert!(
