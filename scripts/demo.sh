@@ -48,7 +48,7 @@ w.close()
 PY
 
 say "vpngw, as the IDC's gateway, decrypts the six packets that arrive"
-$pcap decap "${SA[@]}" "$work/wire.pcap" "$work/inner.pcap" || true
+$pcap decap "${SA[@]}" --natt 4500:4500 "$work/wire.pcap" "$work/inner.pcap" || true
 
 say "the inner packets it accepted, as tshark sees them"
 tshark -r "$work/inner.pcap" 2>/dev/null

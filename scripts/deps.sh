@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vpngw's demo and tests need on a fresh Debian 12 machine:
-# Debian packages (tshark), Python packages (Scapy), and cargo-fuzz. Each is
+# Debian packages (tshark, pip), Python packages (Scapy), and, with --fuzz,
+# a nightly toolchain and cargo-fuzz. Each is
 # skipped when already present, so running this again is quick.
 # Usage: scripts/deps.sh [--fuzz]
 set -euo pipefail
@@ -11,6 +12,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_packages=()
 command -v tshark >/dev/null || apt_packages+=(tshark)
+python3 -m pip --version >/dev/null 2>&1 || apt_packages+=(python3-pip)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   say "apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -20,10 +22,19 @@ fi
 
 if ! python3 -c 'import scapy, cryptography; assert scapy.VERSION == "2.8.0"' 2>/dev/null; then
   say "pip install -r scripts/requirements.txt"
-  python3 -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
+  pip=(python3 -m pip install -q --disable-pip-version-check -r scripts/requirements.txt)
+  # Debian's own python3 is "externally managed" (PEP 668); these are
+  # test tools for this machine, so install them there anyway.
+  "${pip[@]}" 2>/dev/null || "${pip[@]}" --break-system-packages
 fi
 
-if [ "${1:-}" = "--fuzz" ] && ! cargo fuzz --version >/dev/null 2>&1; then
-  say "cargo install cargo-fuzz (once; takes a minute or two)"
-  cargo install -q cargo-fuzz --locked
+if [ "${1:-}" = "--fuzz" ]; then
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    say "rustup toolchain install nightly (cargo-fuzz needs it)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    say "cargo install cargo-fuzz (once; takes a minute or two)"
+    cargo install -q cargo-fuzz --locked
+  fi
 fi

@@ -36,7 +36,13 @@ step "vpngw-pcap against Scapy and tshark"
 python3 scripts/interop/esp_interop.py --bin target/release/vpngw-pcap
 
 step "fuzz inbound ESP for ${FUZZ_SECONDS}s"
-(cd engine && cargo +nightly fuzz run esp_inbound -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|stat::new_units_added|==[0-9]+== ERROR|SUMMARY)")
+fuzz_log=$(mktemp)
+if ! (cd engine && cargo +nightly fuzz run esp_inbound -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$fuzz_log" 2>&1; then
+  tail -60 "$fuzz_log"   # the panic, the input and the artifact path to reproduce it
+  exit 1
+fi
+grep -E "^stat::(number_of_executed_units|new_units_added)" "$fuzz_log"
+rm -f "$fuzz_log"
 
 step "benchmark smoke run (numbers not asserted)"
 out=$(mktemp)

@@ -20,9 +20,7 @@ pub struct PacketBuf<B> {
 impl<B: AsRef<[u8]> + AsMut<[u8]>> PacketBuf<B> {
     /// The packet is `len` bytes at offset `start` of `frame`.
     pub fn new(frame: B, start: usize, len: usize) -> Result<Self, NoRoom> {
-        let end = start
-            .checked_add(len)
-            .ok_or(NoRoom("packet beyond frame"))?;
+        let end = start.checked_add(len).ok_or(NoRoom("packet beyond frame"))?;
         if end > frame.as_ref().len() {
             return Err(NoRoom("packet beyond frame"));
         }
@@ -34,11 +32,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> PacketBuf<B> {
     pub fn with_room(packet: &[u8], headroom: usize, tailroom: usize) -> PacketBuf<Vec<u8>> {
         let mut frame = vec![0u8; headroom + packet.len() + tailroom];
         frame[headroom..headroom + packet.len()].copy_from_slice(packet);
-        PacketBuf {
-            frame,
-            start: headroom,
-            end: headroom + packet.len(),
-        }
+        PacketBuf { frame, start: headroom, end: headroom + packet.len() }
     }
 
     pub fn data(&self) -> &[u8] {
@@ -63,11 +57,6 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> PacketBuf<B> {
 
     pub fn tailroom(&self) -> usize {
         self.frame.as_ref().len() - self.end
-    }
-
-    /// Offset of the packet in the frame.
-    pub fn offset(&self) -> usize {
-        self.start
     }
 
     /// Grows the packet by `n` bytes at the front, into the headroom.
@@ -111,10 +100,7 @@ mod tests {
     #[test]
     fn push_and_narrow_move_offsets_only() {
         let mut p = PacketBuf::<Vec<u8>>::with_room(&[1, 2, 3], 4, 2);
-        assert_eq!(
-            (p.headroom(), p.tailroom(), p.data()),
-            (4, 2, &[1, 2, 3][..])
-        );
+        assert_eq!((p.headroom(), p.tailroom(), p.data()), (4, 2, &[1, 2, 3][..]));
         p.push_front(4).unwrap();
         p.push_back(2).unwrap();
         assert_eq!(p.data(), &[0, 0, 0, 0, 1, 2, 3, 0, 0]);

@@ -63,10 +63,7 @@ pub struct UnknownSuite(pub String);
 impl FromStr for Suite {
     type Err = UnknownSuite;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Suite::ALL
-            .into_iter()
-            .find(|x| x.name() == s)
-            .ok_or_else(|| UnknownSuite(s.to_owned()))
+        Suite::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| UnknownSuite(s.to_owned()))
     }
 }
 
@@ -101,9 +98,7 @@ pub struct Aead {
 impl fmt::Debug for Aead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print key material.
-        f.debug_struct("Aead")
-            .field("suite", &self.suite())
-            .finish_non_exhaustive()
+        f.debug_struct("Aead").field("suite", &self.suite()).finish_non_exhaustive()
     }
 }
 
@@ -111,28 +106,17 @@ impl Aead {
     /// Expands `keymat` (key || 4-byte salt) for `suite`.
     pub fn new(suite: Suite, keymat: &[u8]) -> Result<Self, KeyLength> {
         if keymat.len() != suite.keymat_len() {
-            return Err(KeyLength {
-                suite,
-                expected: suite.keymat_len(),
-                got: keymat.len(),
-            });
+            return Err(KeyLength { suite, expected: suite.keymat_len(), got: keymat.len() });
         }
         let (key, salt) = keymat.split_at(keymat.len() - SALT_LEN);
         let cipher = match suite {
-            Suite::AesGcm128 => {
-                Cipher::AesGcm128(Aes128Gcm::new_from_slice(key).expect("length checked"))
+            Suite::AesGcm128 => Cipher::AesGcm128(Aes128Gcm::new_from_slice(key).expect("length checked")),
+            Suite::AesGcm256 => Cipher::AesGcm256(Aes256Gcm::new_from_slice(key).expect("length checked")),
+            Suite::ChaCha20Poly1305 => {
+                Cipher::ChaCha20Poly1305(ChaCha20Poly1305::new_from_slice(key).expect("length checked"))
             }
-            Suite::AesGcm256 => {
-                Cipher::AesGcm256(Aes256Gcm::new_from_slice(key).expect("length checked"))
-            }
-            Suite::ChaCha20Poly1305 => Cipher::ChaCha20Poly1305(
-                ChaCha20Poly1305::new_from_slice(key).expect("length checked"),
-            ),
         };
-        Ok(Self {
-            cipher,
-            salt: salt.try_into().expect("4 bytes"),
-        })
+        Ok(Self { cipher, salt: salt.try_into().expect("4 bytes") })
     }
 
     pub fn suite(&self) -> Suite {
@@ -170,13 +154,7 @@ impl Aead {
     /// Verifies `icv` and decrypts `buf` in place. On a mismatch `buf` is
     /// left as it was (the crates verify before they decrypt).
     #[inline]
-    pub fn open(
-        &self,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-        icv: &[u8; ICV_LEN],
-    ) -> Result<(), IcvMismatch> {
+    pub fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8], icv: &[u8; ICV_LEN]) -> Result<(), IcvMismatch> {
         let nonce = self.nonce(iv);
         let nonce = (&nonce).into();
         let tag = icv.into();
@@ -213,10 +191,7 @@ mod tests {
             let mut bad = buf;
             bad[0] ^= 1;
             assert_eq!(aead.open(&iv, b"aad", &mut bad, &icv), Err(IcvMismatch));
-            assert_eq!(
-                aead.open(&iv, b"aaD", &mut buf.clone(), &icv),
-                Err(IcvMismatch)
-            );
+            assert_eq!(aead.open(&iv, b"aaD", &mut buf.clone(), &icv), Err(IcvMismatch));
             aead.open(&iv, b"aad", &mut buf, &icv).unwrap();
             assert_eq!(&buf, b"inner packet bytes");
         }
@@ -225,14 +200,8 @@ mod tests {
     #[test]
     fn key_length_and_suite_names_are_checked() {
         let e = Aead::new(Suite::AesGcm256, &[0u8; 20]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "aes-gcm-256 needs 36 bytes of keying material (key and 4-byte salt), got 20"
-        );
-        assert_eq!(
-            "chacha20-poly1305".parse::<Suite>(),
-            Ok(Suite::ChaCha20Poly1305)
-        );
+        assert_eq!(e.to_string(), "aes-gcm-256 needs 36 bytes of keying material (key and 4-byte salt), got 20");
+        assert_eq!("chacha20-poly1305".parse::<Suite>(), Ok(Suite::ChaCha20Poly1305));
         assert!("aes-cbc".parse::<Suite>().is_err());
         assert!(!format!("{:?}", Aead::new(Suite::AesGcm128, &[0x41; 20]).unwrap()).contains("41"));
     }

@@ -94,23 +94,10 @@ fn encap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     let pad = esp_wire::pad_len(inner_len, ALIGN);
     let plain_len = inner_len + pad + TRAILER_LEN;
     let esp_len = HEADER_LEN + IV_LEN + plain_len + ICV_LEN;
-    let udp_len = if cfg.natt.is_some() {
-        udp::HEADER_LEN
-    } else {
-        0
-    };
-    let ip_len = if cfg.remote.is_ipv4() {
-        ipv4::HEADER_LEN
-    } else {
-        ipv6::HEADER_LEN
-    };
+    let udp_len = if cfg.natt.is_some() { udp::HEADER_LEN } else { 0 };
+    let ip_len = if cfg.remote.is_ipv4() { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
     // IPv4 counts its header in the 16-bit total length; IPv6 does not.
-    let max_ip_payload = u16::MAX as usize
-        - if cfg.remote.is_ipv4() {
-            ipv4::HEADER_LEN
-        } else {
-            0
-        };
+    let max_ip_payload = u16::MAX as usize - if cfg.remote.is_ipv4() { ipv4::HEADER_LEN } else { 0 };
     if udp_len + esp_len > max_ip_payload {
         return Err(DropReason::TooBig);
     }
@@ -144,11 +131,14 @@ fn encap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     let st = &mut sa.state;
     if seq == cfg.max_seq() {
         // RFC 4303 section 3.3.3: the counter must not cycle.
-        events.extend(st.lifetime.expire(LimitKind::SequenceSpace));
+        st.lifetime.expire(LimitKind::SequenceSpace, events);
     } else {
         st.next_seq = seq + 1;
     }
-    events.extend(st.lifetime.account(inner_len, now));
+    if seq == st.seq_warn {
+        st.lifetime.warn(LimitKind::SequenceSpace, events);
+    }
+    st.lifetime.account(inner_len, now, events);
     Ok(seq)
 }
 
@@ -168,41 +158,19 @@ pub(crate) struct OuterHeader {
 impl OuterHeader {
     pub(crate) fn new(cfg: &SaConfig) -> Self {
         let mut bytes = [0u8; ipv6::HEADER_LEN + udp::HEADER_LEN];
-        let protocol = if cfg.natt.is_some() {
-            proto::UDP
-        } else {
-            proto::ESP
-        };
+        let protocol = if cfg.natt.is_some() { proto::UDP } else { proto::ESP };
         let ip_len = match (cfg.local, cfg.remote) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 let (ttl, tos, ident, dont_frag) = (cfg.outer_ttl, 0, 0, false);
-                Ipv4Repr {
-                    src,
-                    dst,
-                    protocol,
-                    payload_len: 0,
-                    ttl,
-                    tos,
-                    ident,
-                    dont_frag,
-                }
-                .emit(&mut bytes);
+                Ipv4Repr { src, dst, protocol, payload_len: 0, ttl, tos, ident, dont_frag }.emit(&mut bytes);
                 bytes[2..4].fill(0); // total length: per packet
                 bytes[10..12].fill(0); // checksum: per packet
                 ipv4::HEADER_LEN
             }
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
                 let (hop_limit, traffic_class, flow_label) = (cfg.outer_ttl, 0, 0);
-                Ipv6Repr {
-                    src,
-                    dst,
-                    next_header: protocol,
-                    payload_len: 0,
-                    hop_limit,
-                    traffic_class,
-                    flow_label,
-                }
-                .emit(&mut bytes);
+                Ipv6Repr { src, dst, next_header: protocol, payload_len: 0, hop_limit, traffic_class, flow_label }
+                    .emit(&mut bytes);
                 ipv6::HEADER_LEN
             }
             _ => unreachable!("SaConfig::validate refuses mixed families"),
@@ -214,41 +182,36 @@ impl OuterHeader {
             }
             None => 0,
         };
-        let fixed_sum = if ip_len == ipv4::HEADER_LEN {
-            checksum::sum(&bytes[..ip_len])
-        } else {
-            0
-        };
-        Self {
-            bytes,
-            ip_len,
-            udp_len,
-            fixed_sum,
-        }
+        let fixed_sum = if ip_len == ipv4::HEADER_LEN { checksum::sum(&bytes[..ip_len]) } else { 0 };
+        Self { bytes, ip_len, udp_len, fixed_sum }
     }
 
     /// Writes the header for an ESP packet of `esp_len` bytes into `buf`.
     #[inline]
     fn write(&self, buf: &mut [u8], tos: u8, dont_frag: bool, ident: u16, esp_len: usize) {
         let (ip_len, udp_len) = (self.ip_len, self.udp_len);
-        buf[..ip_len + udp_len].copy_from_slice(&self.bytes[..ip_len + udp_len]);
+        let hdr = &mut buf[..ip_len + udp_len];
+        hdr.copy_from_slice(&self.bytes[..ip_len + udp_len]);
         let ip_payload = (udp_len + esp_len) as u16;
         if udp_len != 0 {
-            buf[ip_len + 4..ip_len + 6].copy_from_slice(&ip_payload.to_be_bytes());
+            udp::UdpPacket::new_unchecked(&mut hdr[ip_len..]).set_length(ip_payload);
         }
         if ip_len == ipv4::HEADER_LEN {
             let total = ipv4::HEADER_LEN as u16 + ip_payload;
-            let flags: u16 = if dont_frag { 0x4000 } else { 0 };
-            buf[1] = tos;
-            buf[2..4].copy_from_slice(&total.to_be_bytes());
-            buf[4..6].copy_from_slice(&ident.to_be_bytes());
-            buf[6..8].copy_from_slice(&flags.to_be_bytes());
+            let flags = if dont_frag { ipv4::FLAG_DF } else { 0 };
+            let mut ip = Ipv4Packet::new_unchecked(hdr);
+            ip.set_tos(tos);
+            ip.set_total_len(total);
+            ip.set_ident(ident);
+            ip.set_unfragmented(dont_frag);
+            // The sum of the fixed fields plus the words that vary (tos is
+            // the low byte of the first word, flags the whole fourth one).
             let sum = self.fixed_sum + tos as u64 + total as u64 + ident as u64 + flags as u64;
-            buf[10..12].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+            ip.set_checksum(checksum::finish(sum));
         } else {
-            buf[0] = 0x60 | tos >> 4;
-            buf[1] = (tos << 4) | (buf[1] & 0x0f);
-            buf[4..6].copy_from_slice(&ip_payload.to_be_bytes());
+            let mut ip = Ipv6Packet::new_unchecked(hdr);
+            ip.set_traffic_class(tos);
+            ip.set_payload_len(ip_payload);
         }
     }
 }
@@ -285,14 +248,7 @@ pub fn locate(packet: &[u8]) -> Result<EspLocation, DropReason> {
             if ip.is_fragment() {
                 return Err(DropReason::Fragment);
             }
-            (
-                ip.src_addr().into(),
-                ip.dst_addr().into(),
-                ip.protocol(),
-                ip.header_len(),
-                ip.total_len(),
-                ip.ecn(),
-            )
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.protocol(), ip.header_len(), ip.total_len(), ip.ecn())
         }
         Some(6) => {
             let ip = Ipv6Packet::new_checked(packet).map_err(malformed)?;
@@ -300,14 +256,7 @@ pub fn locate(packet: &[u8]) -> Result<EspLocation, DropReason> {
             if upper.fragment {
                 return Err(DropReason::Fragment);
             }
-            (
-                ip.src_addr().into(),
-                ip.dst_addr().into(),
-                upper.protocol,
-                upper.offset,
-                ip.total_len(),
-                ip.ecn(),
-            )
+            (ip.src_addr().into(), ip.dst_addr().into(), upper.protocol, upper.offset, ip.total_len(), ip.ecn())
         }
         _ => return Err(DropReason::Malformed),
     };
@@ -323,27 +272,12 @@ pub fn locate(packet: &[u8]) -> Result<EspLocation, DropReason> {
             if payload == [0xff] || payload.get(..4) == Some(&[0; 4]) {
                 return Err(DropReason::NotEsp);
             }
-            (
-                offset + udp::HEADER_LEN,
-                Some(NatT {
-                    src_port: u.src_port(),
-                    dst_port: u.dst_port(),
-                }),
-            )
+            (offset + udp::HEADER_LEN, Some(NatT { src_port: u.src_port(), dst_port: u.dst_port() }))
         }
         _ => return Err(DropReason::NotEsp),
     };
     let esp = EspPacket::new_checked(&packet[esp_offset..outer_len]).map_err(malformed)?;
-    Ok(EspLocation {
-        spi: esp.spi(),
-        seq_low: esp.seq(),
-        src,
-        dst,
-        natt,
-        esp_offset,
-        outer_len,
-        outer_ecn,
-    })
+    Ok(EspLocation { spi: esp.spi(), seq_low: esp.seq(), src, dst, natt, esp_offset, outer_len, outer_ecn })
 }
 
 /// Decapsulates the ESP packet `pkt` (located by [`locate`]) with `sa`: on
@@ -376,6 +310,13 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     let cfg = &sa.cfg;
     let st = &mut sa.state;
     st.lifetime.admit(now, events)?;
+    // The encapsulation must be the SA's: UDP to its port (RFC 3948; the
+    // peer's port may change behind a NAT), or raw ESP.
+    match (cfg.natt, loc.natt) {
+        (None, None) => {}
+        (Some(want), Some(got)) if want.dst_port == got.dst_port => {}
+        _ => return Err(DropReason::EncapMismatch),
+    }
     if loc.outer_len > pkt.len() || loc.esp_offset > loc.outer_len {
         return Err(DropReason::Malformed);
     }
@@ -394,9 +335,7 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     let icv: &[u8; ICV_LEN] = (&*icv).try_into().expect("16 bytes");
     let mut aad_buf = [0u8; 12];
     let aad = aad(cfg.spi, seq, cfg.esn, &mut aad_buf);
-    sa.aead
-        .open(&iv, aad, body, icv)
-        .map_err(|_| DropReason::Icv)?;
+    sa.aead.open(&iv, aad, body, icv).map_err(|_| DropReason::Icv)?;
     // Authentic: only now may the window move (RFC 4303 section 3.4.3).
     st.window.update(seq);
 
@@ -431,10 +370,9 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
         _ => return Err(DropReason::Malformed),
     };
 
-    events.extend(st.lifetime.account(inner_len, now));
+    st.lifetime.account(inner_len, now, events);
     let start = loc.esp_offset + HEADER_LEN + IV_LEN;
-    pkt.narrow(start..start + inner_len)
-        .expect("inner packet lies inside the ESP payload");
+    pkt.narrow(start..start + inner_len).expect("inner packet lies inside the ESP payload");
     Ok(seq)
 }
 

@@ -2,13 +2,14 @@
 //!
 //! Today this is the ESP core: zero-copy header views ([`wire`]), the AEAD
 //! suites ([`crypto`]), security associations ([`sa`]) with their replay
-//! windows ([`replay`]), tunnel-mode encapsulation and decapsulation
+//! windows ([`replay`]) and lifetimes ([`lifetime`]), tunnel-mode encapsulation and decapsulation
 //! ([`esp`]), the inbound SA database ([`sad`]), drop counters ([`stats`])
 //! and capture files ([`pcap`]). See `docs/ARCHITECTURE.md` for the map.
 
 pub mod buf;
 pub mod crypto;
 pub mod esp;
+pub mod lifetime;
 pub mod pcap;
 pub mod replay;
 pub mod sa;

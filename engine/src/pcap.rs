@@ -116,13 +116,7 @@ impl<R: Read> PcapReader<R> {
         // The low 16 bits are the link type; the rest are FCS flags.
         let code = word(&h[20..24]) & 0xffff;
         let link = LinkType::from_code(code).ok_or(PcapError::LinkType(code))?;
-        Ok(Self {
-            inner,
-            swapped,
-            nanos,
-            link,
-            index: 0,
-        })
+        Ok(Self { inner, swapped, nanos, link, index: 0 })
     }
 
     pub fn link_type(&self) -> LinkType {
@@ -152,22 +146,14 @@ impl<R: Read> PcapReader<R> {
         };
         let (ts_sec, ts_frac, caplen, orig_len) = (word(0), word(4), word(8), word(12));
         if caplen > MAX_RECORD {
-            return Err(PcapError::RecordTooLarge {
-                index: self.index,
-                len: caplen,
-            });
+            return Err(PcapError::RecordTooLarge { index: self.index, len: caplen });
         }
         let mut data = vec![0u8; caplen as usize];
         if read_full(&mut self.inner, &mut data)? != data.len() {
             return Err(PcapError::Truncated(self.index));
         }
         self.index += 1;
-        Ok(Some(Record {
-            ts_sec,
-            ts_frac,
-            orig_len,
-            data,
-        }))
+        Ok(Some(Record { ts_sec, ts_frac, orig_len, data }))
     }
 }
 
@@ -192,7 +178,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Writes a pcap stream in this machine's byte order.
+/// Writes a pcap stream (little-endian, as libpcap on x86 does).
 pub struct PcapWriter<W: Write> {
     inner: W,
 }
@@ -247,10 +233,7 @@ mod tests {
         let mut r = PcapReader::new(&bytes[..]).unwrap();
         assert_eq!(r.link_type(), LinkType::RawIp);
         let a = r.next_record().unwrap().unwrap();
-        assert_eq!(
-            (a.ts_sec, a.ts_frac, a.data.as_slice()),
-            (1, 2, &[0x45, 0, 0, 20][..])
-        );
+        assert_eq!((a.ts_sec, a.ts_frac, a.data.as_slice()), (1, 2, &[0x45, 0, 0, 20][..]));
         assert!(a.is_complete());
         assert_eq!(r.next_record().unwrap().unwrap().data.len(), 0);
         assert!(r.next_record().unwrap().is_none());
@@ -260,31 +243,20 @@ mod tests {
     fn big_endian_files_are_read() {
         let mut f = Vec::new();
         f.extend_from_slice(&MAGIC_NANOS.to_be_bytes());
-        f.extend_from_slice(&[
-            0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 1,
-        ]);
+        f.extend_from_slice(&[0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 1]);
         f.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 8, 0, 0, 0, 2, 0, 0, 0, 60, 0xaa, 0xbb]);
         let mut r = PcapReader::new(&f[..]).unwrap();
         assert!(r.nanos());
         assert_eq!(r.link_type(), LinkType::Ethernet);
         let rec = r.next_record().unwrap().unwrap();
-        assert_eq!(
-            (rec.ts_sec, rec.orig_len, rec.data.as_slice()),
-            (9, 60, &[0xaa, 0xbb][..])
-        );
+        assert_eq!((rec.ts_sec, rec.orig_len, rec.data.as_slice()), (9, 60, &[0xaa, 0xbb][..]));
         assert!(!rec.is_complete());
     }
 
     #[test]
     fn broken_files_are_errors() {
-        assert!(matches!(
-            PcapReader::new(&[0u8; 10][..]),
-            Err(PcapError::Io(_))
-        ));
-        assert!(matches!(
-            PcapReader::new(&[7u8; 24][..]),
-            Err(PcapError::NotPcap(_))
-        ));
+        assert!(matches!(PcapReader::new(&[0u8; 10][..]), Err(PcapError::Io(_))));
+        assert!(matches!(PcapReader::new(&[7u8; 24][..]), Err(PcapError::NotPcap(_))));
         let mut ng = MAGIC_PCAPNG.to_le_bytes().to_vec();
         ng.resize(24, 0);
         assert!(matches!(PcapReader::new(&ng[..]), Err(PcapError::Pcapng)));
@@ -299,16 +271,10 @@ mod tests {
         assert!(PcapReader::new(&v4[..]).unwrap().link_type().is_ip());
         let mut odd = bytes.clone();
         odd[20] = 113;
-        assert!(matches!(
-            PcapReader::new(&odd[..]),
-            Err(PcapError::LinkType(113))
-        ));
+        assert!(matches!(PcapReader::new(&odd[..]), Err(PcapError::LinkType(113))));
         let mut huge = bytes;
         huge[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
         let mut r = PcapReader::new(&huge[..]).unwrap();
-        assert!(matches!(
-            r.next_record(),
-            Err(PcapError::RecordTooLarge { .. })
-        ));
+        assert!(matches!(r.next_record(), Err(PcapError::RecordTooLarge { .. })));
     }
 }

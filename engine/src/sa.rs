@@ -8,12 +8,10 @@
 
 use crate::crypto::{Aead, KeyLength, Suite};
 use crate::esp::OuterHeader;
+pub use crate::lifetime::{Expiry, LifetimeEvent, LifetimeState, Lifetimes, Limit, LimitKind, Seconds};
 use crate::replay::{ReplayWindow, WindowSize, DEFAULT_WINDOW};
-use crate::stats::{DropCounters, DropReason, Traffic};
+use crate::stats::DropCounters;
 use std::net::IpAddr;
-
-/// Seconds on a monotonic clock; the caller chooses the epoch.
-pub type Seconds = u64;
 
 /// Which way an SA protects traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,25 +29,7 @@ pub struct NatT {
 
 impl NatT {
     /// Port 4500 both ways, the IKE default.
-    pub const DEFAULT: NatT = NatT {
-        src_port: 4500,
-        dst_port: 4500,
-    };
-}
-
-/// One lifetime limit; `None` means unlimited in that dimension.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limit {
-    pub bytes: Option<u64>,
-    pub packets: Option<u64>,
-    pub seconds: Option<Seconds>,
-}
-
-/// Soft limits warn (the control plane rekeys); hard limits stop the SA.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Lifetimes {
-    pub soft: Limit,
-    pub hard: Limit,
+    pub const DEFAULT: NatT = NatT { src_port: 4500, dst_port: 4500 };
 }
 
 /// What the SA is made from. Never changes while the SA lives.
@@ -76,13 +56,7 @@ pub struct SaConfig {
 impl SaConfig {
     /// A config with the defaults: no NAT-T, no ESN, window 1024, no
     /// lifetimes, outer TTL 64.
-    pub fn new(
-        spi: u32,
-        direction: Direction,
-        suite: Suite,
-        local: IpAddr,
-        remote: IpAddr,
-    ) -> Self {
+    pub fn new(spi: u32, direction: Direction, suite: Suite, local: IpAddr, remote: IpAddr) -> Self {
         Self {
             spi,
             direction,
@@ -115,10 +89,16 @@ pub enum SaError {
     ReservedSpi(u32),
     #[error("tunnel endpoints {0} and {1} are not of one address family")]
     MixedFamilies(IpAddr, IpAddr),
+    #[error("an outbound SA needs a local address to send from, not {0}")]
+    UnspecifiedSource(IpAddr),
+    #[error("a {wanted:?} SA cannot be made from a {got:?} config")]
+    Direction { wanted: Direction, got: Direction },
     #[error("outer TTL 0 would be dropped by the first router")]
     ZeroTtl,
     #[error("NAT-T port 0 is not a port")]
     ZeroPort,
+    #[error("lifetime: {0}")]
+    Lifetime(&'static str),
     #[error(transparent)]
     Key(#[from] KeyLength),
     #[error(transparent)]
@@ -126,202 +106,41 @@ pub enum SaError {
 }
 
 impl SaConfig {
-    fn validate(&self) -> Result<(), SaError> {
+    fn validate(&self, wanted: Direction) -> Result<(), SaError> {
+        if self.direction != wanted {
+            return Err(SaError::Direction { wanted, got: self.direction });
+        }
         if self.spi < 256 {
             return Err(SaError::ReservedSpi(self.spi));
         }
         if self.local.is_ipv4() != self.remote.is_ipv4() {
             return Err(SaError::MixedFamilies(self.local, self.remote));
         }
+        if wanted == Direction::Outbound && self.local.is_unspecified() {
+            return Err(SaError::UnspecifiedSource(self.local));
+        }
         if self.outer_ttl == 0 {
             return Err(SaError::ZeroTtl);
         }
-        if self
-            .natt
-            .is_some_and(|n| n.src_port == 0 || n.dst_port == 0)
-        {
+        if self.natt.is_some_and(|n| n.src_port == 0 || n.dst_port == 0) {
             return Err(SaError::ZeroPort);
         }
-        Ok(())
-    }
-}
-
-/// Which limit an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LimitKind {
-    Bytes,
-    Packets,
-    Seconds,
-    /// The sequence number reached its last value.
-    SequenceSpace,
-}
-
-/// Soft or hard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Expiry {
-    Soft,
-    Hard,
-}
-
-/// An SA crossed a lifetime limit: the control plane rekeys on `Soft` and
-/// removes the SA on `Hard`. Raised once per SA and expiry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LifetimeEvent {
-    pub spi: u32,
-    pub direction: Direction,
-    pub expiry: Expiry,
-    pub limit: LimitKind,
-}
-
-/// Where a set of limits lies, as absolute values (`u64::MAX`: never), so
-/// the hot path compares instead of unwrapping options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Marks {
-    packets: u64,
-    bytes: u64,
-    time: Seconds,
-}
-
-impl Marks {
-    const NEVER: Marks = Marks {
-        packets: u64::MAX,
-        bytes: u64::MAX,
-        time: u64::MAX,
-    };
-
-    fn of(limit: &Limit, created: Seconds) -> Self {
-        Marks {
-            packets: limit.packets.unwrap_or(u64::MAX),
-            bytes: limit.bytes.unwrap_or(u64::MAX),
-            time: limit
-                .seconds
-                .map_or(u64::MAX, |s| created.saturating_add(s)),
-        }
-    }
-
-    fn min(self, o: Marks) -> Marks {
-        Marks {
-            packets: self.packets.min(o.packets),
-            bytes: self.bytes.min(o.bytes),
-            time: self.time.min(o.time),
-        }
-    }
-
-    /// The first of these marks that `traffic` at `now` has reached.
-    #[inline]
-    fn reached(&self, t: &Traffic, now: Seconds) -> Option<LimitKind> {
-        if t.packets >= self.packets {
-            Some(LimitKind::Packets)
-        } else if t.bytes >= self.bytes {
-            Some(LimitKind::Bytes)
-        } else if now >= self.time {
-            Some(LimitKind::Seconds)
-        } else {
-            None
-        }
-    }
-}
-
-/// Lifetime accounting, on both sides.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LifetimeState {
-    pub created: Seconds,
-    pub traffic: Traffic,
-    spi: u32,
-    direction: Direction,
-    soft: Marks,
-    hard: Marks,
-    /// The nearest mark still to raise an event: soft (until raised) and hard.
-    next: Marks,
-    soft_raised: bool,
-    hard_expired: bool,
-}
-
-impl LifetimeState {
-    fn new(cfg: &SaConfig, created: Seconds) -> Self {
-        let soft = Marks::of(&cfg.lifetimes.soft, created);
-        let hard = Marks::of(&cfg.lifetimes.hard, created);
-        Self {
-            created,
-            traffic: Traffic::default(),
-            spi: cfg.spi,
-            direction: cfg.direction,
-            soft,
-            hard,
-            next: soft.min(hard),
-            soft_raised: false,
-            hard_expired: false,
-        }
-    }
-
-    pub fn is_expired(&self) -> bool {
-        self.hard_expired
-    }
-
-    fn event(&self, expiry: Expiry, limit: LimitKind) -> LifetimeEvent {
-        LifetimeEvent {
-            spi: self.spi,
-            direction: self.direction,
-            expiry,
-            limit,
-        }
-    }
-
-    /// Refuses a packet on an expired SA, or at its hard time limit
-    /// (expiring it there and then, with its event).
-    #[inline]
-    pub(crate) fn admit(
-        &mut self,
-        now: Seconds,
-        events: &mut Vec<LifetimeEvent>,
-    ) -> Result<(), DropReason> {
-        if self.hard_expired {
-            return Err(DropReason::Expired);
-        }
-        if now >= self.hard.time {
-            events.extend(self.expire(LimitKind::Seconds));
-            return Err(DropReason::Expired);
-        }
-        Ok(())
-    }
-
-    /// Re-evaluates the limits at `now`; returns an event on a transition.
-    fn evaluate(&mut self, now: Seconds) -> Option<LifetimeEvent> {
-        if self.hard_expired {
-            return None;
-        }
-        if let Some(limit) = self.hard.reached(&self.traffic, now) {
-            return self.expire(limit);
-        }
-        if !self.soft_raised {
-            if let Some(limit) = self.soft.reached(&self.traffic, now) {
-                self.soft_raised = true;
-                self.next = self.hard;
-                return Some(self.event(Expiry::Soft, limit));
+        let (soft, hard) = (&self.lifetimes.soft, &self.lifetimes.hard);
+        for (s, h) in [(soft.bytes, hard.bytes), (soft.packets, hard.packets), (soft.seconds, hard.seconds)] {
+            if s == Some(0) || h == Some(0) {
+                return Err(SaError::Lifetime("a limit of 0 would expire the SA before its first packet"));
+            }
+            if let (Some(s), Some(h)) = (s, h) {
+                if s >= h {
+                    return Err(SaError::Lifetime("a soft limit must be below the hard one"));
+                }
             }
         }
-        None
+        Ok(())
     }
 
-    /// Counts one packet of `bytes` inner bytes; evaluates only when a
-    /// mark is reached.
-    #[inline]
-    pub(crate) fn account(&mut self, bytes: usize, now: Seconds) -> Option<LifetimeEvent> {
-        self.traffic.packets += 1;
-        self.traffic.bytes += bytes as u64;
-        self.next.reached(&self.traffic, now)?;
-        self.evaluate(now)
-    }
-
-    /// Marks the SA hard-expired (a limit, or its sequence space).
-    pub(crate) fn expire(&mut self, limit: LimitKind) -> Option<LifetimeEvent> {
-        if self.hard_expired {
-            return None;
-        }
-        self.hard_expired = true;
-        self.soft_raised = true;
-        self.next = Marks::NEVER;
-        Some(self.event(Expiry::Hard, limit))
+    fn lifetime(&self, now: Seconds) -> LifetimeState {
+        LifetimeState::new(self.spi, self.direction, &self.lifetimes, now)
     }
 }
 
@@ -331,6 +150,9 @@ impl LifetimeState {
 pub struct OutboundState {
     /// The sequence number the next packet carries (starts at 1).
     pub next_seq: u64,
+    /// At this sequence number a soft `SequenceSpace` expiry is raised, so
+    /// the SA is rekeyed before its counter runs out: 15/16 of the space.
+    pub seq_warn: u64,
     pub lifetime: LifetimeState,
     pub drops: DropCounters,
 }
@@ -348,32 +170,28 @@ impl OutboundSa {
     /// Makes an outbound SA from its config and keying material (key ||
     /// salt), created at `now` (for the time lifetimes).
     pub fn new(cfg: SaConfig, keymat: &[u8], now: Seconds) -> Result<Self, SaError> {
-        cfg.validate()?;
+        cfg.validate(Direction::Outbound)?;
         let aead = Aead::new(cfg.suite, keymat)?;
         let outer = OuterHeader::new(&cfg);
         let state = OutboundState {
             next_seq: 1,
-            lifetime: LifetimeState::new(&cfg, now),
+            seq_warn: cfg.max_seq() - cfg.max_seq() / 16,
+            lifetime: cfg.lifetime(now),
             drops: DropCounters::default(),
         };
-        Ok(Self {
-            cfg,
-            aead,
-            outer,
-            state,
-        })
+        Ok(Self { cfg, aead, outer, state })
     }
 
-    /// Starts the sequence at `seq` instead of 1: for tools and tests that
-    /// need to show what happens near 2^32 or the end of the sequence space.
+    /// Starts the sequence at `seq` (at least 1) instead of 1: for tools and
+    /// tests that show what happens near 2^32 or the end of the space.
     pub fn with_next_seq(mut self, seq: u64) -> Self {
         self.state.next_seq = seq.max(1);
         self
     }
 
     /// Time-based expiry for an idle SA: the control plane polls this.
-    pub fn poll_lifetime(&mut self, now: Seconds) -> Option<LifetimeEvent> {
-        self.state.lifetime.evaluate(now)
+    pub fn poll_lifetime(&mut self, now: Seconds, events: &mut Vec<LifetimeEvent>) {
+        self.state.lifetime.poll(now, events)
     }
 }
 
@@ -396,20 +214,16 @@ pub struct InboundSa {
 
 impl InboundSa {
     pub fn new(cfg: SaConfig, keymat: &[u8], now: Seconds) -> Result<Self, SaError> {
-        cfg.validate()?;
+        cfg.validate(Direction::Inbound)?;
         let aead = Aead::new(cfg.suite, keymat)?;
         let window = ReplayWindow::new(cfg.replay_window, cfg.esn)?;
-        let state = InboundState {
-            window,
-            lifetime: LifetimeState::new(&cfg, now),
-            drops: DropCounters::default(),
-        };
+        let state = InboundState { window, lifetime: cfg.lifetime(now), drops: DropCounters::default() };
         Ok(Self { cfg, aead, state })
     }
 
     /// Time-based expiry for an idle SA: the control plane polls this.
-    pub fn poll_lifetime(&mut self, now: Seconds) -> Option<LifetimeEvent> {
-        self.state.lifetime.evaluate(now)
+    pub fn poll_lifetime(&mut self, now: Seconds, events: &mut Vec<LifetimeEvent>) {
+        self.state.lifetime.poll(now, events)
     }
 }
 
@@ -418,13 +232,7 @@ mod tests {
     use super::*;
 
     fn cfg(dir: Direction) -> SaConfig {
-        SaConfig::new(
-            0x1001,
-            dir,
-            Suite::AesGcm128,
-            "192.0.2.1".parse().unwrap(),
-            "198.51.100.1".parse().unwrap(),
-        )
+        SaConfig::new(0x1001, dir, Suite::AesGcm128, "192.0.2.1".parse().unwrap(), "198.51.100.1".parse().unwrap())
     }
 
     #[test]
@@ -432,71 +240,31 @@ mod tests {
         let key = [0u8; 20];
         let mut c = cfg(Direction::Outbound);
         c.spi = 255;
-        assert_eq!(
-            OutboundSa::new(c, &key, 0).unwrap_err(),
-            SaError::ReservedSpi(255)
-        );
+        assert_eq!(OutboundSa::new(c, &key, 0).unwrap_err(), SaError::ReservedSpi(255));
         let mut c = cfg(Direction::Outbound);
         c.remote = "2001:db8::1".parse().unwrap();
-        assert!(matches!(
-            OutboundSa::new(c, &key, 0),
-            Err(SaError::MixedFamilies(..))
-        ));
+        assert!(matches!(OutboundSa::new(c, &key, 0), Err(SaError::MixedFamilies(..))));
         let mut c = cfg(Direction::Inbound);
         c.replay_window = 32;
-        assert!(matches!(
-            InboundSa::new(c, &key, 0),
-            Err(SaError::Window(_))
-        ));
-        assert!(matches!(
-            InboundSa::new(cfg(Direction::Inbound), &key[..16], 0),
-            Err(SaError::Key(_))
-        ));
+        assert!(matches!(InboundSa::new(c, &key, 0), Err(SaError::Window(_))));
+        assert!(matches!(InboundSa::new(cfg(Direction::Inbound), &key[..16], 0), Err(SaError::Key(_))));
         let mut c = cfg(Direction::Outbound);
-        c.natt = Some(NatT {
-            src_port: 0,
-            dst_port: 4500,
-        });
+        c.natt = Some(NatT { src_port: 0, dst_port: 4500 });
         assert_eq!(OutboundSa::new(c, &key, 0).unwrap_err(), SaError::ZeroPort);
-    }
-
-    #[test]
-    fn soft_then_hard_each_raised_once() {
-        let mut c = cfg(Direction::Inbound);
-        c.lifetimes.soft.packets = Some(2);
-        c.lifetimes.hard.packets = Some(4);
-        let mut l = LifetimeState::new(&c, 0);
-        assert_eq!(l.account(100, 0), None);
-        let soft = l.account(100, 0).unwrap();
-        assert_eq!(
-            (soft.expiry, soft.limit),
-            (Expiry::Soft, LimitKind::Packets)
-        );
-        assert_eq!(l.account(100, 0), None);
-        let hard = l.account(100, 0).unwrap();
-        assert_eq!(
-            (hard.expiry, hard.limit),
-            (Expiry::Hard, LimitKind::Packets)
-        );
-        assert!(l.is_expired());
-        assert_eq!(l.account(100, 0), None);
-    }
-
-    #[test]
-    fn time_and_byte_limits() {
+        assert!(matches!(OutboundSa::new(cfg(Direction::Inbound), &key, 0), Err(SaError::Direction { .. })));
+        assert!(matches!(InboundSa::new(cfg(Direction::Outbound), &key, 0), Err(SaError::Direction { .. })));
         let mut c = cfg(Direction::Outbound);
-        c.lifetimes.soft.seconds = Some(10);
-        c.lifetimes.hard.bytes = Some(1000);
-        let mut l = LifetimeState::new(&c, 100);
-        assert_eq!(l.evaluate(109), None);
-        assert_eq!(
-            l.evaluate(110).map(|e| (e.expiry, e.limit)),
-            Some((Expiry::Soft, LimitKind::Seconds))
-        );
-        assert_eq!(l.account(999, 111), None);
-        assert_eq!(
-            l.account(1, 111).map(|e| (e.expiry, e.limit)),
-            Some((Expiry::Hard, LimitKind::Bytes))
-        );
+        c.local = "0.0.0.0".parse().unwrap();
+        assert!(matches!(OutboundSa::new(c.clone(), &key, 0), Err(SaError::UnspecifiedSource(_))));
+        c.direction = Direction::Inbound;
+        assert!(InboundSa::new(c, &key, 0).is_ok(), "an inbound SA may accept any destination");
+        let mut c = cfg(Direction::Outbound);
+        c.lifetimes.soft.seconds = Some(3600);
+        c.lifetimes.hard.seconds = Some(3600);
+        assert!(matches!(OutboundSa::new(c.clone(), &key, 0), Err(SaError::Lifetime(_))));
+        c.lifetimes.soft.seconds = Some(3000);
+        assert!(OutboundSa::new(c.clone(), &key, 0).is_ok());
+        c.lifetimes.hard.packets = Some(0);
+        assert!(matches!(OutboundSa::new(c, &key, 0), Err(SaError::Lifetime(_))));
     }
 }

@@ -4,7 +4,7 @@
 use crate::buf::PacketBuf;
 use crate::esp::{self, EspLocation};
 use crate::sa::{InboundSa, LifetimeEvent, Seconds};
-use crate::stats::DropReason;
+use crate::stats::{DropCounters, DropReason};
 use std::collections::HashMap;
 
 /// An SPI that is already in use.
@@ -18,12 +18,14 @@ pub struct SpiInUse(pub u32);
 #[derive(Debug, Default)]
 pub struct InboundSad {
     by_spi: HashMap<u32, InboundSa>,
+    /// Drops before an SA was found (malformed, fragment, not-esp, unknown
+    /// SPI); each SA counts its own.
+    pub drops: DropCounters,
 }
 
 /// What a received packet was found to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
-    pub spi: u32,
     pub seq: u64,
     pub location: EspLocation,
 }
@@ -49,26 +51,23 @@ impl InboundSad {
     /// The SA for this SPI and outer destination. An SA whose local address
     /// is unspecified accepts any destination.
     pub fn lookup(&mut self, loc: &EspLocation) -> Option<&mut InboundSa> {
-        self.by_spi
-            .get_mut(&loc.spi)
-            .filter(|sa| sa.cfg.local.is_unspecified() || sa.cfg.local == loc.dst)
+        self.by_spi.get_mut(&loc.spi).filter(|sa| sa.cfg.local.is_unspecified() || sa.cfg.local == loc.dst)
     }
 
     /// Locates ESP in `pkt`, finds its SA and decapsulates: on success `pkt`
-    /// holds the inner packet.
+    /// holds the inner packet. Every drop is counted, here or on the SA.
     pub fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         pkt: &mut PacketBuf<B>,
         now: Seconds,
         events: &mut Vec<LifetimeEvent>,
     ) -> Result<Received, DropReason> {
-        let location = esp::locate(pkt.data())?;
-        let sa = self.lookup(&location).ok_or(DropReason::UnknownSpi)?;
+        let location = esp::locate(pkt.data()).inspect_err(|&r| self.drops.count(r))?;
+        let Some(sa) = self.lookup(&location) else {
+            self.drops.count(DropReason::UnknownSpi);
+            return Err(DropReason::UnknownSpi);
+        };
         let seq = esp::decap(sa, pkt, &location, now, events)?;
-        Ok(Received {
-            spi: location.spi,
-            seq,
-            location,
-        })
+        Ok(Received { seq, location })
     }
 }

@@ -15,11 +15,16 @@ pub enum DropReason {
     Malformed,
     /// An outer IP fragment: ESP reassembly is not supported.
     Fragment,
-    /// UDP to the ESP port that is not ESP: IKE (non-ESP marker) or a NAT
-    /// keepalive; the kernel's business, not the data plane's.
+    /// Not an IP packet (ARP, say): the kernel's business.
+    NotIp,
+    /// An IP packet that is not ESP, or UDP that is IKE (non-ESP marker) or
+    /// a NAT keepalive: the kernel's business, not the data plane's.
     NotEsp,
     /// No inbound SA has this SPI (for this destination).
     UnknownSpi,
+    /// Raw ESP for an SA that expects ESP in UDP, UDP to another port than
+    /// the SA's, or UDP for an SA that expects raw ESP.
+    EncapMismatch,
     /// The sequence number was seen before or is left of the window.
     Replay,
     /// The ICV did not verify (RFC 4303 section 3.4.4).
@@ -41,11 +46,13 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::Fragment,
+        DropReason::NotIp,
         DropReason::NotEsp,
         DropReason::UnknownSpi,
+        DropReason::EncapMismatch,
         DropReason::Replay,
         DropReason::Icv,
         DropReason::Padding,
@@ -61,8 +68,10 @@ impl DropReason {
         match self {
             DropReason::Malformed => "malformed",
             DropReason::Fragment => "fragment",
+            DropReason::NotIp => "not-ip",
             DropReason::NotEsp => "not-esp",
             DropReason::UnknownSpi => "unknown-spi",
+            DropReason::EncapMismatch => "encap-mismatch",
             DropReason::Replay => "replay",
             DropReason::Icv => "icv",
             DropReason::Padding => "padding",
@@ -101,10 +110,7 @@ impl DropCounters {
 
     /// The reasons with a non-zero count, in counter order.
     pub fn nonzero(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        DropReason::ALL
-            .into_iter()
-            .map(|r| (r, self.get(r)))
-            .filter(|&(_, n)| n != 0)
+        DropReason::ALL.into_iter().map(|r| (r, self.get(r))).filter(|&(_, n)| n != 0)
     }
 
     /// Adds another set of counters (the control thread summing workers).
@@ -135,10 +141,7 @@ mod tests {
         c.count(DropReason::Replay);
         c.count(DropReason::Replay);
         c.count(DropReason::TooBig);
-        assert_eq!(
-            c.nonzero().collect::<Vec<_>>(),
-            [(DropReason::Replay, 2), (DropReason::TooBig, 1)]
-        );
+        assert_eq!(c.nonzero().collect::<Vec<_>>(), [(DropReason::Replay, 2), (DropReason::TooBig, 1)]);
         let mut d = c.clone();
         d.add(&c);
         assert_eq!((d.get(DropReason::Replay), d.total()), (4, 6));

@@ -46,10 +46,7 @@ fn dir() -> PathBuf {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 /// The IP packets of a capture, link headers stripped.
@@ -60,10 +57,7 @@ fn ip_packets(name: &str) -> Vec<Vec<u8>> {
         let data = rec.unwrap().data;
         match link {
             LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => data,
-            LinkType::Ethernet => EthernetFrame::new_checked(&data[..])
-                .unwrap()
-                .payload()
-                .to_vec(),
+            LinkType::Ethernet => EthernetFrame::new_checked(&data[..]).unwrap().payload().to_vec(),
         }
     })
     .collect()
@@ -71,13 +65,8 @@ fn ip_packets(name: &str) -> Vec<Vec<u8>> {
 
 #[test]
 fn vpngw_decrypts_every_scapy_fixture() {
-    let manifest: Manifest =
-        serde_json::from_reader(File::open(dir().join("manifest.json")).unwrap()).unwrap();
-    assert!(
-        manifest.generator.starts_with("scapy"),
-        "{}",
-        manifest.generator
-    );
+    let manifest: Manifest = serde_json::from_reader(File::open(dir().join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest.generator.starts_with("scapy"), "{}", manifest.generator);
     assert!(manifest.cases.len() >= 20, "the manifest lost cases");
     let (mut ok, mut dropped) = (0, 0);
     for case in &manifest.cases {
@@ -89,41 +78,27 @@ fn vpngw_decrypts_every_scapy_fixture() {
             case.src.parse().unwrap(),
         );
         cfg.esn = case.esn;
+        cfg.natt = case.natt.map(|[src_port, dst_port]| vpngw_engine::NatT { src_port, dst_port });
         cfg.replay_window = case.window;
         let mut sad = InboundSad::default();
-        sad.insert(InboundSa::new(cfg, &hex(&case.key), 0).unwrap())
-            .unwrap();
+        sad.insert(InboundSa::new(cfg, &hex(&case.key), 0).unwrap()).unwrap();
 
         let esp = ip_packets(&format!("{}.esp.pcap", case.name));
         let plain = ip_packets(&format!("{}.plain.pcap", case.name));
-        assert_eq!(
-            (esp.len(), plain.len()),
-            (case.packets.len(), case.packets.len()),
-            "{}",
-            case.name
-        );
+        assert_eq!((esp.len(), plain.len()), (case.packets.len(), case.packets.len()), "{}", case.name);
         for (i, want) in case.packets.iter().enumerate() {
             let mut pkt = PacketBuf::<Vec<u8>>::with_room(&esp[i], 0, 0);
             let got = sad.receive(&mut pkt, 0, &mut Vec::new());
             let outcome = match &got {
                 Ok(r) => {
-                    assert_eq!(
-                        r.seq, want.seq,
-                        "{} packet {i}: inferred sequence number",
-                        case.name
-                    );
+                    assert_eq!(r.seq, want.seq, "{} packet {i}: inferred sequence number", case.name);
                     assert_eq!(
                         r.location.natt.map(|n| [n.src_port, n.dst_port]),
                         case.natt,
                         "{} packet {i}",
                         case.name
                     );
-                    assert_eq!(
-                        pkt.data(),
-                        &plain[i][..],
-                        "{} packet {i}: inner packet",
-                        case.name
-                    );
+                    assert_eq!(pkt.data(), &plain[i][..], "{} packet {i}: inner packet", case.name);
                     ok += 1;
                     "ok".to_string()
                 }
@@ -132,11 +107,7 @@ fn vpngw_decrypts_every_scapy_fixture() {
                     format!("drop {reason}")
                 }
             };
-            assert_eq!(
-                outcome, want.expect,
-                "{} packet {i} (seq {})",
-                case.name, want.seq
-            );
+            assert_eq!(outcome, want.expect, "{} packet {i} (seq {})", case.name, want.seq);
         }
     }
     // Both outcomes occurred: the test exercised acceptance and refusal.

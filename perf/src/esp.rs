@@ -122,10 +122,7 @@ struct Case {
 impl Case {
     fn new(suite: Suite, size: usize) -> Self {
         let key: Vec<u8> = (0..suite.keymat_len() as u8).collect();
-        let (a, b) = (
-            "192.0.2.1".parse().unwrap(),
-            "198.51.100.1".parse().unwrap(),
-        );
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "198.51.100.1".parse().unwrap());
         let out = SaConfig::new(0x1001, Direction::Outbound, suite, a, b);
         let mut inb = out.clone();
         inb.direction = Direction::Inbound;
@@ -185,9 +182,7 @@ impl Case {
         let n = self.size;
         let t = Instant::now();
         for (f, tag) in self.frames.iter_mut().zip(&mut self.tags) {
-            *tag = self
-                .raw
-                .seal(&nonce, &mut f[MAX_HEADROOM..MAX_HEADROOM + n]);
+            *tag = self.raw.seal(&nonce, &mut f[MAX_HEADROOM..MAX_HEADROOM + n]);
         }
         t.elapsed()
     }
@@ -198,9 +193,7 @@ impl Case {
         let n = self.size;
         let t = Instant::now();
         for (f, tag) in self.frames.iter_mut().zip(&self.tags) {
-            assert!(self
-                .raw
-                .open(&nonce, &mut f[MAX_HEADROOM..MAX_HEADROOM + n], tag));
+            assert!(self.raw.open(&nonce, &mut f[MAX_HEADROOM..MAX_HEADROOM + n], tag));
         }
         t.elapsed()
     }
@@ -208,13 +201,7 @@ impl Case {
 
 /// Runs the benchmark for these suites and inner sizes: `rounds` rounds of
 /// `round` per measurement.
-pub fn run(
-    suites: &[Suite],
-    sizes: &[usize],
-    rounds: usize,
-    round: Duration,
-    progress: impl Fn(&str),
-) -> Report {
+pub fn run(suites: &[Suite], sizes: &[usize], rounds: usize, round: Duration, progress: impl Fn(&str)) -> Report {
     let mut results = Vec::new();
     for &suite in suites {
         for &size in sizes {
@@ -227,10 +214,7 @@ pub fn run(
                 dec.push(rate(round, BATCH, || c.decap_batch()));
                 open.push(rate(round, BATCH, || c.open_batch()));
             }
-            for (op, esp, raw) in [
-                ("encap", median(enc), median(seal)),
-                ("decap", median(dec), median(open)),
-            ] {
+            for (op, esp, raw) in [("encap", median(enc), median(seal)), ("decap", median(dec), median(open))] {
                 let gbps = |pps: f64| pps * size as f64 * 8.0 / 1e9;
                 results.push(Row {
                     suite: c.suite.name(),
@@ -246,13 +230,7 @@ pub fn run(
         }
     }
     let targets = targets(&results);
-    Report {
-        bench: "esp",
-        rounds,
-        round_ms: round.as_millis() as u64,
-        results,
-        targets,
-    }
+    Report { bench: "esp", rounds, round_ms: round.as_millis() as u64, results, targets }
 }
 
 fn targets(rows: &[Row]) -> Vec<Target> {
@@ -265,10 +243,7 @@ fn targets(rows: &[Row]) -> Vec<Target> {
             met: r.ratio >= 0.90,
         });
     }
-    if let Some(r) = rows
-        .iter()
-        .find(|r| r.suite == "aes-gcm-128" && r.size == 64 && r.op == "encap")
-    {
+    if let Some(r) = rows.iter().find(|r| r.suite == "aes-gcm-128" && r.size == 64 && r.op == "encap") {
         t.push(Target {
             what: "aes-gcm-128 encap 64 B, one core".into(),
             want: ">= 10 Mpps".into(),
@@ -301,31 +276,12 @@ pub fn print(report: &Report) {
          (median of {} rounds of {} ms)",
         report.rounds, report.round_ms
     );
-    print_table(
-        &[
-            "suite",
-            "bytes",
-            "op",
-            "Mpps",
-            "Gbit/s",
-            "raw Mpps",
-            "raw Gbit/s",
-            "esp/raw",
-        ],
-        &rows,
-    );
+    print_table(&["suite", "bytes", "op", "Mpps", "Gbit/s", "raw Mpps", "raw Gbit/s", "esp/raw"], &rows);
     println!();
     let trows: Vec<Vec<String>> = report
         .targets
         .iter()
-        .map(|t| {
-            vec![
-                t.what.clone(),
-                t.want.clone(),
-                t.got.clone(),
-                if t.met { "met" } else { "NOT MET" }.into(),
-            ]
-        })
+        .map(|t| vec![t.what.clone(), t.want.clone(), t.got.clone(), if t.met { "met" } else { "NOT MET" }.into()])
         .collect();
     print_table(&["target", "want", "got", ""], &trows);
 }

@@ -100,7 +100,8 @@ def main():
                         r = run([sys.executable, CHECKER, *sa, *enc, plain, esp_out])
                         if r.returncode != 0:
                             failures.append(f"{name}: scapy: {r.stdout[-2000:]}{r.stderr[-2000:]}")
-                        r = run([args.bin, "decap", *sa, "--seq", hex(first_seq), "--dst", dst, esp_out, back])
+                        natt_args = ["--natt", natt] if natt else []
+                        r = run([args.bin, "decap", *sa, *natt_args, "--seq", hex(first_seq), "--dst", dst, esp_out, back])
                         if r.returncode != 0 or packets(back) != packets(plain):
                             failures.append(f"{name}: vpngw-pcap decap did not restore the input: {r.stdout}{r.stderr}")
                         if suite.startswith("aes-gcm") and not esn and natt != "31000:4501":

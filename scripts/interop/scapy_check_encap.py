@@ -6,7 +6,9 @@ RFC 4303 implementation.
 Given the inner packets that ``vpngw-pcap encap`` read (PLAIN.pcap) and the
 ESP packets it wrote (ESP.pcap), decrypt every ESP packet with a Scapy
 SecurityAssociation and require, per packet: the exact inner bytes back; the
-given outer addresses, SPI and sequence number (packet i carries SEQ+i); ESP
+given outer addresses, SPI and sequence number (packet i carries SEQ+i); on
+outer IPv4, DF copied from an IPv4 inner packet (set for IPv6) and the ID equal
+to the sequence number's low 16 bits; ESP
 (protocol 50) or, with --natt, UDP on the given ports with a zero checksum over
 IPv4 and a valid non-zero one over IPv6; a valid outer IPv4 header checksum and
 a non-zero TTL / hop limit; outer DSCP and ECN equal to the inner ones (RFC
@@ -238,6 +240,19 @@ class Checker:
         if outer_tc & 3 != inner_tc & 3:
             raise Fail("outer ECN %d, inner ECN %d" % (outer_tc & 3, inner_tc & 3))
 
+        if self.version == 4:
+            # vpngw's choices (docs/ARCHITECTURE.md): DF copied from an IPv4
+            # inner packet and set for IPv6; the ID is the sequence number's
+            # low 16 bits.
+            inner_df = inner_version == 6 or bool(struct.unpack("!H", inner[6:8])[0] & 0x4000)
+            outer_df = bool(struct.unpack("!H", outer[6:8])[0] & 0x4000)
+            if outer_df != inner_df:
+                raise Fail("outer DF %d, expected %d" % (outer_df, inner_df))
+            ident = struct.unpack("!H", outer[4:6])[0]
+            if ident != seq & 0xFFFF:
+                raise Fail("outer IPv4 ID %#x, expected %#x (sequence number's low 16 bits)"
+                           % (ident, seq & 0xFFFF))
+
     def check_outer_ip(self, outer):
         """Validate the outer IP header; returns (payload, protocol)."""
         if not outer or outer[0] >> 4 != self.version:
@@ -409,7 +424,9 @@ def self_test():
         if sc["src"].count(":"):
             tunnel = IPv6(src=sc["src"], dst=sc["dst"], tc=traffic_class(inner))
         else:
-            tunnel = IP(src=sc["src"], dst=sc["dst"], tos=traffic_class(inner))
+            df = inner[0] >> 4 == 6 or bool(struct.unpack("!H", inner[6:8])[0] & 0x4000)
+            tunnel = IP(src=sc["src"], dst=sc["dst"], tos=traffic_class(inner), id=seq & 0xFFFF,
+                        flags="DF" if df else 0)
         natt = UDP(sport=sc["natt"][0], dport=sc["natt"][1]) if sc.get("natt") else None
         sa = SecurityAssociation(ESP, spi=sc["spi"], seq_num=seq & 0xFFFFFFFF,
                                  crypt_algo=SUITES[sc["suite"]][0], crypt_key=sc["key"],

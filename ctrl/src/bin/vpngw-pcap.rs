@@ -11,13 +11,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vpngw_engine::esp::{self, MAX_HEADROOM, MAX_TAILROOM};
 use vpngw_engine::pcap::{LinkType, PcapReader, PcapWriter, Record};
-use vpngw_engine::sa::{Expiry, LifetimeEvent, LimitKind};
+use vpngw_engine::sa::LifetimeEvent;
 use vpngw_engine::sad::InboundSad;
 use vpngw_engine::stats::DropCounters;
-use vpngw_engine::wire::ether::{ethertype_for_ip, EthernetFrame};
-use vpngw_engine::{
-    Direction, DropReason, InboundSa, NatT, OutboundSa, PacketBuf, SaConfig, Suite,
-};
+use vpngw_engine::wire::ether::{ethertype, ethertype_for_ip, EthernetFrame};
+use vpngw_engine::wire::ipv4::Ipv4Packet;
+use vpngw_engine::wire::ipv6::Ipv6Packet;
+use vpngw_engine::{Direction, DropReason, InboundSa, NatT, OutboundSa, PacketBuf, SaConfig, Suite};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -80,7 +80,7 @@ struct EncapArgs {
     #[arg(long)]
     dst: IpAddr,
     /// ESP in UDP (RFC 3948) with SPORT:DPORT, e.g. 4500:4500.
-    #[arg(long, value_parser = parse_natt)]
+    #[arg(long, value_parser = parse_natt, value_name = "SPORT:DPORT")]
     natt: Option<NatT>,
     /// Sequence number of the first packet (default 1).
     #[arg(long, default_value_t = 1, value_parser = parse_u64)]
@@ -101,6 +101,10 @@ struct DecapArgs {
     /// Replay window size, 64 to 65536.
     #[arg(long, default_value_t = 1024)]
     window: u32,
+    /// Expect ESP in UDP (RFC 3948) to DPORT; SPORT is the peer's, which a
+    /// NAT may change. Without it, only raw ESP is accepted.
+    #[arg(long, value_parser = parse_natt, value_name = "SPORT:DPORT")]
+    natt: Option<NatT>,
     /// Sequence number the first packet is expected to carry: the window
     /// starts as if N-1 were the highest received (default 1). Needed to
     /// decrypt an ESN capture that starts near 2^32.
@@ -120,16 +124,14 @@ struct HexBytes(Vec<u8>);
 
 fn parse_hex(s: &str) -> Result<HexBytes, String> {
     let s = s.strip_prefix("0x").unwrap_or(s);
+    if let Some(c) = s.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("not hex: {c:?}"));
+    }
     if !s.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", s.len()));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("not hex: {:?}", &s[i..i + 2]))
-        })
-        .collect::<Result<_, _>>()
-        .map(HexBytes)
+    let nibble = |b: u8| (b as char).to_digit(16).expect("checked above") as u8;
+    Ok(HexBytes(s.as_bytes().chunks(2).map(|p| nibble(p[0]) << 4 | nibble(p[1])).collect()))
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -146,14 +148,9 @@ fn parse_spi(s: &str) -> Result<u32, String> {
 }
 
 fn parse_natt(s: &str) -> Result<NatT, String> {
-    let (a, b) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?}: expected SPORT:DPORT"))?;
+    let (a, b) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected SPORT:DPORT"))?;
     let port = |p: &str| p.parse::<u16>().map_err(|e| format!("{p:?}: {e}"));
-    Ok(NatT {
-        src_port: port(a)?,
-        dst_port: port(b)?,
-    })
+    Ok(NatT { src_port: port(a)?, dst_port: port(b)? })
 }
 
 /// An error that ends the run with exit status 2.
@@ -192,25 +189,19 @@ struct Run {
 
 impl Run {
     fn open(input: &PathBuf, output: &PathBuf, json: bool) -> Result<Self, Fatal> {
+        if let (Ok(i), Ok(o)) = (input.canonicalize(), output.canonicalize()) {
+            if i == o {
+                return Err(Fatal(format!("{}: input and output are the same file", input.display())));
+            }
+        }
         let f = File::open(input).map_err(|e| Fatal(format!("{}: {e}", input.display())))?;
-        let reader = PcapReader::new(BufReader::new(f))
-            .map_err(|e| Fatal(format!("{}: {e}", input.display())))?;
+        let reader = PcapReader::new(BufReader::new(f)).map_err(|e| Fatal(format!("{}: {e}", input.display())))?;
         let out = File::create(output).map_err(|e| Fatal(format!("{}: {e}", output.display())))?;
         // IPv4-only and IPv6-only captures may gain packets of the other
         // family (the outer header, or the inner one): write raw IP.
-        let link = if reader.link_type().is_ip() {
-            LinkType::RawIp
-        } else {
-            LinkType::Ethernet
-        };
+        let link = if reader.link_type().is_ip() { LinkType::RawIp } else { LinkType::Ethernet };
         let writer = PcapWriter::new(BufWriter::new(out), link, reader.nanos())?;
-        Ok(Self {
-            reader,
-            writer,
-            json,
-            ok: 0,
-            drops: DropCounters::default(),
-        })
+        Ok(Self { reader, writer, json, ok: 0, drops: DropCounters::default() })
     }
 
     /// Feeds every record's IP packet to `f`, which returns the packet to
@@ -229,10 +220,7 @@ impl Run {
                 Ok((frame, seq)) => {
                     self.writer.write(rec.ts_sec, rec.ts_frac, &frame)?;
                     self.ok += 1;
-                    self.report(
-                        json!({"packet": n, "result": "ok", "seq": seq}),
-                        format!("{n} ok"),
-                    );
+                    self.report(json!({"packet": n, "result": "ok", "seq": seq}), format!("{n} ok"));
                 }
                 Err(reason) => {
                     self.drops.count(reason);
@@ -243,25 +231,18 @@ impl Run {
                 }
             }
             for e in events {
-                let (expiry, limit) = event_names(&e);
+                let (expiry, limit) = (e.expiry, e.limit);
                 self.report(
-                    json!({"packet": n, "event": format!("{expiry}-expiry"), "limit": limit, "spi": e.spi}),
+                    json!({"packet": n, "event": format!("{expiry}-expiry"), "limit": limit.to_string(), "spi": e.spi}),
                     format!("{n} event {expiry}-expiry {limit} spi {:#x}", e.spi),
                 );
             }
         }
         self.writer.flush()?;
         let total = self.ok + self.drops.total();
-        let by_reason: serde_json::Map<_, _> = self
-            .drops
-            .nonzero()
-            .map(|(r, c)| (r.name().to_string(), json!(c)))
-            .collect();
-        let reasons: Vec<String> = self
-            .drops
-            .nonzero()
-            .map(|(r, c)| format!("{r} {c}"))
-            .collect();
+        let by_reason: serde_json::Map<_, _> =
+            self.drops.nonzero().map(|(r, c)| (r.name().to_string(), json!(c))).collect();
+        let reasons: Vec<String> = self.drops.nonzero().map(|(r, c)| format!("{r} {c}")).collect();
         self.report(
             json!({"summary": {"packets": total, "ok": self.ok, "dropped": self.drops.total(), "drops": by_reason}}),
             format!(
@@ -283,18 +264,14 @@ impl Run {
     }
 }
 
-fn event_names(e: &LifetimeEvent) -> (&'static str, &'static str) {
-    let expiry = match e.expiry {
-        Expiry::Soft => "soft",
-        Expiry::Hard => "hard",
-    };
-    let limit = match e.limit {
-        LimitKind::Bytes => "bytes",
-        LimitKind::Packets => "packets",
-        LimitKind::Seconds => "seconds",
-        LimitKind::SequenceSpace => "sequence-space",
-    };
-    (expiry, limit)
+/// The length of the IP packet at the start of `bytes` (which may hold
+/// link padding after it).
+fn ip_len(bytes: &[u8]) -> Option<usize> {
+    match bytes.first()? >> 4 {
+        4 => Ipv4Packet::new_checked(bytes).ok().map(|p| p.total_len()),
+        6 => Ipv6Packet::new_checked(bytes).ok().map(|p| p.total_len()),
+        _ => None,
+    }
 }
 
 /// Strips the link header of a record, runs `f` on the IP packet, and puts
@@ -310,19 +287,31 @@ fn process(
     match link {
         LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => f(&rec.data),
         LinkType::Ethernet => {
-            let eth =
-                EthernetFrame::new_checked(&rec.data[..]).map_err(|_| DropReason::Malformed)?;
+            let eth = EthernetFrame::new_checked(&rec.data[..]).map_err(|_| DropReason::Malformed)?;
+            if ![ethertype::IPV4, ethertype::IPV6].contains(&eth.ethertype()) {
+                return Err(DropReason::NotIp);
+            }
             let hl = eth.header_len();
-            let (ip, seq) = f(eth.payload())?;
+            // Frames below 60 bytes carry padding after the IP packet.
+            let len = ip_len(eth.payload()).ok_or(DropReason::Malformed)?;
+            let (ip, seq) = f(&eth.payload()[..len])?;
             let mut frame = rec.data[..hl].to_vec();
             frame.extend_from_slice(&ip);
             let ethertype = ethertype_for_ip(&ip).ok_or(DropReason::Malformed)?;
-            EthernetFrame::new_checked(&mut frame[..])
-                .expect("header copied")
-                .set_ethertype(ethertype);
+            EthernetFrame::new_checked(&mut frame[..]).expect("header copied").set_ethertype(ethertype);
             Ok((frame, seq))
         }
     }
+}
+
+fn check_seq(seq: u64, esn: bool) -> Result<(), Fatal> {
+    if seq == 0 {
+        return Err(Fatal("--seq 0: sequence numbers start at 1 (RFC 4303 section 3.3.3)".into()));
+    }
+    if !esn && seq > u32::MAX as u64 {
+        return Err(Fatal(format!("--seq {seq:#x} needs --esn: without ESN sequence numbers are 32 bits")));
+    }
+    Ok(())
 }
 
 fn encap(a: &EncapArgs, json: bool) -> Result<bool, Fatal> {
@@ -330,12 +319,7 @@ fn encap(a: &EncapArgs, json: bool) -> Result<bool, Fatal> {
     cfg.esn = a.sa.esn;
     cfg.natt = a.natt;
     cfg.outer_ttl = a.ttl;
-    if !a.sa.esn && a.seq > u32::MAX as u64 {
-        return Err(Fatal(format!(
-            "--seq {:#x} needs --esn: without ESN sequence numbers are 32 bits",
-            a.seq
-        )));
-    }
+    check_seq(a.seq, a.sa.esn)?;
     let mut sa = OutboundSa::new(cfg, &a.sa.key.0, 0)?.with_next_seq(a.seq);
     let mut run = Run::open(&a.input, &a.output, json)?;
     run.each(|ip, events| {
@@ -351,7 +335,9 @@ fn decap(a: &DecapArgs, json: bool) -> Result<bool, Fatal> {
     let local = a.dst.unwrap_or(unspecified);
     let mut cfg = SaConfig::new(a.sa.spi, Direction::Inbound, a.sa.suite, local, local);
     cfg.esn = a.sa.esn;
+    cfg.natt = a.natt;
     cfg.replay_window = a.window;
+    check_seq(a.seq, a.sa.esn)?;
     let mut sa = InboundSa::new(cfg, &a.sa.key.0, 0)?;
     sa.state.window.start_after(a.seq.saturating_sub(1));
     let mut sad = InboundSad::default();

@@ -19,26 +19,13 @@ fn keymat(suite: Suite) -> Vec<u8> {
 
 /// An outbound SA and the inbound SA that matches it at the peer.
 fn pair(suite: Suite, outer_v6: bool, tweak: impl Fn(&mut SaConfig)) -> (OutboundSa, InboundSa) {
-    let (l, r) = if outer_v6 {
-        (V6_LOCAL, V6_REMOTE)
-    } else {
-        (V4_LOCAL, V4_REMOTE)
-    };
-    let mut out = SaConfig::new(
-        0x1001,
-        Direction::Outbound,
-        suite,
-        l.parse().unwrap(),
-        r.parse().unwrap(),
-    );
+    let (l, r) = if outer_v6 { (V6_LOCAL, V6_REMOTE) } else { (V4_LOCAL, V4_REMOTE) };
+    let mut out = SaConfig::new(0x1001, Direction::Outbound, suite, l.parse().unwrap(), r.parse().unwrap());
     tweak(&mut out);
     let mut inb = out.clone();
     inb.direction = Direction::Inbound;
     (inb.local, inb.remote) = (out.remote, out.local);
-    (
-        OutboundSa::new(out, &keymat(suite), 0).unwrap(),
-        InboundSa::new(inb, &keymat(suite), 0).unwrap(),
-    )
+    (OutboundSa::new(out, &keymat(suite), 0).unwrap(), InboundSa::new(inb, &keymat(suite), 0).unwrap())
 }
 
 fn inner_v4(payload_len: usize, tos: u8) -> Vec<u8> {
@@ -100,8 +87,7 @@ fn every_combination_round_trips() {
     for suite in Suite::ALL {
         for outer_v6 in [false, true] {
             for natt in [false, true] {
-                let (mut out, mut inb) =
-                    pair(suite, outer_v6, |c| c.natt = natt.then_some(NatT::DEFAULT));
+                let (mut out, mut inb) = pair(suite, outer_v6, |c| c.natt = natt.then_some(NatT::DEFAULT));
                 for len in 0..8 {
                     for inner in [inner_v4(len, 0), inner_v6(len, 0)] {
                         let outer = round_trip(&mut out, &mut inb, &inner);
@@ -118,42 +104,50 @@ fn every_combination_round_trips() {
     }
 }
 
+fn inner_v4_df(payload_len: usize, tos: u8, dont_frag: bool) -> Vec<u8> {
+    let mut p = inner_v4(payload_len, tos);
+    Ipv4Packet::new_unchecked(&mut p[..]).set_unfragmented(dont_frag);
+    Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
+    p
+}
+
 #[test]
 fn outer_header_fields() {
     let (mut out, mut inb) = pair(Suite::AesGcm128, false, |c| c.outer_ttl = 33);
     let outer = round_trip(&mut out, &mut inb, &inner_v4(10, 0xb8 | 0b10));
     let ip = Ipv4Packet::new_checked(&outer[..]).unwrap();
     assert!(ip.verify_checksum());
-    assert_eq!(
-        (ip.ttl(), ip.tos(), ip.protocol()),
-        (33, 0xb8 | 0b10, proto::ESP)
-    );
+    assert_eq!((ip.ttl(), ip.tos(), ip.protocol()), (33, 0xb8 | 0b10, proto::ESP));
     assert_eq!(ip.src_addr().to_string(), V4_LOCAL);
     assert!(ip.dont_frag(), "DF copied from the inner header");
+    assert_eq!(ip.ident(), 1, "the IPv4 ID is the sequence number's low 16 bits");
+    // DF clear is copied too; an IPv6 inner packet sets it; the incremental
+    // checksum holds for every value of the varying fields.
+    for (inner, df) in [(inner_v4_df(10, 0xff, false), false), (inner_v6(10, 0xfc), true)] {
+        let outer = round_trip(&mut out, &mut inb, &inner);
+        let ip = Ipv4Packet::new_checked(&outer[..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.dont_frag(), ip.is_fragment()), (df, false));
+    }
 
-    let (mut out, mut inb) = pair(Suite::ChaCha20Poly1305, true, |c| {
-        c.natt = Some(NatT {
-            src_port: 31000,
-            dst_port: 4501,
-        })
-    });
+    // Outer IPv6: the traffic class spans two bytes; both nibbles are copied.
+    let (mut out, mut inb) = pair(Suite::AesGcm128, true, |_| {});
+    let outer = round_trip(&mut out, &mut inb, &inner_v6(10, 0xb9));
+    let ip = Ipv6Packet::new_checked(&outer[..]).unwrap();
+    assert_eq!((ip.traffic_class(), ip.flow_label(), ip.next_header()), (0xb9, 0, proto::ESP));
+
+    let (mut out, mut inb) =
+        pair(Suite::ChaCha20Poly1305, true, |c| c.natt = Some(NatT { src_port: 31000, dst_port: 4501 }));
     let outer = round_trip(&mut out, &mut inb, &inner_v4(10, 0x01));
     let ip = Ipv6Packet::new_checked(&outer[..]).unwrap();
-    assert_eq!(
-        (ip.traffic_class(), ip.next_header(), ip.hop_limit()),
-        (0x01, proto::UDP, 64)
-    );
+    assert_eq!((ip.traffic_class(), ip.next_header(), ip.hop_limit()), (0x01, proto::UDP, 64));
     let u = udp::UdpPacket::new_checked(ip.payload()).unwrap();
     assert_eq!((u.src_port(), u.dst_port()), (31000, 4501));
     assert!(u.verify_checksum(ip.src_addr().into(), ip.dst_addr().into()));
 
     let (mut out, mut inb) = pair(Suite::AesGcm256, false, |c| c.natt = Some(NatT::DEFAULT));
     let outer = round_trip(&mut out, &mut inb, &inner_v6(3, 0));
-    assert_eq!(
-        &outer[26..28],
-        &[0, 0],
-        "RFC 3948 2.1: UDP checksum 0 over IPv4"
-    );
+    assert_eq!(&outer[26..28], &[0, 0], "RFC 3948 2.1: UDP checksum 0 over IPv4");
 }
 
 /// RFC 4303 3.4.3 and 3.4.4: replays and forgeries are dropped, and a
@@ -184,18 +178,8 @@ fn replay_and_icv_are_separate_drops() {
     forged[40] ^= 1;
     assert_eq!(run(&mut inb, &forged), Err(DropReason::Icv));
     forged[40] ^= 1;
-    assert_eq!(
-        run(&mut inb, &forged),
-        Ok(2),
-        "the forgeries left seq 2 acceptable"
-    );
-    assert_eq!(
-        (
-            inb.state.drops.get(DropReason::Replay),
-            inb.state.drops.get(DropReason::Icv)
-        ),
-        (1, 2)
-    );
+    assert_eq!(run(&mut inb, &forged), Ok(2), "the forgeries left seq 2 acceptable");
+    assert_eq!((inb.state.drops.get(DropReason::Replay), inb.state.drops.get(DropReason::Icv)), (1, 2));
     assert_eq!(inb.state.lifetime.traffic.packets, 2);
 }
 
@@ -208,23 +192,11 @@ fn sequence_number_never_wraps() {
         let last = if esn { u64::MAX } else { u32::MAX as u64 };
         let mut out = out.with_next_seq(last - 1);
         let mut ev = Vec::new();
-        assert_eq!(
-            encap(&mut out, &mut room(&inner_v4(1, 0)), 0, &mut ev),
-            Ok(last - 1)
-        );
-        assert_eq!(
-            encap(&mut out, &mut room(&inner_v4(1, 0)), 0, &mut ev),
-            Ok(last)
-        );
+        assert_eq!(encap(&mut out, &mut room(&inner_v4(1, 0)), 0, &mut ev), Ok(last - 1));
+        assert_eq!(encap(&mut out, &mut room(&inner_v4(1, 0)), 0, &mut ev), Ok(last));
         assert_eq!(ev.len(), 1);
-        assert_eq!(
-            (ev[0].expiry, ev[0].limit),
-            (Expiry::Hard, LimitKind::SequenceSpace)
-        );
-        assert_eq!(
-            encap(&mut out, &mut room(&inner_v4(1, 0)), 0, &mut ev),
-            Err(DropReason::Expired)
-        );
+        assert_eq!((ev[0].expiry, ev[0].limit), (Expiry::Hard, LimitKind::SequenceSpace));
+        assert_eq!(encap(&mut out, &mut room(&inner_v4(1, 0)), 0, &mut ev), Err(DropReason::Expired));
         assert_eq!(ev.len(), 1, "raised once");
     }
 }
@@ -240,17 +212,10 @@ fn esn_crosses_the_32_bit_boundary() {
     let mut sent = Vec::new();
     for _ in 0..4 {
         let mut p = room(&inner_v4(8, 0));
-        sent.push((
-            encap(&mut out, &mut p, 0, &mut ev).unwrap(),
-            p.data().to_vec(),
-        ));
+        sent.push((encap(&mut out, &mut p, 0, &mut ev).unwrap(), p.data().to_vec()));
     }
     assert_eq!(sent[2].0, 1 << 32);
-    assert_eq!(
-        &sent[2].1[24..28],
-        &[0, 0, 0, 0],
-        "only the low half is on the wire"
-    );
+    assert_eq!(&sent[2].1[24..28], &[0, 0, 0, 0], "only the low half is on the wire");
     // Deliver out of order: 2^32, then the two from below, then 2^32+1.
     for i in [2, 0, 1, 3] {
         let mut p = room(&sent[i].1);
@@ -261,17 +226,10 @@ fn esn_crosses_the_32_bit_boundary() {
     let (_, mut plain) = pair(Suite::AesGcm256, false, |_| {});
     let mut p = room(&sent[2].1);
     let loc = locate(p.data()).unwrap();
-    assert_eq!(
-        decap(&mut plain, &mut p, &loc, 0, &mut ev),
-        Err(DropReason::Replay),
-        "seq 0 is refused"
-    );
+    assert_eq!(decap(&mut plain, &mut p, &loc, 0, &mut ev), Err(DropReason::Replay), "seq 0 is refused");
     let mut p = room(&sent[3].1);
     let loc = locate(p.data()).unwrap();
-    assert_eq!(
-        decap(&mut plain, &mut p, &loc, 0, &mut ev),
-        Err(DropReason::Icv)
-    );
+    assert_eq!(decap(&mut plain, &mut p, &loc, 0, &mut ev), Err(DropReason::Icv));
 }
 
 #[test]
@@ -289,18 +247,10 @@ fn lifetimes_on_both_sides() {
         sent.push(p.data().to_vec());
     }
     assert_eq!(
-        ev.iter()
-            .map(|e| (e.direction, e.expiry))
-            .collect::<Vec<_>>(),
-        [
-            (Direction::Outbound, Expiry::Soft),
-            (Direction::Outbound, Expiry::Hard)
-        ]
+        ev.iter().map(|e| (e.direction, e.expiry)).collect::<Vec<_>>(),
+        [(Direction::Outbound, Expiry::Soft), (Direction::Outbound, Expiry::Hard)]
     );
-    assert_eq!(
-        encap(&mut out, &mut room(&inner_v4(8, 0)), 5, &mut ev),
-        Err(DropReason::Expired)
-    );
+    assert_eq!(encap(&mut out, &mut room(&inner_v4(8, 0)), 5, &mut ev), Err(DropReason::Expired));
     ev.clear();
     for s in &sent {
         let mut p = room(s);
@@ -308,28 +258,20 @@ fn lifetimes_on_both_sides() {
         decap(&mut inb, &mut p, &loc, 5, &mut ev).unwrap();
     }
     assert_eq!(
-        ev.iter()
-            .map(|e| (e.direction, e.expiry))
-            .collect::<Vec<_>>(),
-        [
-            (Direction::Inbound, Expiry::Soft),
-            (Direction::Inbound, Expiry::Hard)
-        ]
+        ev.iter().map(|e| (e.direction, e.expiry)).collect::<Vec<_>>(),
+        [(Direction::Inbound, Expiry::Soft), (Direction::Inbound, Expiry::Hard)]
     );
 
     // The time limit: polled by the control plane, enforced by the data path.
-    let (mut out, _) = pair(Suite::AesGcm128, false, |c| {
-        c.lifetimes.hard.seconds = Some(100)
-    });
+    let (mut out, _) = pair(Suite::AesGcm128, false, |c| c.lifetimes.hard.seconds = Some(100));
     ev.clear();
     assert!(encap(&mut out, &mut room(&inner_v4(8, 0)), 99, &mut ev).is_ok());
-    assert_eq!(
-        encap(&mut out, &mut room(&inner_v4(8, 0)), 100, &mut ev),
-        Err(DropReason::Expired)
-    );
+    assert_eq!(encap(&mut out, &mut room(&inner_v4(8, 0)), 100, &mut ev), Err(DropReason::Expired));
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].limit, LimitKind::Seconds);
-    assert_eq!(out.poll_lifetime(200), None, "raised once");
+    let before = ev.len();
+    out.poll_lifetime(200, &mut ev);
+    assert_eq!(ev.len(), before, "raised once");
 }
 
 /// RFC 6040 section 4.2, every cell of figure 4.
@@ -350,12 +292,61 @@ fn ecn_decapsulation_table() {
 }
 
 #[test]
+fn ce_on_an_outer_ipv6_header_reaches_an_inner_ipv6_one() {
+    let (mut out, mut inb) = pair(Suite::AesGcm128, true, |_| {});
+    let mut p = room(&inner_v6(8, 0xb8 | 0b01));
+    encap(&mut out, &mut p, 0, &mut Vec::new()).unwrap();
+    let mut ip = Ipv6Packet::new_checked(p.data_mut()).unwrap();
+    ip.set_traffic_class(ip.traffic_class() | 0b11);
+    let loc = locate(p.data()).unwrap();
+    decap(&mut inb, &mut p, &loc, 0, &mut Vec::new()).unwrap();
+    assert_eq!(Ipv6Packet::new_checked(p.data()).unwrap().traffic_class(), 0xb8 | 0b11, "DSCP kept, CE set");
+}
+
+/// A NAT-T SA takes only UDP to its port; a raw SA only raw ESP.
+#[test]
+fn encapsulation_must_be_the_sas() {
+    let (mut out_raw, _) = pair(Suite::AesGcm128, false, |_| {});
+    let (mut out_udp, _) = pair(Suite::AesGcm128, false, |c| c.natt = Some(NatT::DEFAULT));
+    let (mut out_other, _) = pair(Suite::AesGcm128, false, |c| c.natt = Some(NatT { src_port: 4500, dst_port: 4501 }));
+    let (_, mut inb_raw) = pair(Suite::AesGcm128, false, |_| {});
+    let (_, mut inb_udp) = pair(Suite::AesGcm128, false, |c| c.natt = Some(NatT { src_port: 31000, dst_port: 4500 }));
+    let sealed = |out: &mut OutboundSa| {
+        let mut p = room(&inner_v4(8, 0));
+        encap(out, &mut p, 0, &mut Vec::new()).unwrap();
+        p.data().to_vec()
+    };
+    let (raw, udp, other) = (sealed(&mut out_raw), sealed(&mut out_udp), sealed(&mut out_other));
+    let run = |inb: &mut InboundSa, bytes: &[u8]| {
+        let mut p = room(bytes);
+        let loc = locate(p.data()).unwrap();
+        decap(inb, &mut p, &loc, 0, &mut Vec::new()).map(|_| ())
+    };
+    assert_eq!(run(&mut inb_raw, &udp), Err(DropReason::EncapMismatch));
+    assert_eq!(run(&mut inb_udp, &raw), Err(DropReason::EncapMismatch));
+    assert_eq!(run(&mut inb_udp, &other), Err(DropReason::EncapMismatch));
+    assert_eq!(run(&mut inb_udp, &udp), Ok(()), "the peer's source port may differ (NAT)");
+    assert_eq!(run(&mut inb_raw, &raw), Ok(()));
+}
+
+/// Before the counter runs out, a soft expiry asks for a rekey.
+#[test]
+fn sequence_space_warns_before_it_ends() {
+    let (out, _) = pair(Suite::AesGcm128, false, |_| {});
+    let warn = out.state.seq_warn;
+    assert_eq!(warn, u32::MAX as u64 - (u32::MAX as u64) / 16);
+    let mut out = out.with_next_seq(warn - 1);
+    let mut ev = Vec::new();
+    for _ in 0..3 {
+        encap(&mut out, &mut room(&inner_v4(1, 0)), 0, &mut ev).unwrap();
+    }
+    assert_eq!(ev.iter().map(|e| (e.expiry, e.limit)).collect::<Vec<_>>(), [(Expiry::Soft, LimitKind::SequenceSpace)]);
+}
+
+#[test]
 fn ce_on_the_outer_header_reaches_the_inner_one() {
     let (mut out, mut inb) = pair(Suite::AesGcm128, false, |_| {});
-    for (inner, want) in [
-        (inner_v4(8, 0b10), Ok(0b11)),
-        (inner_v4(8, 0), Err(DropReason::EcnNotEct)),
-    ] {
+    for (inner, want) in [(inner_v4(8, 0b10), Ok(0b11)), (inner_v4(8, 0), Err(DropReason::EcnNotEct))] {
         let mut p = room(&inner);
         encap(&mut out, &mut p, 0, &mut Vec::new()).unwrap();
         let mut ip = Ipv4Packet::new_checked(p.data_mut()).unwrap();
@@ -423,38 +414,26 @@ fn sad_lookup_and_short_packets() {
 
     let mut other_spi = good.clone();
     other_spi[20..24].copy_from_slice(&0xdead_beefu32.to_be_bytes());
-    assert_eq!(
-        sad.receive(&mut room(&other_spi), 0, &mut ev).unwrap_err(),
-        DropReason::UnknownSpi
-    );
+    assert_eq!(sad.receive(&mut room(&other_spi), 0, &mut ev).unwrap_err(), DropReason::UnknownSpi);
 
     let mut other_dst = good.clone();
     other_dst[19] = 99;
     let mut ip = Ipv4Packet::new_checked(&mut other_dst[..]).unwrap();
     ip.fill_checksum();
-    assert_eq!(
-        sad.receive(&mut room(&other_dst), 0, &mut ev).unwrap_err(),
-        DropReason::UnknownSpi
-    );
+    assert_eq!(sad.receive(&mut room(&other_dst), 0, &mut ev).unwrap_err(), DropReason::UnknownSpi);
 
     // Shorter than header + IV + trailer + ICV.
     let mut short = good[..20 + 8 + 8 + 17].to_vec();
     let len = short.len() as u16;
     short[2..4].copy_from_slice(&len.to_be_bytes());
-    Ipv4Packet::new_checked(&mut short[..])
-        .unwrap()
-        .fill_checksum();
-    assert_eq!(
-        sad.receive(&mut room(&short), 0, &mut ev).unwrap_err(),
-        DropReason::Malformed
-    );
+    Ipv4Packet::new_checked(&mut short[..]).unwrap().fill_checksum();
+    assert_eq!(sad.receive(&mut room(&short), 0, &mut ev).unwrap_err(), DropReason::Malformed);
 
     let r = sad.receive(&mut room(&good), 0, &mut ev).unwrap();
-    assert_eq!((r.spi, r.seq), (0x1001, 1));
-    assert!(
-        sad.insert(pair(Suite::AesGcm128, false, |_| {}).1).is_err(),
-        "SPI in use"
-    );
+    assert_eq!((r.location.spi, r.seq), (0x1001, 1));
+    assert_eq!(sad.drops.get(DropReason::UnknownSpi), 2, "the SAD counts drops before an SA is found");
+    assert_eq!(sad.drops.get(DropReason::Malformed), 0, "short ESP is the SA's drop");
+    assert!(sad.insert(pair(Suite::AesGcm128, false, |_| {}).1).is_err(), "SPI in use");
 }
 
 #[test]
@@ -463,36 +442,17 @@ fn encap_refuses_what_it_cannot_carry() {
     let mut ev = Vec::new();
     let inner = inner_v4(8, 0);
     let mut no_head = PacketBuf::<Vec<u8>>::with_room(&inner, 10, MAX_TAILROOM);
-    assert_eq!(
-        encap(&mut out, &mut no_head, 0, &mut ev),
-        Err(DropReason::NoRoom)
-    );
-    assert_eq!(
-        no_head.data(),
-        &inner[..],
-        "a refused packet is left as it was"
-    );
+    assert_eq!(encap(&mut out, &mut no_head, 0, &mut ev), Err(DropReason::NoRoom));
+    assert_eq!(no_head.data(), &inner[..], "a refused packet is left as it was");
     let mut no_tail = PacketBuf::<Vec<u8>>::with_room(&inner, MAX_HEADROOM, 3);
-    assert_eq!(
-        encap(&mut out, &mut no_tail, 0, &mut ev),
-        Err(DropReason::NoRoom)
-    );
+    assert_eq!(encap(&mut out, &mut no_tail, 0, &mut ev), Err(DropReason::NoRoom));
     let mut garbage = room(&[0x99; 30]);
-    assert_eq!(
-        encap(&mut out, &mut garbage, 0, &mut ev),
-        Err(DropReason::Malformed)
-    );
+    assert_eq!(encap(&mut out, &mut garbage, 0, &mut ev), Err(DropReason::Malformed));
     let mut trailing = inner.clone();
     trailing.push(0);
-    assert_eq!(
-        encap(&mut out, &mut room(&trailing), 0, &mut ev),
-        Err(DropReason::Malformed)
-    );
+    assert_eq!(encap(&mut out, &mut room(&trailing), 0, &mut ev), Err(DropReason::Malformed));
     let big = inner_v4(65535 - 20, 0);
-    assert_eq!(
-        encap(&mut out, &mut room(&big), 0, &mut ev),
-        Err(DropReason::TooBig)
-    );
+    assert_eq!(encap(&mut out, &mut room(&big), 0, &mut ev), Err(DropReason::TooBig));
     assert_eq!(out.state.drops.total(), 5);
     assert_eq!(out.state.next_seq, 1, "no sequence number was used");
 }

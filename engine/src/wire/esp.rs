@@ -90,21 +90,12 @@ pub fn parse_trailer(plaintext: &[u8]) -> core::result::Result<Trailer, TrailerE
         return Err(TrailerError::Malformed);
     }
     let pad = plaintext[n - 2] as usize;
-    let payload_len = (n - TRAILER_LEN)
-        .checked_sub(pad)
-        .ok_or(TrailerError::Malformed)?;
+    let payload_len = (n - TRAILER_LEN).checked_sub(pad).ok_or(TrailerError::Malformed)?;
     let pad_bytes = &plaintext[payload_len..n - TRAILER_LEN];
-    if pad_bytes
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b != (i + 1) as u8)
-    {
+    if pad_bytes.iter().enumerate().any(|(i, &b)| b != (i + 1) as u8) {
         return Err(TrailerError::Padding);
     }
-    Ok(Trailer {
-        payload_len,
-        next_header: plaintext[n - 1],
-    })
+    Ok(Trailer { payload_len, next_header: plaintext[n - 1] })
 }
 
 #[cfg(test)]
@@ -119,15 +110,7 @@ mod tests {
             assert!(pad < 4);
             assert_eq!((len + pad + TRAILER_LEN) % 4, 0);
         }
-        assert_eq!(
-            [
-                pad_len(20, 4),
-                pad_len(21, 4),
-                pad_len(22, 4),
-                pad_len(23, 4)
-            ],
-            [2, 1, 0, 3]
-        );
+        assert_eq!([pad_len(20, 4), pad_len(21, 4), pad_len(22, 4), pad_len(23, 4)], [2, 1, 0, 3]);
     }
 
     #[test]
@@ -135,23 +118,11 @@ mod tests {
         let mut p = vec![0xeeu8; 21 + 1 + 2];
         emit_trailer(&mut p[21..], 4);
         assert_eq!(&p[21..], &[1, 1, 4]);
-        assert_eq!(
-            parse_trailer(&p),
-            Ok(Trailer {
-                payload_len: 21,
-                next_header: 4
-            })
-        );
+        assert_eq!(parse_trailer(&p), Ok(Trailer { payload_len: 21, next_header: 4 }));
         let mut q = vec![0u8; 23 + 3 + 2];
         emit_trailer(&mut q[23..], 41);
         assert_eq!(&q[23..], &[1, 2, 3, 3, 41]);
-        assert_eq!(
-            parse_trailer(&q),
-            Ok(Trailer {
-                payload_len: 23,
-                next_header: 41
-            })
-        );
+        assert_eq!(parse_trailer(&q), Ok(Trailer { payload_len: 23, next_header: 41 }));
     }
 
     #[test]

@@ -47,10 +47,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
                 return Err(WireError::Truncated("802.1q"));
             }
             if be16(b, field::TAGGED_TYPE) == ethertype::VLAN {
-                return Err(WireError::Malformed(
-                    "802.1q",
-                    "stacked tags are not supported",
-                ));
+                return Err(WireError::Malformed("802.1q", "stacked tags are not supported"));
             }
             TAGGED_HEADER_LEN
         } else {
@@ -60,21 +57,16 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     pub fn dst(&self) -> MacAddr {
-        self.buffer.as_ref()[field::DST]
-            .try_into()
-            .expect("6 bytes")
+        self.buffer.as_ref()[field::DST].try_into().expect("6 bytes")
     }
 
     pub fn src(&self) -> MacAddr {
-        self.buffer.as_ref()[field::SRC]
-            .try_into()
-            .expect("6 bytes")
+        self.buffer.as_ref()[field::SRC].try_into().expect("6 bytes")
     }
 
     /// The 802.1Q VLAN id, if the frame is tagged.
     pub fn vlan_id(&self) -> Option<u16> {
-        (self.header_len == TAGGED_HEADER_LEN)
-            .then(|| be16(self.buffer.as_ref(), field::TCI) & 0x0fff)
+        (self.header_len == TAGGED_HEADER_LEN).then(|| be16(self.buffer.as_ref(), field::TCI) & 0x0fff)
     }
 
     /// The EtherType of the payload (after the tag, if any).
@@ -141,9 +133,6 @@ mod tests {
         assert!(EthernetFrame::new_checked(&[0u8; 13][..]).is_err());
         let mut f = [0u8; 16];
         f[12..14].copy_from_slice(&[0x81, 0x00]);
-        assert_eq!(
-            EthernetFrame::new_checked(&f[..]).unwrap_err(),
-            WireError::Truncated("802.1q")
-        );
+        assert_eq!(EthernetFrame::new_checked(&f[..]).unwrap_err(), WireError::Truncated("802.1q"));
     }
 }

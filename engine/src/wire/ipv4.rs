@@ -19,7 +19,8 @@ mod field {
 /// Length of an IPv4 header without options.
 pub const HEADER_LEN: usize = 20;
 
-const FLAG_DF: u16 = 0x4000;
+/// The Don't Fragment flag in the flags/fragment-offset word.
+pub const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 
 /// A view of an IPv4 packet. After `new_checked`, the header, its options
@@ -47,10 +48,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         }
         let total_len = be16(b, field::LEN) as usize;
         if total_len < header_len {
-            return Err(WireError::Malformed(
-                "ipv4",
-                "total length below header length",
-            ));
+            return Err(WireError::Malformed("ipv4", "total length below header length"));
         }
         if header_len > b.len() || total_len > b.len() {
             return Err(WireError::Truncated("ipv4"));
@@ -120,22 +118,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     pub fn src_addr(&self) -> Ipv4Addr {
         let b = self.b();
-        Ipv4Addr::new(
-            b[field::SRC],
-            b[field::SRC + 1],
-            b[field::SRC + 2],
-            b[field::SRC + 3],
-        )
+        Ipv4Addr::new(b[field::SRC], b[field::SRC + 1], b[field::SRC + 2], b[field::SRC + 3])
     }
 
     pub fn dst_addr(&self) -> Ipv4Addr {
         let b = self.b();
-        Ipv4Addr::new(
-            b[field::DST],
-            b[field::DST + 1],
-            b[field::DST + 2],
-            b[field::DST + 3],
-        )
+        Ipv4Addr::new(b[field::DST], b[field::DST + 1], b[field::DST + 2], b[field::DST + 3])
     }
 
     /// True if the header checksum verifies.
@@ -150,6 +138,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// Views a buffer the caller has just built a header in (a prebuilt
+    /// template), without checks: the setters below still bound-check.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
     fn b_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut()
     }
@@ -158,8 +152,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.b_mut()[field::TOS] = tos;
     }
 
-    pub fn set_ttl(&mut self, ttl: u8) {
-        self.b_mut()[field::TTL] = ttl;
+    pub fn set_total_len(&mut self, len: u16) {
+        self.b_mut()[field::LEN..field::LEN + 2].copy_from_slice(&len.to_be_bytes());
+    }
+
+    pub fn set_ident(&mut self, ident: u16) {
+        self.b_mut()[field::IDENT..field::IDENT + 2].copy_from_slice(&ident.to_be_bytes());
+    }
+
+    /// Sets DF and clears MF and the fragment offset: a whole packet.
+    pub fn set_unfragmented(&mut self, dont_frag: bool) {
+        let w = if dont_frag { FLAG_DF } else { 0 };
+        self.b_mut()[field::FLAGS_FRAG..field::FLAGS_FRAG + 2].copy_from_slice(&w.to_be_bytes());
+    }
+
+    pub fn set_checksum(&mut self, checksum: u16) {
+        self.b_mut()[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&checksum.to_be_bytes());
     }
 
     /// Recomputes the header checksum.
@@ -261,39 +269,21 @@ mod tests {
         repr().emit(&mut buf);
         let mut bad = buf;
         bad[0] = 0x65;
-        assert!(matches!(
-            Ipv4Packet::new_checked(&bad[..]),
-            Err(WireError::Malformed(..))
-        ));
+        assert!(matches!(Ipv4Packet::new_checked(&bad[..]), Err(WireError::Malformed(..))));
         let mut bad = buf;
         bad[0] = 0x44;
-        assert!(matches!(
-            Ipv4Packet::new_checked(&bad[..]),
-            Err(WireError::Malformed(..))
-        ));
+        assert!(matches!(Ipv4Packet::new_checked(&bad[..]), Err(WireError::Malformed(..))));
         let mut bad = buf;
         bad[0] = 0x4f; // 60-byte header in a 28-byte packet
-        assert!(matches!(
-            Ipv4Packet::new_checked(&bad[..]),
-            Err(WireError::Malformed(..))
-        ));
+        assert!(matches!(Ipv4Packet::new_checked(&bad[..]), Err(WireError::Malformed(..))));
         bad[2..4].copy_from_slice(&60u16.to_be_bytes());
-        assert_eq!(
-            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
-            WireError::Truncated("ipv4")
-        );
+        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), WireError::Truncated("ipv4"));
         let mut bad = buf;
         bad[2..4].copy_from_slice(&29u16.to_be_bytes());
-        assert_eq!(
-            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
-            WireError::Truncated("ipv4")
-        );
+        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), WireError::Truncated("ipv4"));
         let mut bad = buf;
         bad[2..4].copy_from_slice(&19u16.to_be_bytes());
-        assert!(matches!(
-            Ipv4Packet::new_checked(&bad[..]),
-            Err(WireError::Malformed(..))
-        ));
+        assert!(matches!(Ipv4Packet::new_checked(&bad[..]), Err(WireError::Malformed(..))));
         assert!(Ipv4Packet::new_checked(&buf[..19]).is_err());
         let mut bad = buf;
         bad[10] ^= 1;

@@ -35,14 +35,15 @@ pub struct UpperLayer {
     pub protocol: u8,
     /// Offset of the payload from the start of the IPv6 header.
     pub offset: usize,
-    /// True if a Fragment header was found (any fragment, the first too).
+    /// True if the packet is a fragment (the first too); an atomic fragment
+    /// (RFC 6946) is not.
     pub fragment: bool,
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Views `buffer` as an IPv6 packet. The buffer may be longer than the
-    /// packet; the payload length says where it ends. Jumbograms (payload
-    /// length 0 with a Jumbo option) are not supported and are malformed.
+    /// packet; the payload length says where it ends. Jumbograms are not
+    /// supported: a payload length of 0 means an empty payload.
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -112,15 +113,14 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         let mut next = self.next_header();
         let mut at = HEADER_LEN;
         let mut fragment = false;
-        for _ in 0..MAX_EXT_HEADERS {
+        // One pass per extension header, and one for the upper layer.
+        for _ in 0..=MAX_EXT_HEADERS {
             let len = match next {
                 proto::HOPOPT if at != HEADER_LEN => {
                     return Err(WireError::Malformed("ipv6", "hop-by-hop header not first"))
                 }
                 proto::HOPOPT | proto::IPV6_ROUTE | proto::IPV6_OPTS => {
-                    let h = b
-                        .get(at..at + 2)
-                        .ok_or(WireError::Truncated("ipv6 extension"))?;
+                    let h = b.get(at..at + 2).ok_or(WireError::Truncated("ipv6 extension"))?;
                     (h[1] as usize + 1) * 8
                 }
                 proto::AH => {
@@ -128,27 +128,18 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     (h[1] as usize + 2) * 4
                 }
                 proto::IPV6_FRAG => {
-                    let h = b
-                        .get(at..at + 8)
-                        .ok_or(WireError::Truncated("ipv6 fragment"))?;
-                    fragment = true;
-                    if be16(h, 2) & 0xfff8 != 0 {
+                    let h = b.get(at..at + 8).ok_or(WireError::Truncated("ipv6 fragment"))?;
+                    let (offset, more) = (be16(h, 2) & 0xfff8, be16(h, 2) & 1 != 0);
+                    // An atomic fragment (offset 0, M clear) is a whole
+                    // packet, processed as one (RFC 6946).
+                    fragment |= offset != 0 || more;
+                    if offset != 0 {
                         // A non-first fragment: what follows is not a header.
-                        return Ok(UpperLayer {
-                            protocol: h[0],
-                            offset: at + 8,
-                            fragment,
-                        });
+                        return Ok(UpperLayer { protocol: h[0], offset: at + 8, fragment });
                     }
                     8
                 }
-                _ => {
-                    return Ok(UpperLayer {
-                        protocol: next,
-                        offset: at,
-                        fragment,
-                    })
-                }
+                _ => return Ok(UpperLayer { protocol: next, offset: at, fragment }),
             };
             if at + len > b.len() {
                 return Err(WireError::Truncated("ipv6 extension"));
@@ -166,15 +157,21 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    /// Views a buffer the caller has just built a header in (a prebuilt
+    /// template), without checks: the setters below still bound-check.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    pub fn set_payload_len(&mut self, len: u16) {
+        self.buffer.as_mut()[field::PAYLOAD_LEN..field::PAYLOAD_LEN + 2].copy_from_slice(&len.to_be_bytes());
+    }
+
     /// Sets the traffic class (DSCP and ECN), keeping version and flow label.
     pub fn set_traffic_class(&mut self, tc: u8) {
         let b = self.buffer.as_mut();
         let w = be16(b, 0) & 0xf00f | (tc as u16) << 4;
         b[0..2].copy_from_slice(&w.to_be_bytes());
-    }
-
-    pub fn set_hop_limit(&mut self, hop_limit: u8) {
-        self.buffer.as_mut()[field::HOP_LIMIT] = hop_limit;
     }
 }
 
@@ -230,22 +227,12 @@ mod tests {
     fn fixed_header_fields() {
         let mut b = packet(proto::UDP, &[], 8);
         let mut p = Ipv6Packet::new_checked(&mut b[..]).unwrap();
-        assert_eq!(
-            (p.traffic_class(), p.ecn(), p.flow_label()),
-            (0xba, 2, 0x12345)
-        );
+        assert_eq!((p.traffic_class(), p.ecn(), p.flow_label()), (0xba, 2, 0x12345));
         assert_eq!((p.payload_len(), p.hop_limit()), (8, 64));
         assert_eq!(p.dst_addr(), "2001:db8:1::1".parse::<Ipv6Addr>().unwrap());
         p.set_traffic_class(0x01);
         assert_eq!((p.traffic_class(), p.flow_label()), (0x01, 0x12345));
-        assert_eq!(
-            p.upper_layer().unwrap(),
-            UpperLayer {
-                protocol: proto::UDP,
-                offset: 40,
-                fragment: false
-            }
-        );
+        assert_eq!(p.upper_layer().unwrap(), UpperLayer { protocol: proto::UDP, offset: 40, fragment: false });
     }
 
     /// RFC 8200 section 4: Hop-by-Hop, Destination Options and a first
@@ -253,48 +240,27 @@ mod tests {
     #[test]
     fn walks_extension_headers_to_esp() {
         let mut ext = vec![proto::IPV6_OPTS, 0, 1, 4, 0, 0, 0, 0]; // HBH, PadN
-        ext.extend_from_slice(&[
-            proto::IPV6_FRAG,
-            1,
-            1,
-            12,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ]);
+        ext.extend_from_slice(&[proto::IPV6_FRAG, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         ext.extend_from_slice(&[proto::ESP, 0, 0, 1, 0, 0, 0, 7]); // fragment, offset 0, M=1
         let b = packet(proto::HOPOPT, &ext, 16);
-        let u = Ipv6Packet::new_checked(&b[..])
-            .unwrap()
-            .upper_layer()
-            .unwrap();
-        assert_eq!(
-            u,
-            UpperLayer {
-                protocol: proto::ESP,
-                offset: 40 + 32,
-                fragment: true
-            }
-        );
+        let u = Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().unwrap();
+        assert_eq!(u, UpperLayer { protocol: proto::ESP, offset: 40 + 32, fragment: true });
+    }
+
+    /// RFC 6946: offset 0 and M clear is a whole packet.
+    #[test]
+    fn atomic_fragment_is_not_a_fragment() {
+        let ext = [proto::ESP, 0, 0, 0, 0, 0, 0, 9];
+        let b = packet(proto::IPV6_FRAG, &ext, 8);
+        let u = Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().unwrap();
+        assert_eq!(u, UpperLayer { protocol: proto::ESP, offset: 48, fragment: false });
     }
 
     #[test]
     fn non_first_fragment_stops_the_walk() {
         let ext = [proto::UDP, 0, 0x00, 0x08, 0, 0, 0, 1]; // offset 1 (8 bytes)
         let b = packet(proto::IPV6_FRAG, &ext, 8);
-        let u = Ipv6Packet::new_checked(&b[..])
-            .unwrap()
-            .upper_layer()
-            .unwrap();
+        let u = Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().unwrap();
         assert!(u.fragment);
         assert_eq!(u.offset, 48);
     }
@@ -303,30 +269,20 @@ mod tests {
     fn hostile_chains_are_errors() {
         // An extension header longer than the packet.
         let b = packet(proto::IPV6_OPTS, &[proto::UDP, 9, 0, 0, 0, 0, 0, 0], 0);
-        assert!(Ipv6Packet::new_checked(&b[..])
-            .unwrap()
-            .upper_layer()
-            .is_err());
+        assert!(Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().is_err());
         // Hop-by-Hop after the first position.
-        let b = packet(
-            proto::IPV6_OPTS,
-            &[proto::HOPOPT, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0],
-            0,
-        );
-        assert!(Ipv6Packet::new_checked(&b[..])
-            .unwrap()
-            .upper_layer()
-            .is_err());
-        // A long chain of destination options.
-        let mut ext = Vec::new();
-        for _ in 0..MAX_EXT_HEADERS + 1 {
-            ext.extend_from_slice(&[proto::IPV6_OPTS, 0, 0, 0, 0, 0, 0, 0]);
+        let b = packet(proto::IPV6_OPTS, &[proto::HOPOPT, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0], 0);
+        assert!(Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().is_err());
+        // A long chain of destination options: 8 are walked, 9 are refused.
+        for (n, ok) in [(MAX_EXT_HEADERS, true), (MAX_EXT_HEADERS + 1, false)] {
+            let mut ext = Vec::new();
+            for i in 0..n {
+                let next = if i + 1 == n { proto::ESP } else { proto::IPV6_OPTS };
+                ext.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+            }
+            let b = packet(proto::IPV6_OPTS, &ext, 8);
+            assert_eq!(Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().is_ok(), ok, "{n} headers");
         }
-        let b = packet(proto::IPV6_OPTS, &ext, 0);
-        assert!(Ipv6Packet::new_checked(&b[..])
-            .unwrap()
-            .upper_layer()
-            .is_err());
         // Payload length beyond the buffer; wrong version.
         let mut b = packet(proto::UDP, &[], 8);
         assert!(Ipv6Packet::new_checked(&b[..47]).is_err());

@@ -1,7 +1,7 @@
 //! UDP headers (RFC 768) and their checksums over IPv4 and IPv6.
 
 use super::{be16, checksum, proto, Result, WireError};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
@@ -57,20 +57,29 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         match (src, dst) {
             (IpAddr::V4(_), IpAddr::V4(_)) if self.checksum() == 0 => true,
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                checksum::finish(
-                    checksum::pseudo_v4(s, d, proto::UDP, dgram.len() as u16)
-                        + checksum::sum(dgram),
-                ) == 0
+                checksum::finish(checksum::pseudo_v4(s, d, proto::UDP, dgram.len() as u16) + checksum::sum(dgram)) == 0
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 self.checksum() != 0
                     && checksum::finish(
-                        checksum::pseudo_v6(s, d, proto::UDP, dgram.len() as u32)
-                            + checksum::sum(dgram),
+                        checksum::pseudo_v6(s, d, proto::UDP, dgram.len() as u32) + checksum::sum(dgram),
                     ) == 0
             }
             _ => false,
         }
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    /// Views a buffer the caller has just built a header in (a prebuilt
+    /// template), without checks: the setter still bound-checks.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Sets the Length field (header plus payload).
+    pub fn set_length(&mut self, len: u16) {
+        self.buffer.as_mut()[4..6].copy_from_slice(&len.to_be_bytes());
     }
 }
 
@@ -88,21 +97,7 @@ pub fn emit_header(buf: &mut [u8], src_port: u16, dst_port: u16, payload_len: us
 /// payload) sent over IPv6, where it is mandatory (RFC 8200 section 8.1).
 pub fn fill_checksum_v6(dgram: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) {
     dgram[6..8].fill(0);
-    let mut c = checksum::finish(
-        checksum::pseudo_v6(src, dst, proto::UDP, dgram.len() as u32) + checksum::sum(dgram),
-    );
-    if c == 0 {
-        c = 0xffff;
-    }
-    dgram[6..8].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Computes and writes the checksum of `dgram` sent over IPv4.
-pub fn fill_checksum_v4(dgram: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
-    dgram[6..8].fill(0);
-    let mut c = checksum::finish(
-        checksum::pseudo_v4(src, dst, proto::UDP, dgram.len() as u16) + checksum::sum(dgram),
-    );
+    let mut c = checksum::finish(checksum::pseudo_v6(src, dst, proto::UDP, dgram.len() as u32) + checksum::sum(dgram));
     if c == 0 {
         c = 0xffff;
     }
@@ -112,6 +107,7 @@ pub fn fill_checksum_v4(dgram: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn header_round_trip_and_checksums() {
@@ -119,37 +115,19 @@ mod tests {
         emit_header(&mut d, 4500, 4501, 4);
         d[8..].copy_from_slice(&[1, 2, 3, 4]);
         let (s4, d4) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 1));
-        let (s6, d6): (Ipv6Addr, Ipv6Addr) = (
-            "2001:db8::1".parse().unwrap(),
-            "2001:db8:1::1".parse().unwrap(),
-        );
+        let (s6, d6): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8:1::1".parse().unwrap());
         {
             let u = UdpPacket::new_checked(&d[..]).unwrap();
-            assert_eq!(
-                (u.src_port(), u.dst_port(), u.length(), u.payload()),
-                (4500, 4501, 12, &[1, 2, 3, 4][..])
-            );
-            assert!(
-                u.verify_checksum(s4.into(), d4.into()),
-                "zero means none over IPv4"
-            );
-            assert!(
-                !u.verify_checksum(s6.into(), d6.into()),
-                "zero is invalid over IPv6"
-            );
+            assert_eq!((u.src_port(), u.dst_port(), u.length(), u.payload()), (4500, 4501, 12, &[1, 2, 3, 4][..]));
+            assert!(u.verify_checksum(s4.into(), d4.into()), "zero means none over IPv4");
+            assert!(!u.verify_checksum(s6.into(), d6.into()), "zero is invalid over IPv6");
         }
         fill_checksum_v6(&mut d, s6, d6);
-        assert!(UdpPacket::new_checked(&d[..])
-            .unwrap()
-            .verify_checksum(s6.into(), d6.into()));
-        fill_checksum_v4(&mut d, s4, d4);
-        assert!(UdpPacket::new_checked(&d[..])
-            .unwrap()
-            .verify_checksum(s4.into(), d4.into()));
+        assert!(UdpPacket::new_checked(&d[..]).unwrap().verify_checksum(s6.into(), d6.into()));
         d[9] ^= 0xff;
-        assert!(!UdpPacket::new_checked(&d[..])
-            .unwrap()
-            .verify_checksum(s4.into(), d4.into()));
+        assert!(!UdpPacket::new_checked(&d[..]).unwrap().verify_checksum(s6.into(), d6.into()));
+        UdpPacket::new_unchecked(&mut d[..]).set_length(11);
+        assert!(UdpPacket::new_checked(&d[..]).unwrap().payload().len() == 3);
     }
 
     #[test]

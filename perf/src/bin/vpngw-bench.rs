@@ -39,26 +39,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (rounds, round) = if cli.quick {
-        (1, Duration::from_millis(20))
-    } else {
-        (5, Duration::from_millis(200))
-    };
+    let (rounds, round) = if cli.quick { (1, Duration::from_millis(20)) } else { (5, Duration::from_millis(200)) };
     let report = match cli.command {
         Command::Esp { suite, size } => {
-            let suites = if suite.is_empty() {
-                vpngw_engine::Suite::ALL.to_vec()
-            } else {
-                suite
-            };
-            let sizes = if size.is_empty() {
-                esp::SIZES.to_vec()
-            } else {
-                size.into_iter().map(usize::from).collect()
-            };
-            esp::run(&suites, &sizes, rounds, round, |msg| {
-                eprintln!("[vpngw-bench] {msg}")
-            })
+            let suites = if suite.is_empty() { vpngw_engine::Suite::ALL.to_vec() } else { suite };
+            let sizes = if size.is_empty() { esp::SIZES.to_vec() } else { size.into_iter().map(usize::from).collect() };
+            esp::run(&suites, &sizes, rounds, round, |msg| eprintln!("[vpngw-bench] {msg}"))
         }
     };
     esp::print(&report);
