@@ -76,93 +76,34 @@ fn round_trip_with_verdicts_and_exit_codes() {
     assert!(back.windows(28).any(|w| w == ping(2).as_slice()), "the inner packet came back");
 }
 
+/// Each case is a command line (`KEY` stands for a valid 20-byte key) and
+/// what its error message must say.
 #[test]
 fn bad_arguments_are_refused_clearly() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["decap", "--spi", "0x1001", "--suite", "aes-cbc", "--key", KEY, "a", "b"], "unknown suite"),
-        (&["decap", "--spi", "0x1001", "--suite", "aes-gcm-128", "--key", "abc", "a", "b"], "odd number of hex digits"),
-        (&["decap", "--spi", "0x1001", "--suite", "aes-gcm-128", "--key", "zz", "a", "b"], "not hex"),
-        (&["decap", "--spi", "0x1001", "--suite", "aes-gcm-128", "--key", "a\u{e9}b", "a", "b"], "not hex"),
-        (&["decap", "--spi", "0x1001", "--suite", "aes-gcm-128", "--key", "+f+f", "a", "b"], "not hex"),
-        (&["decap", "--seq", "0", "--spi", "0x1001", "--suite", "aes-gcm-128", "--key", KEY, "a", "b"], "start at 1"),
-        (
-            &["decap", "--seq", "0x100000000", "--spi", "0x1001", "--suite", "aes-gcm-128", "--key", KEY, "a", "b"],
-            "needs --esn",
-        ),
-        (&["decap", "--spi", "0x1001", "--suite", "aes-gcm-256", "--key", KEY, "a", "b"], "needs 36 bytes"),
-        (&["decap", "--spi", "7", "--suite", "aes-gcm-128", "--key", KEY, "a", "b"], "reserved"),
-        (&["decap", "--spi", "0x1ffffffff", "--suite", "aes-gcm-128", "--key", KEY, "a", "b"], "32 bits"),
-        (
-            &["decap", "--window", "10", "--spi", "0x1001", "--suite", "aes-gcm-128", "--key", KEY, "a", "b"],
-            "replay window 10",
-        ),
-        (
-            &[
-                "encap",
-                "--spi",
-                "0x1001",
-                "--suite",
-                "aes-gcm-128",
-                "--key",
-                KEY,
-                "--src",
-                "192.0.2.1",
-                "--dst",
-                "2001:db8::1",
-                "a",
-                "b",
-            ],
-            "not of one address family",
-        ),
-        (
-            &[
-                "encap",
-                "--spi",
-                "0x1001",
-                "--suite",
-                "aes-gcm-128",
-                "--key",
-                KEY,
-                "--src",
-                "192.0.2.1",
-                "--dst",
-                "198.51.100.1",
-                "--natt",
-                "4500",
-                "a",
-                "b",
-            ],
-            "SPORT:DPORT",
-        ),
-        (
-            &[
-                "encap",
-                "--spi",
-                "0x1001",
-                "--suite",
-                "aes-gcm-128",
-                "--key",
-                KEY,
-                "--src",
-                "192.0.2.1",
-                "--dst",
-                "198.51.100.1",
-                "--seq",
-                "0x100000000",
-                "a",
-                "b",
-            ],
-            "needs --esn",
-        ),
-        (
-            &["decap", "--spi", "0x1001", "--suite", "aes-gcm-128", "--key", KEY, "/nonexistent/in.pcap", "b"],
-            "/nonexistent/in.pcap",
-        ),
+    const SA: &str = "--spi 0x1001 --suite aes-gcm-128 --key KEY";
+    const TUNNEL: &str = "--src 192.0.2.1 --dst 198.51.100.1";
+    let cases = [
+        ("decap --spi 0x1001 --suite aes-cbc --key KEY a b".to_string(), "unknown suite"),
+        ("decap --spi 0x1001 --suite aes-gcm-128 --key abc a b".into(), "odd number of hex digits"),
+        ("decap --spi 0x1001 --suite aes-gcm-128 --key zz a b".into(), "not hex"),
+        ("decap --spi 0x1001 --suite aes-gcm-128 --key a\u{e9}b a b".into(), "not hex"),
+        ("decap --spi 0x1001 --suite aes-gcm-128 --key +f+f a b".into(), "not hex"),
+        ("decap --spi 0x1001 --suite aes-gcm-256 --key KEY a b".into(), "needs 36 bytes"),
+        ("decap --spi 7 --suite aes-gcm-128 --key KEY a b".into(), "reserved"),
+        ("decap --spi 0x1ffffffff --suite aes-gcm-128 --key KEY a b".into(), "32 bits"),
+        (format!("decap {SA} --window 10 a b"), "replay window 10"),
+        (format!("decap {SA} --seq 0 a b"), "start at 1"),
+        (format!("decap {SA} --seq 0x100000000 a b"), "needs --esn"),
+        (format!("decap {SA} /nonexistent/in.pcap b"), "/nonexistent/in.pcap"),
+        (format!("encap {SA} --src 192.0.2.1 --dst 2001:db8::1 a b"), "not of one address family"),
+        (format!("encap {SA} {TUNNEL} --natt 4500 a b"), "SPORT:DPORT"),
+        (format!("encap {SA} {TUNNEL} --seq 0x100000000 a b"), "needs --esn"),
     ];
-    for (args, want) in cases {
-        let o = tool(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
-        assert!(text(&o).contains(want), "{args:?}: expected {want:?} in {}", text(&o));
+    for (line, want) in cases {
+        let args: Vec<&str> = line.split_whitespace().map(|a| if a == "KEY" { KEY } else { a }).collect();
+        let o = tool(&args);
+        assert_eq!(o.status.code(), Some(2), "{line}: {}", text(&o));
+        assert!(text(&o).contains(want), "{line}: expected {want:?} in {}", text(&o));
     }
 }
 
