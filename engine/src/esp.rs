@@ -25,6 +25,28 @@ pub const MAX_HEADROOM: usize = ipv6::HEADER_LEN + udp::HEADER_LEN + HEADER_LEN 
 /// Most tailroom encapsulation needs: padding, trailer and ICV.
 pub const MAX_TAILROOM: usize = ALIGN - 1 + TRAILER_LEN + ICV_LEN;
 
+/// Fixed bytes encapsulation adds under `cfg`: outer IP, UDP, ESP header,
+/// IV, trailer and ICV (the padding comes on top).
+fn overhead(cfg: &SaConfig) -> usize {
+    let ip = if cfg.remote.is_ipv4() { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
+    let udp = if cfg.natt.is_some() { udp::HEADER_LEN } else { 0 };
+    ip + udp + HEADER_LEN + IV_LEN + TRAILER_LEN + ICV_LEN
+}
+
+/// The length of the outer packet that encapsulating `inner_len` bytes
+/// with `cfg` makes.
+pub fn encap_len(cfg: &SaConfig, inner_len: usize) -> usize {
+    overhead(cfg) + inner_len + esp_wire::pad_len(inner_len, ALIGN)
+}
+
+/// The largest inner packet whose encapsulation with `cfg` fits `mtu`:
+/// what "fragmentation needed" and "packet too big" report.
+pub fn max_inner_len(cfg: &SaConfig, mtu: usize) -> usize {
+    // inner + pad + 2 must be a multiple of 4 (RFC 4303 2.4).
+    let room = mtu.saturating_sub(overhead(cfg) - TRAILER_LEN);
+    (room - room % ALIGN).saturating_sub(TRAILER_LEN)
+}
+
 /// The additional authenticated data of RFC 4106 section 5 (and RFC 7634
 /// section 2.1): SPI and the 32-bit sequence number, or with ESN the SPI,
 /// the high half and the low half: 8 or 12 bytes.

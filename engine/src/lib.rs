@@ -9,11 +9,16 @@
 pub mod buf;
 pub mod crypto;
 pub mod esp;
+pub mod fib_interim;
 pub mod lifetime;
+pub mod model;
 pub mod pcap;
+pub mod pipeline;
 pub mod replay;
 pub mod sa;
 pub mod sad;
+pub mod snapshot;
+pub mod spd;
 pub mod stats;
 pub mod wire;
 

@@ -40,13 +40,25 @@ pub enum DropReason {
     EcnNotEct,
     /// The frame lacked the head- or tailroom for the outer headers.
     NoRoom,
+    /// Matched by an SPD rule whose action is DISCARD.
+    SpdDiscard,
+    /// Decrypted, but outside the tunnel's inbound selectors.
+    Selector,
+    /// Neither an SPD rule nor a route: the gateway gives no way out.
+    NoRoute,
+    /// Protected by an SPD rule into a tunnel that is down.
+    TunnelDown,
+    /// TTL or hop limit would reach 0.
+    TtlExpired,
+    /// The next hop's MAC address is not known (yet).
+    NoNeighbour,
     /// The encapsulated packet would exceed the maximum IP length.
     TooBig,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::NotIp,
@@ -60,6 +72,12 @@ impl DropReason {
         DropReason::Dummy,
         DropReason::EcnNotEct,
         DropReason::NoRoom,
+        DropReason::SpdDiscard,
+        DropReason::Selector,
+        DropReason::NoRoute,
+        DropReason::TunnelDown,
+        DropReason::TtlExpired,
+        DropReason::NoNeighbour,
         DropReason::TooBig,
     ];
 
@@ -79,6 +97,12 @@ impl DropReason {
             DropReason::Dummy => "dummy",
             DropReason::EcnNotEct => "ecn-not-ect",
             DropReason::NoRoom => "no-room",
+            DropReason::SpdDiscard => "spd-discard",
+            DropReason::Selector => "selector",
+            DropReason::NoRoute => "no-route",
+            DropReason::TunnelDown => "tunnel-down",
+            DropReason::TtlExpired => "ttl-expired",
+            DropReason::NoNeighbour => "no-neighbour",
             DropReason::TooBig => "too-big",
         }
     }

@@ -111,6 +111,25 @@ fn inner_v4_df(payload_len: usize, tos: u8, dont_frag: bool) -> Vec<u8> {
     p
 }
 
+/// The MTU arithmetic agrees with what encapsulation really produces.
+#[test]
+fn encapsulated_lengths_and_the_largest_inner_packet() {
+    for natt in [false, true] {
+        for outer_v6 in [false, true] {
+            let (mut out, _) = pair(Suite::AesGcm128, outer_v6, |c| c.natt = natt.then_some(NatT::DEFAULT));
+            for len in [20, 21, 22, 23, 100, 1400] {
+                let mut p = room(&inner_v4(len - 20, 0));
+                encap(&mut out, &mut p, 0, &mut Vec::new()).unwrap();
+                assert_eq!(p.len(), encap_len(&out.cfg, len));
+            }
+            for mtu in 1300..1310 {
+                let max = max_inner_len(&out.cfg, mtu);
+                assert!(encap_len(&out.cfg, max) <= mtu && encap_len(&out.cfg, max + 1) > mtu, "mtu {mtu}");
+            }
+        }
+    }
+}
+
 #[test]
 fn outer_header_fields() {
     let (mut out, mut inb) = pair(Suite::AesGcm128, false, |c| c.outer_ttl = 33);

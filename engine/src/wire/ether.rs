@@ -91,6 +91,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     }
 }
 
+/// Writes an untagged Ethernet header into `buf[..14]`.
+pub fn emit_header(buf: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: u16) {
+    buf[field::DST].copy_from_slice(&dst);
+    buf[field::SRC].copy_from_slice(&src);
+    buf[field::TYPE..field::TYPE + 2].copy_from_slice(&ethertype.to_be_bytes());
+}
+
 /// The EtherType for an IP packet, from its version nibble.
 pub fn ethertype_for_ip(packet: &[u8]) -> Option<u16> {
     match packet.first().map(|b| b >> 4) {
@@ -126,6 +133,14 @@ mod tests {
         assert_eq!(v.ethertype(), ethertype::IPV6);
         v.set_ethertype(ethertype::IPV4);
         assert_eq!(&f[16..18], &[0x08, 0x00]);
+    }
+
+    #[test]
+    fn emitted_header_reads_back() {
+        let mut f = [0u8; 20];
+        emit_header(&mut f, [1; 6], [2; 6], ethertype::IPV6);
+        let v = EthernetFrame::new_checked(&f[..]).unwrap();
+        assert_eq!((v.dst(), v.src(), v.ethertype(), v.header_len()), ([1; 6], [2; 6], ethertype::IPV6, 14));
     }
 
     #[test]

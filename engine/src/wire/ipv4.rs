@@ -56,6 +56,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Self { buffer })
     }
 
+    /// Views a buffer already known to hold a valid header (one the caller
+    /// built or checked), without checks; accessors still bound-check.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
     fn b(&self) -> &[u8] {
         self.buffer.as_ref()
     }
@@ -138,12 +144,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
-    /// Views a buffer the caller has just built a header in (a prebuilt
-    /// template), without checks: the setters below still bound-check.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
     fn b_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut()
     }
@@ -164,6 +164,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn set_unfragmented(&mut self, dont_frag: bool) {
         let w = if dont_frag { FLAG_DF } else { 0 };
         self.b_mut()[field::FLAGS_FRAG..field::FLAGS_FRAG + 2].copy_from_slice(&w.to_be_bytes());
+    }
+
+    /// Decrements the TTL (which must be at least 1) and updates the
+    /// checksum incrementally (RFC 1624 equation 3).
+    pub fn decrement_ttl(&mut self) {
+        let old = be16(self.b(), field::TTL);
+        self.b_mut()[field::TTL] -= 1;
+        let new = be16(self.b(), field::TTL);
+        let sum = !self.checksum() as u64 + !old as u64 + new as u64;
+        self.set_checksum(checksum::finish(sum));
     }
 
     pub fn set_checksum(&mut self, checksum: u16) {
@@ -247,6 +257,20 @@ mod tests {
         assert_eq!((p.total_len(), p.header_len(), p.ttl()), (28, 20, 63));
         assert!(p.dont_frag() && !p.is_fragment());
         assert_eq!(p.payload().len(), 8);
+    }
+
+    #[test]
+    fn ttl_decrement_keeps_the_checksum_valid() {
+        for ttl in [1u8, 2, 64, 255] {
+            for tos in [0u8, 0xff] {
+                let mut buf = [0u8; 28];
+                Ipv4Repr { ttl, tos, ..repr() }.emit(&mut buf);
+                let mut p = Ipv4Packet::new_checked(&mut buf[..]).unwrap();
+                p.decrement_ttl();
+                assert_eq!(p.ttl(), ttl - 1);
+                assert!(p.verify_checksum(), "ttl {ttl} tos {tos}");
+            }
+        }
     }
 
     #[test]

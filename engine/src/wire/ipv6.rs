@@ -58,6 +58,12 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ok(Self { buffer })
     }
 
+    /// Views a buffer already known to hold a valid header (one the caller
+    /// built or checked), without checks; accessors still bound-check.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
     fn b(&self) -> &[u8] {
         self.buffer.as_ref()
     }
@@ -157,10 +163,8 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
-    /// Views a buffer the caller has just built a header in (a prebuilt
-    /// template), without checks: the setters below still bound-check.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
+    pub fn set_hop_limit(&mut self, hop_limit: u8) {
+        self.buffer.as_mut()[field::HOP_LIMIT] = hop_limit;
     }
 
     pub fn set_payload_len(&mut self, len: u16) {

@@ -6,8 +6,10 @@
 pub mod checksum;
 pub mod esp;
 pub mod ether;
+pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod tcp;
 pub mod udp;
 
 /// Why bytes could not be viewed as a header.

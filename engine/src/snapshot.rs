@@ -1,0 +1,405 @@
+//! The immutable view the workers read: ports, gateways with their SPD and
+//! route tables, tunnels, and the inbound SAs by SPI. The control thread
+//! builds one from a [`Config`] (checking every reference) and publishes
+//! it; a worker loads the current one once per burst and never blocks.
+//!
+//! Route priority and tunnel state are resolved here: for each prefix the
+//! FIB holds the best enabled route whose tunnel is up, so a tunnel going
+//! down (a new snapshot) moves its traffic to the next route at once, and
+//! a prefix with no usable route falls back to a shorter one.
+
+use crate::fib_interim::{FibError, Ipv4Fib, Ipv6Fib, NO_ROUTE};
+use crate::model::{
+    Attachment, Config, GatewayId, NextHop, PortId, Route, SaHandle, SpdAction, TunnelId, MAX_INBOUND_SAS,
+};
+use crate::sa::{InboundSa, OutboundSa};
+use crate::spd::Spd;
+use crate::wire::ether::MacAddr;
+use arc_swap::{ArcSwap, Guard};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// A port as the pipeline needs it.
+#[derive(Debug)]
+pub struct PortView {
+    pub id: PortId,
+    pub mac: MacAddr,
+    pub mtu: u16,
+    pub addrs: Vec<IpAddr>,
+    pub router: Option<IpAddr>,
+    pub neighbours: HashMap<IpAddr, MacAddr>,
+    /// The gateway this port belongs to, and whether it is its outside.
+    pub role: Option<(usize, Side)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Inside,
+    Outside,
+}
+
+impl PortView {
+    /// This port's address of `family`'s family, if it has one.
+    pub fn addr_like(&self, family: IpAddr) -> Option<IpAddr> {
+        self.addrs.iter().copied().find(|a| a.is_ipv4() == family.is_ipv4())
+    }
+
+    /// The MAC to send a packet for `dst` to: the router's, or `dst`'s own.
+    pub fn next_hop_mac(&self, dst: IpAddr) -> Option<MacAddr> {
+        self.neighbours.get(&self.router.unwrap_or(dst)).copied()
+    }
+}
+
+/// Where the route table sends a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// Out of the inside port (the VPC, or the cloud-connect network).
+    Inside,
+    /// Into the tunnel at this index of [`Snapshot::tunnels`].
+    Tunnel(usize),
+}
+
+impl Hop {
+    fn encode(self) -> u32 {
+        match self {
+            Hop::Inside => 0,
+            Hop::Tunnel(i) => 1 + i as u32,
+        }
+    }
+
+    fn decode(v: u32) -> Option<Hop> {
+        match v {
+            NO_ROUTE => None,
+            0 => Some(Hop::Inside),
+            i => Some(Hop::Tunnel(i as usize - 1)),
+        }
+    }
+}
+
+/// What an SPD rule does, with tunnels as indexes of [`Snapshot::tunnels`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Protect(usize),
+    Bypass,
+    Discard,
+}
+
+/// A gateway's route tables: for each prefix, the hop of its best usable
+/// route.
+#[derive(Debug)]
+pub struct RouteTable {
+    v4: Ipv4Fib,
+    v6: Ipv6Fib,
+}
+
+impl RouteTable {
+    pub fn lookup(&self, dst: IpAddr) -> Option<Hop> {
+        Hop::decode(match dst {
+            IpAddr::V4(a) => self.v4.lookup(a),
+            IpAddr::V6(a) => self.v6.lookup(a),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct GatewayView {
+    pub id: GatewayId,
+    pub name: String,
+    pub attachment: Attachment,
+    pub outside_port: usize,
+    pub outside_addrs: Vec<IpAddr>,
+    pub inside_port: Option<usize>,
+    pub spd: Spd<Verdict>,
+    pub routes: RouteTable,
+}
+
+#[derive(Debug)]
+pub struct TunnelView {
+    pub id: TunnelId,
+    pub name: String,
+    pub gateway: usize,
+    /// The customer gateway's address: where ESP is sent.
+    pub peer: IpAddr,
+    pub outbound: SaHandle<OutboundSa>,
+    pub up: bool,
+    /// Some SPD rule protects via this tunnel: decrypted packets must fit
+    /// the reverse of those rules.
+    pub policy_based: bool,
+    pub mss_clamp: Option<u16>,
+    /// The largest inner packet whose encapsulation fits the outside MTU.
+    pub max_inner: usize,
+}
+
+/// An inbound SA and the tunnel it belongs to.
+#[derive(Debug, Clone)]
+pub struct InboundRef {
+    pub tunnel: usize,
+    pub sa: SaHandle<InboundSa>,
+}
+
+/// One published, immutable view of the configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub ports: Vec<PortView>,
+    port_index: HashMap<PortId, usize>,
+    pub gateways: Vec<GatewayView>,
+    pub tunnels: Vec<TunnelView>,
+    pub inbound: HashMap<u32, InboundRef>,
+}
+
+/// A configuration that cannot become a snapshot. Each message names the
+/// object, the field and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{object}: {field} {value:?} {problem}")]
+    Invalid { object: String, field: &'static str, value: String, problem: &'static str },
+    #[error("gateway {gateway}: {source}")]
+    Fib { gateway: String, source: FibError },
+}
+
+fn invalid(
+    object: impl Into<String>,
+    field: &'static str,
+    value: impl ToString,
+    problem: &'static str,
+) -> SnapshotError {
+    SnapshotError::Invalid { object: object.into(), field, value: value.to_string(), problem }
+}
+
+impl Snapshot {
+    /// Checks `cfg` and builds the snapshot of generation `generation`.
+    pub fn build(cfg: &Config, generation: u64) -> Result<Snapshot, SnapshotError> {
+        let mut port_index = HashMap::new();
+        let mut ports = Vec::new();
+        for p in &cfg.ports {
+            if port_index.insert(p.id, ports.len()).is_some() {
+                return Err(invalid(format!("port {}", p.id), "id", p.id, "is used twice"));
+            }
+            ports.push(PortView {
+                id: p.id,
+                mac: p.mac,
+                mtu: p.mtu,
+                addrs: p.addrs.clone(),
+                router: p.router,
+                neighbours: p.neighbours.iter().copied().collect(),
+                role: None,
+            });
+        }
+
+        let mut gw_index = HashMap::new();
+        for (i, g) in cfg.gateways.iter().enumerate() {
+            let object = format!("gateway {}", g.name);
+            if gw_index.insert(g.id, i).is_some() {
+                return Err(invalid(object, "id", g.id, "is used twice"));
+            }
+            if g.outside_addrs.is_empty() {
+                return Err(invalid(object, "outside_addrs", "[]", "is empty: a gateway needs a public address"));
+            }
+            let has_inside = !matches!(g.attachment, Attachment::CloudConnect { associated: false });
+            if has_inside != g.inside_port.is_some() {
+                let problem =
+                    if has_inside { "is missing for this attachment" } else { "is set, but nothing is attached" };
+                return Err(invalid(object, "inside_port", format!("{:?}", g.inside_port), problem));
+            }
+            for (side, port) in [(Side::Outside, Some(g.outside_port)), (Side::Inside, g.inside_port)] {
+                let Some(port) = port else { continue };
+                let field = if side == Side::Outside { "outside_port" } else { "inside_port" };
+                let &p = port_index.get(&port).ok_or_else(|| invalid(&object, field, port, "is not a port"))?;
+                if ports[p].role.is_some() {
+                    return Err(invalid(&object, field, port, "already belongs to a gateway"));
+                }
+                ports[p].role = Some((i, side));
+            }
+        }
+        let cgw: HashMap<_, _> = cfg.customer_gateways.iter().map(|c| (c.id, c)).collect();
+
+        let mut tunnel_index = HashMap::new();
+        let mut tunnels = Vec::new();
+        let mut inbound = HashMap::new();
+        for t in &cfg.tunnels {
+            let object = format!("tunnel {}", t.name);
+            if tunnel_index.insert(t.id, tunnels.len()).is_some() {
+                return Err(invalid(object, "id", t.id, "is used twice"));
+            }
+            let &g =
+                gw_index.get(&t.gateway).ok_or_else(|| invalid(&object, "gateway", t.gateway, "is not a gateway"))?;
+            let peer = cgw
+                .get(&t.customer_gateway)
+                .ok_or_else(|| invalid(&object, "customer_gateway", t.customer_gateway, "is not a customer gateway"))?
+                .addr;
+            let gateway = &cfg.gateways[g];
+            let max_inner = {
+                let sa = t.outbound.lock().expect("SA lock");
+                if sa.cfg.remote != peer {
+                    return Err(invalid(
+                        &object,
+                        "outbound SA remote",
+                        sa.cfg.remote,
+                        "is not the customer gateway's address",
+                    ));
+                }
+                if !gateway.outside_addrs.contains(&sa.cfg.local) {
+                    return Err(invalid(
+                        &object,
+                        "outbound SA local",
+                        sa.cfg.local,
+                        "is not an outside address of the gateway",
+                    ));
+                }
+                let mtu = cfg.ports.iter().find(|p| p.id == gateway.outside_port).map_or(0, |p| p.mtu);
+                crate::esp::max_inner_len(&sa.cfg, mtu as usize)
+            };
+            if t.inbound.len() > MAX_INBOUND_SAS {
+                return Err(invalid(&object, "inbound", t.inbound.len(), "exceeds 4 SAs"));
+            }
+            for sa in &t.inbound {
+                let spi = sa.lock().expect("SA lock").cfg.spi;
+                let r = InboundRef { tunnel: tunnels.len(), sa: sa.clone() };
+                if inbound.insert(spi, r).is_some() {
+                    return Err(invalid(&object, "inbound SA spi", format!("{spi:#x}"), "is already in use"));
+                }
+            }
+            tunnels.push(TunnelView {
+                id: t.id,
+                name: t.name.clone(),
+                gateway: g,
+                peer,
+                outbound: t.outbound.clone(),
+                up: t.up,
+                policy_based: false,
+                mss_clamp: t.mss_clamp,
+                max_inner,
+            });
+        }
+
+        let mut spd_rules: Vec<Vec<_>> = vec![Vec::new(); cfg.gateways.len()];
+        for (n, r) in cfg.spd.iter().enumerate() {
+            let object = format!("spd rule {n}");
+            let &g =
+                gw_index.get(&r.gateway).ok_or_else(|| invalid(&object, "gateway", r.gateway, "is not a gateway"))?;
+            if r.src.first.is_ipv4() != r.dst.first.is_ipv4() {
+                return Err(invalid(object, "dst", r.dst.first, "is not of the source's address family"));
+            }
+            let verdict = match r.action {
+                SpdAction::Protect(t) => {
+                    let &ti = tunnel_index.get(&t).ok_or_else(|| invalid(&object, "tunnel", t, "is not a tunnel"))?;
+                    if tunnels[ti].gateway != g {
+                        return Err(invalid(object, "tunnel", t, "belongs to another gateway"));
+                    }
+                    tunnels[ti].policy_based = true;
+                    Verdict::Protect(ti)
+                }
+                SpdAction::Bypass => Verdict::Bypass,
+                SpdAction::Discard => Verdict::Discard,
+            };
+            spd_rules[g].push((r.clone(), verdict));
+        }
+
+        let mut routes: Vec<Vec<&Route>> = vec![Vec::new(); cfg.gateways.len()];
+        for r in &cfg.routes {
+            let object = format!("route {}/{}", r.prefix, r.len);
+            if r.len > if r.prefix.is_ipv4() { 32 } else { 128 } {
+                return Err(invalid(object, "prefix length", r.len, "is too long for the address family"));
+            }
+            let &g =
+                gw_index.get(&r.gateway).ok_or_else(|| invalid(&object, "gateway", r.gateway, "is not a gateway"))?;
+            match (r.next_hop, cfg.gateways[g].attachment) {
+                (NextHop::Tunnel(t), _) => {
+                    let &ti =
+                        tunnel_index.get(&t).ok_or_else(|| invalid(&object, "via tunnel", t, "is not a tunnel"))?;
+                    if tunnels[ti].gateway != g {
+                        return Err(invalid(object, "via tunnel", t, "belongs to another gateway"));
+                    }
+                }
+                (NextHop::Inside, Attachment::Vpc)
+                | (NextHop::CloudConnect, Attachment::CloudConnect { associated: true }) => {}
+                (hop, _) => return Err(invalid(object, "via", format!("{hop:?}"), "is not attached to this gateway")),
+            }
+            routes[g].push(r);
+        }
+
+        let mut gateways = Vec::new();
+        for (g, gw) in cfg.gateways.iter().enumerate() {
+            let table = route_table(&routes[g], &tunnel_index, &tunnels)
+                .map_err(|source| SnapshotError::Fib { gateway: gw.name.clone(), source })?;
+            gateways.push(GatewayView {
+                id: gw.id,
+                name: gw.name.clone(),
+                attachment: gw.attachment,
+                outside_port: port_index[&gw.outside_port],
+                outside_addrs: gw.outside_addrs.clone(),
+                inside_port: gw.inside_port.map(|p| port_index[&p]),
+                spd: Spd::new(std::mem::take(&mut spd_rules[g])),
+                routes: table,
+            });
+        }
+        Ok(Snapshot { generation, ports, port_index, gateways, tunnels, inbound })
+    }
+
+    /// The index of port `id` in [`Self::ports`].
+    pub fn port(&self, id: PortId) -> Option<usize> {
+        self.port_index.get(&id).copied()
+    }
+}
+
+/// For each prefix, the best enabled route whose next hop is usable:
+/// lowest priority value first, then the earliest configured.
+fn route_table(
+    routes: &[&Route],
+    tunnel_index: &HashMap<TunnelId, usize>,
+    tunnels: &[TunnelView],
+) -> Result<RouteTable, FibError> {
+    let mut best: HashMap<(IpAddr, u8), (u32, Hop)> = HashMap::new();
+    let mut order = Vec::new();
+    for r in routes.iter().filter(|r| r.enabled) {
+        let hop = match r.next_hop {
+            NextHop::Tunnel(t) => {
+                let ti = tunnel_index[&t];
+                if !tunnels[ti].up {
+                    continue;
+                }
+                Hop::Tunnel(ti)
+            }
+            NextHop::Inside | NextHop::CloudConnect => Hop::Inside,
+        };
+        let key = (crate::model::AddrRange::prefix(r.prefix, r.len).first, r.len);
+        match best.get(&key) {
+            Some(&(p, _)) if p <= r.priority => {}
+            _ => {
+                if best.insert(key, (r.priority, hop)).is_none() {
+                    order.push(key);
+                }
+            }
+        }
+    }
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for key in order {
+        let hop = best[&key].1.encode();
+        match key.0 {
+            IpAddr::V4(a) => v4.push((a, key.1, hop)),
+            IpAddr::V6(a) => v6.push((a, key.1, hop)),
+        }
+    }
+    Ok(RouteTable { v4: Ipv4Fib::build(&v4)?, v6: Ipv6Fib::build(&v6)? })
+}
+
+/// Where the current snapshot is published (RCU style, with `arc-swap`):
+/// the control thread swaps in a new one; a worker's `load` is wait-free
+/// and keeps its snapshot alive until the burst is done.
+pub struct SnapshotCell(ArcSwap<Snapshot>);
+
+impl SnapshotCell {
+    pub fn new(first: Snapshot) -> Self {
+        Self(ArcSwap::from_pointee(first))
+    }
+
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.0.load()
+    }
+
+    pub fn publish(&self, next: Snapshot) {
+        self.0.store(Arc::new(next));
+    }
+}

@@ -1,0 +1,200 @@
+//! The security policy database of one gateway: which rule, if any, an
+//! outbound packet matches (priority order, first match wins), and whether
+//! a decrypted packet fits a tunnel's inbound selectors (the reverse of the
+//! rules that protect via that tunnel).
+
+#[cfg(doc)]
+use crate::model::SpdAction;
+use crate::model::SpdRule;
+use crate::stats::DropReason;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::Ipv6Packet;
+use crate::wire::{be16, proto};
+use std::net::IpAddr;
+
+/// What policy looks at in a packet. Ports are 0 for protocols without
+/// them, and for non-first fragments (only any-port rules match those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl FiveTuple {
+    /// Reads the five-tuple of a validated IPv4 or IPv6 packet.
+    pub fn of(packet: &[u8]) -> Result<Self, DropReason> {
+        let (src, dst, protocol, l4) = match packet.first().map(|b| b >> 4) {
+            Some(4) => {
+                let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::Malformed)?;
+                let l4 = if ip.frag_offset() == 0 { &packet[ip.header_len()..ip.total_len()] } else { &[][..] };
+                (ip.src_addr().into(), ip.dst_addr().into(), ip.protocol(), l4)
+            }
+            Some(6) => {
+                let ip = Ipv6Packet::new_checked(packet).map_err(|_| DropReason::Malformed)?;
+                let up = ip.upper_layer().map_err(|_| DropReason::Malformed)?;
+                (ip.src_addr().into(), ip.dst_addr().into(), up.protocol, &packet[up.offset..ip.total_len()])
+            }
+            _ => return Err(DropReason::NotIp),
+        };
+        let (src_port, dst_port) = match protocol {
+            proto::TCP | proto::UDP | SCTP if l4.len() >= 4 => (be16(l4, 0), be16(l4, 2)),
+            _ => (0, 0),
+        };
+        Ok(Self { src, dst, protocol, src_port, dst_port })
+    }
+
+    /// The same flow seen from the other end.
+    pub fn reversed(&self) -> Self {
+        Self { src: self.dst, dst: self.src, protocol: self.protocol, src_port: self.dst_port, dst_port: self.src_port }
+    }
+}
+
+const SCTP: u8 = 132;
+
+fn matches(rule: &SpdRule, t: &FiveTuple) -> bool {
+    rule.src.contains(t.src)
+        && rule.dst.contains(t.dst)
+        && rule.protocol.is_none_or(|p| p == t.protocol)
+        && rule.src_ports.contains(t.src_port)
+        && rule.dst_ports.contains(t.dst_port)
+}
+
+/// A gateway's rules, in the order they are tried, each with the action
+/// the caller resolved it to (`A`: the model's [`SpdAction`], or the
+/// snapshot's action with tunnel indexes instead of ids).
+#[derive(Debug, Clone)]
+pub struct Spd<A> {
+    rules: Vec<(SpdRule, A)>,
+}
+
+impl<A: Copy + PartialEq> Spd<A> {
+    /// Orders `rules` by priority; equal priorities keep their given order.
+    /// The rules' own `action` fields are not read: `A` is.
+    pub fn new(mut rules: Vec<(SpdRule, A)>) -> Self {
+        rules.sort_by_key(|(r, _)| r.priority);
+        Self { rules }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The action of the first rule `t` matches, if any.
+    pub fn classify(&self, t: &FiveTuple) -> Option<A> {
+        self.rules.iter().find(|(r, _)| matches(r, t)).map(|&(_, a)| a)
+    }
+
+    /// True if some rule has `action` (say, protects via a given tunnel).
+    pub fn has(&self, action: A) -> bool {
+        self.rules.iter().any(|&(_, a)| a == action)
+    }
+
+    /// True if a packet decrypted from a tunnel fits its inbound selectors:
+    /// the reverse of a rule whose action is `protect` (via that tunnel).
+    pub fn inbound_allows(&self, protect: A, t: &FiveTuple) -> bool {
+        let back = t.reversed();
+        self.rules.iter().any(|(r, a)| *a == protect && matches(r, &back))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AddrRange, PortRange, SpdAction};
+
+    fn spd(rules: Vec<SpdRule>) -> Spd<SpdAction> {
+        Spd::new(rules.into_iter().map(|r| (r.clone(), r.action)).collect())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn rule(priority: u32, src: &str, dst: &str, action: SpdAction) -> SpdRule {
+        let range = |s: &str| {
+            let (a, l) = s.split_once('/').unwrap();
+            AddrRange::prefix(ip(a), l.parse().unwrap())
+        };
+        SpdRule {
+            gateway: 1,
+            priority,
+            src: range(src),
+            dst: range(dst),
+            protocol: None,
+            src_ports: PortRange::ANY,
+            dst_ports: PortRange::ANY,
+            action,
+        }
+    }
+
+    fn flow(src: &str, dst: &str, protocol: u8, sport: u16, dport: u16) -> FiveTuple {
+        FiveTuple { src: ip(src), dst: ip(dst), protocol, src_port: sport, dst_port: dport }
+    }
+
+    #[test]
+    fn priority_then_order_decides() {
+        let spd = spd(vec![
+            rule(20, "10.1.0.0/16", "172.16.0.0/12", SpdAction::Protect(3)),
+            rule(10, "10.1.0.0/16", "172.16.1.0/24", SpdAction::Protect(1)),
+            rule(10, "10.1.0.0/16", "172.16.1.0/24", SpdAction::Discard),
+        ]);
+        assert_eq!(spd.classify(&flow("10.1.0.5", "172.16.1.9", 1, 0, 0)), Some(SpdAction::Protect(1)));
+        assert_eq!(spd.classify(&flow("10.1.0.5", "172.16.9.9", 1, 0, 0)), Some(SpdAction::Protect(3)));
+        assert_eq!(spd.classify(&flow("10.2.0.5", "172.16.1.9", 1, 0, 0)), None);
+        assert_eq!(spd.classify(&flow("fd00::1", "172.16.1.9", 1, 0, 0)), None, "families never mix");
+    }
+
+    #[test]
+    fn protocol_and_ports() {
+        let mut r = rule(1, "10.1.0.0/16", "172.16.1.0/24", SpdAction::Protect(1));
+        r.protocol = Some(proto::TCP);
+        r.dst_ports = PortRange { first: 443, last: 443 };
+        let spd = spd(vec![r]);
+        assert!(spd.classify(&flow("10.1.0.5", "172.16.1.9", proto::TCP, 5555, 443)).is_some());
+        assert!(spd.classify(&flow("10.1.0.5", "172.16.1.9", proto::TCP, 5555, 80)).is_none());
+        assert!(spd.classify(&flow("10.1.0.5", "172.16.1.9", proto::UDP, 5555, 443)).is_none());
+        // Inbound, the reverse: from the remote's port 443 to anything local.
+        assert!(spd.inbound_allows(SpdAction::Protect(1), &flow("172.16.1.9", "10.1.0.5", proto::TCP, 443, 5555)));
+        assert!(!spd.inbound_allows(SpdAction::Protect(1), &flow("172.16.1.9", "10.1.0.5", proto::TCP, 80, 5555)));
+    }
+
+    /// Scenario 6 (SCENARIOS.md): IDC1's tunnel lets IDC1 -> VPC in, not
+    /// IDC1 -> IDC3.
+    #[test]
+    fn inbound_selectors_are_the_rules_reversed() {
+        let spd = spd(vec![
+            rule(1, "10.1.0.0/16", "172.16.1.0/24", SpdAction::Protect(1)),
+            rule(1, "10.1.0.0/16", "172.16.2.0/24", SpdAction::Protect(2)),
+        ]);
+        assert!(spd.has(SpdAction::Protect(1)) && !spd.has(SpdAction::Protect(3)));
+        assert!(spd.inbound_allows(SpdAction::Protect(1), &flow("172.16.1.9", "10.1.0.5", 1, 0, 0)));
+        assert!(!spd.inbound_allows(SpdAction::Protect(1), &flow("172.16.1.9", "172.16.3.5", 1, 0, 0)));
+        assert!(
+            !spd.inbound_allows(SpdAction::Protect(2), &flow("172.16.1.9", "10.1.0.5", 1, 0, 0)),
+            "not via tunnel 2's rules"
+        );
+    }
+
+    #[test]
+    fn five_tuples_from_packets() {
+        let mut p = vec![0u8; 28];
+        crate::wire::ipv4::Ipv4Repr {
+            src: "10.1.0.5".parse().unwrap(),
+            dst: "172.16.1.9".parse().unwrap(),
+            protocol: proto::UDP,
+            payload_len: 8,
+            ttl: 64,
+            tos: 0,
+            ident: 0,
+            dont_frag: false,
+        }
+        .emit(&mut p);
+        p[20..24].copy_from_slice(&[0x13, 0x88, 0x00, 0x35]);
+        assert_eq!(FiveTuple::of(&p), Ok(flow("10.1.0.5", "172.16.1.9", proto::UDP, 5000, 53)));
+        assert_eq!(FiveTuple::of(&[0x10; 20]), Err(DropReason::NotIp));
+        assert_eq!(FiveTuple::of(&p[..10]), Err(DropReason::Malformed));
+    }
+}
