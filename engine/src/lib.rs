@@ -10,6 +10,7 @@ pub mod buf;
 pub mod crypto;
 pub mod esp;
 pub mod fib_interim;
+pub mod io;
 pub mod lifetime;
 pub mod model;
 pub mod pcap;
@@ -21,6 +22,7 @@ pub mod snapshot;
 pub mod spd;
 pub mod stats;
 pub mod wire;
+pub mod worker;
 
 pub use buf::PacketBuf;
 pub use crypto::Suite;

@@ -52,13 +52,15 @@ pub enum DropReason {
     TtlExpired,
     /// The next hop's MAC address is not known (yet).
     NoNeighbour,
+    /// The snapshot sends it out of a port this worker does not serve.
+    NoPort,
     /// The encapsulated packet would exceed the maximum IP length.
     TooBig,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::NotIp,
@@ -78,6 +80,7 @@ impl DropReason {
         DropReason::TunnelDown,
         DropReason::TtlExpired,
         DropReason::NoNeighbour,
+        DropReason::NoPort,
         DropReason::TooBig,
     ];
 
@@ -103,6 +106,7 @@ impl DropReason {
             DropReason::TunnelDown => "tunnel-down",
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NoNeighbour => "no-neighbour",
+            DropReason::NoPort => "no-port",
             DropReason::TooBig => "too-big",
         }
     }

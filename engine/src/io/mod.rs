@@ -1,0 +1,26 @@
+//! Ports: where a worker's frames come from and go to. A port hands out
+//! received frames in bursts, takes bursts to send, and takes back the
+//! buffers of frames that were dropped. `mem` keeps frames in memory (tests
+//! and the in-process benchmark); AF_XDP sockets come with the AF_XDP issue.
+
+pub mod mem;
+
+use crate::buf::PacketBuf;
+use crate::model::PortId;
+
+pub trait Port {
+    /// The frame buffer. Every port of one worker uses the same kind, so a
+    /// frame received on one port is sent on another without copying.
+    type Buf: AsRef<[u8]> + AsMut<[u8]>;
+
+    fn id(&self) -> PortId;
+
+    /// Appends up to `max` received frames to `out`; returns how many.
+    fn rx_burst(&mut self, out: &mut Vec<PacketBuf<Self::Buf>>, max: usize) -> usize;
+
+    /// Sends the frames `frames` drains.
+    fn tx_burst(&mut self, frames: &mut dyn Iterator<Item = PacketBuf<Self::Buf>>);
+
+    /// Takes back the buffer of a frame that was dropped.
+    fn recycle(&mut self, buf: Self::Buf);
+}
