@@ -12,7 +12,7 @@ use crate::esp;
 use crate::lifetime::{LifetimeEvent, Seconds};
 use crate::model::{GatewayId, PortId};
 use crate::snapshot::{Hop, PortView, Side, Snapshot, Verdict};
-use crate::spd::FiveTuple;
+use crate::spd::{FiveTuple, FlowCache};
 use crate::stats::{DropCounters, DropReason};
 use crate::wire::ether::{self, ethertype, EthernetFrame};
 use crate::wire::icmp::{self, IcmpError};
@@ -24,11 +24,24 @@ use std::net::IpAddr;
 
 /// One worker's pipeline state: its counters and the lifetime events its
 /// SAs raised, for the control thread to collect.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pipeline {
     pub drops: DropCounters,
     pub gateway_drops: HashMap<GatewayId, DropCounters>,
     pub events: Vec<LifetimeEvent>,
+    flows: FlowCache<Verdict>,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        // 64 K recent flows per worker: 4 MiB.
+        Self {
+            drops: DropCounters::default(),
+            gateway_drops: HashMap::new(),
+            events: Vec::new(),
+            flows: FlowCache::new(16),
+        }
+    }
 }
 
 /// A frame to transmit, and the port to transmit it on.
@@ -123,7 +136,7 @@ impl Pipeline {
                 return Err(DropReason::Selector);
             }
         }
-        let hop = match gw.spd.classify(&flow) {
+        let hop = match self.flows.classify(snap.generation, at.g, &gw.spd, &flow) {
             Some(Verdict::Protect(t)) if !snap.tunnels[t].up => return Err(DropReason::TunnelDown),
             Some(Verdict::Protect(t)) => Hop::Tunnel(t),
             Some(Verdict::Discard) => return Err(DropReason::SpdDiscard),

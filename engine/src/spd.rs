@@ -100,6 +100,66 @@ impl<A: Copy + PartialEq> Spd<A> {
     }
 }
 
+/// A worker's memory of recent SPD decisions, so a flow's later packets
+/// skip the rule scan: direct-mapped, keyed by the five-tuple and the
+/// gateway, and valid only for the snapshot generation that made it (a new
+/// snapshot invalidates every entry at once, with no work).
+#[derive(Debug)]
+pub struct FlowCache<A> {
+    slots: Box<[Option<Cached<A>>]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cached<A> {
+    generation: u64,
+    gateway: usize,
+    flow: FiveTuple,
+    action: Option<A>,
+}
+
+impl<A: Copy + PartialEq> FlowCache<A> {
+    /// A cache of `2^bits` entries.
+    pub fn new(bits: u32) -> Self {
+        Self { slots: vec![None; 1 << bits].into_boxed_slice() }
+    }
+
+    /// `spd.classify(t)`, remembered for generation `generation` of gateway
+    /// `gateway`.
+    #[inline]
+    pub fn classify(&mut self, generation: u64, gateway: usize, spd: &Spd<A>, t: &FiveTuple) -> Option<A> {
+        let i = (hash(gateway, t) as usize) & (self.slots.len() - 1);
+        if let Some(c) = &self.slots[i] {
+            if c.generation == generation && c.gateway == gateway && c.flow == *t {
+                return c.action;
+            }
+        }
+        let action = spd.classify(t);
+        self.slots[i] = Some(Cached { generation, gateway, flow: *t, action });
+        action
+    }
+}
+
+/// A fast, non-cryptographic hash of a flow (FxHash-style multiply-rotate):
+/// the cache is per worker and holds only results the SPD computed, so a
+/// colliding flow costs a scan, never a wrong answer.
+#[inline]
+fn hash(gateway: usize, t: &FiveTuple) -> u64 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let addr = |a: IpAddr| match a {
+        IpAddr::V4(v) => u32::from(v) as u128,
+        IpAddr::V6(v) => u128::from(v),
+    };
+    let words = [
+        addr(t.src) as u64,
+        (addr(t.src) >> 64) as u64,
+        addr(t.dst) as u64,
+        (addr(t.dst) >> 64) as u64,
+        (t.protocol as u64) << 32 | (t.src_port as u64) << 16 | t.dst_port as u64,
+        gateway as u64,
+    ];
+    words.iter().fold(0u64, |h, &w| (h.rotate_left(5) ^ w).wrapping_mul(K))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +235,29 @@ mod tests {
         assert!(
             !spd.inbound_allows(SpdAction::Protect(2), &flow("172.16.1.9", "10.1.0.5", 1, 0, 0)),
             "not via tunnel 2's rules"
+        );
+    }
+
+    /// The cache answers exactly as the SPD does, and forgets everything
+    /// when the generation changes.
+    #[test]
+    fn flow_cache_is_exact_and_follows_generations() {
+        let old = spd(vec![rule(1, "10.1.0.0/16", "172.16.1.0/24", SpdAction::Protect(1))]);
+        let new = spd(vec![rule(1, "10.1.0.0/16", "172.16.1.0/24", SpdAction::Discard)]);
+        let mut cache = FlowCache::new(2); // 4 slots: collisions happen
+        for round in 0..3 {
+            for i in 0..50u16 {
+                let f = flow("10.1.0.5", if i % 2 == 0 { "172.16.1.9" } else { "172.16.2.9" }, 17, i, 53);
+                assert_eq!(cache.classify(1, 0, &old, &f), old.classify(&f), "round {round} flow {i}");
+                assert_eq!(cache.classify(1, 1, &new, &f), new.classify(&f), "another gateway, same flow");
+            }
+        }
+        let f = flow("10.1.0.5", "172.16.1.9", 17, 0, 53);
+        assert_eq!(cache.classify(1, 0, &old, &f), Some(SpdAction::Protect(1)));
+        assert_eq!(
+            cache.classify(2, 0, &new, &f),
+            Some(SpdAction::Discard),
+            "a new generation is never served old answers"
         );
     }
 
