@@ -16,7 +16,7 @@ use crate::spd::{FiveTuple, FlowCache};
 use crate::stats::{DropCounters, DropReason};
 use crate::wire::ether::{self, ethertype, EthernetFrame};
 use crate::wire::icmp::{self, IcmpError};
-use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::{proto, tcp};
 use std::collections::HashMap;
@@ -47,6 +47,16 @@ impl Default for Pipeline {
 /// A frame to transmit, and the port to transmit it on.
 pub type Tx<B> = (PortId, PacketBuf<B>);
 
+/// Where the pipeline puts what it is done with.
+pub struct Out<'o, B> {
+    /// Frames to send.
+    pub tx: &'o mut Vec<Tx<B>>,
+    /// Buffers of dropped frames.
+    pub recycle: &'o mut Vec<B>,
+    /// Empty frames for packets the pipeline makes (IPv4 fragments).
+    pub alloc: &'o mut dyn FnMut() -> Option<PacketBuf<B>>,
+}
+
 /// Where a packet is being handled: the snapshot, its gateway, the port it
 /// arrived on (ICMP errors are sourced there), and the time.
 struct At<'s> {
@@ -58,30 +68,45 @@ struct At<'s> {
 
 impl Pipeline {
     /// Processes the frames of `burst`, received on port `rx_port`, with
-    /// snapshot `snap` at time `now`. Frames to send are appended to `tx`;
-    /// the buffers of dropped frames to `recycle`.
+    /// snapshot `snap` at time `now`, into `out`.
     pub fn process<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         snap: &Snapshot,
         rx_port: PortId,
         burst: impl IntoIterator<Item = PacketBuf<B>>,
         now: Seconds,
-        tx: &mut Vec<Tx<B>>,
-        recycle: &mut Vec<B>,
+        out: &mut Out<B>,
     ) {
         let port = snap.port(rx_port);
         let role = port.and_then(|p| snap.ports[p].role);
         for mut pkt in burst {
-            let r = match (port, role) {
-                (Some(rx_port), Some((g, side))) => self.forward(&At { snap, g, rx_port, now }, side, &mut pkt),
-                _ => Err(DropReason::NoRoute),
-            };
-            match r {
-                Ok(port) => tx.push((snap.ports[port].id, pkt)),
-                Err(reason) => {
-                    self.count(snap, role.map(|(g, _)| g), reason);
-                    recycle.push(pkt.into_frame());
+            match (port, role) {
+                (Some(rx_port), Some((g, side))) => {
+                    let at = At { snap, g, rx_port, now };
+                    let r = self.forward(&at, side, &mut pkt, out);
+                    self.emit(&at, r, pkt, out);
                 }
+                _ => {
+                    self.drops.count(DropReason::NoRoute);
+                    out.recycle.push(pkt.into_frame());
+                }
+            }
+        }
+    }
+
+    /// Sends `pkt` where `r` says, or counts why not and recycles it.
+    fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        at: &At,
+        r: Result<usize, DropReason>,
+        pkt: PacketBuf<B>,
+        out: &mut Out<B>,
+    ) {
+        match r {
+            Ok(port) => out.tx.push((at.snap.ports[port].id, pkt)),
+            Err(reason) => {
+                self.count(at.snap, Some(at.g), reason);
+                out.recycle.push(pkt.into_frame());
             }
         }
     }
@@ -100,13 +125,14 @@ impl Pipeline {
         at: &At,
         side: Side,
         pkt: &mut PacketBuf<B>,
+        out: &mut Out<B>,
     ) -> Result<usize, DropReason> {
         strip_link_header(pkt)?;
         let from = match side {
             Side::Inside => None,
             Side::Outside => Some(self.decrypt(at, pkt)?),
         };
-        self.route(at, pkt, from)
+        self.route(at, pkt, from, out)
     }
 
     /// Decrypts the ESP packet in `pkt`; returns the tunnel it came from.
@@ -128,6 +154,7 @@ impl Pipeline {
         at: &At,
         pkt: &mut PacketBuf<B>,
         from: Option<usize>,
+        out: &mut Out<B>,
     ) -> Result<usize, DropReason> {
         let (snap, gw) = (at.snap, &at.snap.gateways[at.g]);
         let flow = FiveTuple::of(pkt.data())?;
@@ -142,21 +169,19 @@ impl Pipeline {
             Some(Verdict::Discard) => return Err(DropReason::SpdDiscard),
             Some(Verdict::Bypass) | None => gw.routes.lookup(flow.dst).ok_or(DropReason::NoRoute)?,
         };
+        // Too big for the tunnel: IPv4 without DF is fragmented before
+        // encryption (below); IPv6 and IPv4 with DF are refused, and the
+        // sender is told the size that fits (RFC 1191, RFC 8201).
+        let may_fragment = Ipv4Packet::new_checked(pkt.data()).is_ok_and(|p| !p.dont_frag());
         if let Hop::Tunnel(t) = hop {
             let max = snap.tunnels[t].max_inner;
-            if pkt.len() > max {
-                // IPv6, and IPv4 with DF: tell the sender (RFC 1191, RFC
-                // 8201). IPv4 without DF is to be fragmented before
-                // encryption; not yet: dropped as too big.
-                if Ipv4Packet::new_checked(pkt.data()).is_ok_and(|p| !p.dont_frag()) {
-                    return Err(DropReason::TooBig);
-                }
+            if pkt.len() > max && !may_fragment {
                 let mtu = IcmpError::TooBig { mtu: max.min(u16::MAX as usize) as u16 };
-                return self.refuse(at, pkt, DropReason::TooBig, mtu);
+                return self.refuse(at, pkt, DropReason::TooBig, mtu, out);
             }
         }
         if decrement_ttl(pkt).is_err() {
-            return self.refuse(at, pkt, DropReason::TtlExpired, IcmpError::TimeExceeded);
+            return self.refuse(at, pkt, DropReason::TtlExpired, IcmpError::TimeExceeded, out);
         }
         match hop {
             Hop::Inside => {
@@ -165,18 +190,36 @@ impl Pipeline {
                 Ok(port)
             }
             Hop::Tunnel(t) => {
-                let tunnel = &snap.tunnels[t];
-                if let (Some(mss), proto::TCP) = (tunnel.mss_clamp, flow.protocol) {
-                    clamp_mss(pkt.data_mut(), mss);
+                if pkt.len() > snap.tunnels[t].max_inner {
+                    for mut fragment in fragment_v4(pkt, snap.tunnels[t].max_inner, out)? {
+                        let r = self.into_tunnel(at, t, &mut fragment, flow.protocol);
+                        self.emit(at, r, fragment, out);
+                    }
                 }
-                {
-                    let mut sa = tunnel.outbound.lock().expect("SA lock");
-                    esp::encap(&mut sa, pkt, at.now, &mut self.events)?;
-                }
-                push_link_header(pkt, &snap.ports[gw.outside_port], tunnel.peer)?;
-                Ok(gw.outside_port)
+                self.into_tunnel(at, t, pkt, flow.protocol)
             }
         }
+    }
+
+    /// Encrypts the IP packet in `pkt` into tunnel `t` and addresses it to
+    /// the customer gateway; returns the outside port.
+    fn into_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        at: &At,
+        t: usize,
+        pkt: &mut PacketBuf<B>,
+        protocol: u8,
+    ) -> Result<usize, DropReason> {
+        let (tunnel, gw) = (&at.snap.tunnels[t], &at.snap.gateways[at.g]);
+        if let (Some(mss), proto::TCP) = (tunnel.mss_clamp, protocol) {
+            clamp_mss(pkt.data_mut(), mss);
+        }
+        {
+            let mut sa = tunnel.outbound.lock().expect("SA lock");
+            esp::encap(&mut sa, pkt, at.now, &mut self.events)?;
+        }
+        push_link_header(pkt, &at.snap.ports[gw.outside_port], tunnel.peer)?;
+        Ok(gw.outside_port)
     }
 
     /// Drops the packet in `pkt` for `reason`, and answers its source with
@@ -188,6 +231,7 @@ impl Pipeline {
         pkt: &mut PacketBuf<B>,
         reason: DropReason,
         error: IcmpError,
+        out: &mut Out<B>,
     ) -> Result<usize, DropReason> {
         let src = FiveTuple::of(pkt.data()).map_err(|_| reason)?.src;
         let Some(me) = at.snap.ports[at.rx_port].addr_like(src) else { return Err(reason) };
@@ -197,7 +241,7 @@ impl Pipeline {
         self.count(at.snap, Some(at.g), reason);
         // The error goes wherever its destination is reached, tunnel or not;
         // no error is ever sent about it.
-        self.route(at, pkt, None)
+        self.route(at, pkt, None, out)
     }
 }
 
@@ -218,6 +262,56 @@ fn strip_link_header<B: AsRef<[u8]> + AsMut<[u8]>>(pkt: &mut PacketBuf<B>) -> Re
         _ => return Err(DropReason::NotIp),
     };
     pkt.narrow(hl..hl + len).map_err(|_| DropReason::Malformed)
+}
+
+/// Splits the IPv4 packet in `pkt` into fragments of at most `max` bytes
+/// (RFC 791 section 3.2): `pkt` keeps the first (with the options), the
+/// others are returned in new frames. If frames run out, the ones taken go
+/// back and the packet is dropped (`no-room`).
+fn fragment_v4<B: AsRef<[u8]> + AsMut<[u8]>>(
+    pkt: &mut PacketBuf<B>,
+    max: usize,
+    out: &mut Out<B>,
+) -> Result<Vec<PacketBuf<B>>, DropReason> {
+    let ip = Ipv4Packet::new_checked(pkt.data()).map_err(|_| DropReason::Malformed)?;
+    let (hl, total, base, more) = (ip.header_len(), ip.total_len(), ip.frag_offset(), ip.more_frags());
+    if max < hl + 8 {
+        return Err(DropReason::TooBig);
+    }
+    let chunk = (max - hl) & !7;
+    let repr = Ipv4Repr {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        protocol: ip.protocol(),
+        payload_len: 0,
+        ttl: ip.ttl(),
+        tos: ip.tos(),
+        ident: ip.ident(),
+        dont_frag: false,
+    };
+    let payload = total - hl;
+    let mut rest = Vec::new();
+    for off in (chunk..payload).step_by(chunk) {
+        let n = chunk.min(payload - off);
+        let Some(mut f) = (out.alloc)().filter(|f| f.tailroom() >= ipv4::HEADER_LEN + n) else {
+            out.recycle.extend(rest.into_iter().map(PacketBuf::into_frame));
+            return Err(DropReason::NoRoom);
+        };
+        f.push_back(ipv4::HEADER_LEN + n).expect("tailroom checked");
+        let d = f.data_mut();
+        Ipv4Repr { payload_len: n, ..repr }.emit(d);
+        d[ipv4::HEADER_LEN..].copy_from_slice(&pkt.data()[hl + off..hl + off + n]);
+        let mut h = Ipv4Packet::new_unchecked(d);
+        h.set_fragment(base + off, off + n < payload || more);
+        h.fill_checksum();
+        rest.push(f);
+    }
+    pkt.narrow(0..hl + chunk).expect("the first fragment is within the packet");
+    let mut first = Ipv4Packet::new_unchecked(pkt.data_mut());
+    first.set_total_len((hl + chunk) as u16);
+    first.set_fragment(base, true);
+    first.fill_checksum();
+    Ok(rest)
 }
 
 /// Decrements the TTL or hop limit of the IP packet in `pkt`; a packet that

@@ -5,7 +5,7 @@
 
 use crate::io::Port;
 use crate::lifetime::Seconds;
-use crate::pipeline::{Pipeline, Tx};
+use crate::pipeline::{Out, Pipeline, Tx};
 use crate::snapshot::SnapshotCell;
 use crate::stats::DropReason;
 use hdrhistogram::Histogram;
@@ -55,7 +55,9 @@ impl<P: Port> Worker<P> {
             received += n;
             let start = Instant::now();
             let id = self.ports[i].id();
-            self.pipeline.process(&snap, id, self.rx.drain(..), now, &mut self.tx, &mut self.recycle);
+            let port = &mut self.ports[i];
+            let mut out = Out { tx: &mut self.tx, recycle: &mut self.recycle, alloc: &mut || port.alloc() };
+            self.pipeline.process(&snap, id, self.rx.drain(..), now, &mut out);
             // Per destination port, in the order the frames came.
             self.tx.sort_by_key(|(port, _)| *port);
             while let Some(&(port, _)) = self.tx.first() {

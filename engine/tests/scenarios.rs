@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use vpngw_engine::model::*;
-use vpngw_engine::pipeline::Pipeline;
+use vpngw_engine::pipeline::{Out, Pipeline};
 use vpngw_engine::snapshot::Snapshot;
 use vpngw_engine::wire::ether::{ethertype_for_ip, EthernetFrame, MacAddr};
 use vpngw_engine::wire::ipv4::{Ipv4Packet, Ipv4Repr};
@@ -186,7 +186,9 @@ impl Lab {
         let pkt = PacketBuf::new(frame, 128, len).unwrap();
         let (mut tx, mut recycle) = (Vec::new(), Vec::new());
         let before = self.pipeline.drops.clone();
-        self.pipeline.process(&self.snap, port, [pkt], 0, &mut tx, &mut recycle);
+        let mut alloc = || None;
+        let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc };
+        self.pipeline.process(&self.snap, port, [pkt], 0, &mut out);
         if let Some((port, out)) = tx.pop() {
             assert!(tx.is_empty() && recycle.is_empty());
             let eth = EthernetFrame::new_checked(out.data()).unwrap();
@@ -488,8 +490,64 @@ fn too_big_for_the_tunnel_tells_the_sender() {
     assert_eq!(&icmp[8..28], &big[..20], "the sender's own header is quoted");
     assert_eq!(lab.pipeline.drops.get(DropReason::TooBig), 1);
     assert_eq!(lab.cfg.tunnels[0].outbound.lock().unwrap().state.next_seq, 2, "one packet sent, none wasted");
-    let no_df = udp_sized(VPC, IDC1, 64, max + 1, false);
-    assert_eq!(lab.run(INSIDE, host_mac(VPC), GW_INSIDE_MAC, &no_df), Outcome::Dropped(DropReason::TooBig));
+}
+
+/// MTU: IPv4 without DF is fragmented before encryption (RFC 791); each
+/// fragment travels in its own ESP packet, and the customer gateway's
+/// fragments reassemble into the original. Without a free frame, the packet
+/// is a counted drop and no frame is lost.
+#[test]
+fn ipv4_without_df_is_fragmented_before_encryption() {
+    let mut lab = Lab::new(Attachment::Vpc);
+    lab.tunnel(1, "198.51.100.1").route("172.16.1.0/24", NextHop::Tunnel(1), 0);
+    let mut big = udp_sized(VPC, IDC1, 64, 3000, false);
+    for (i, b) in big[28..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let mut frame = vec![0u8; 256];
+    let mut eth = [0u8; 14];
+    ether::emit_header(&mut eth, GW_INSIDE_MAC, host_mac(VPC), ether::ethertype::IPV4);
+    frame.extend_from_slice(&eth);
+    frame.extend_from_slice(&big);
+    frame.resize(frame.len() + 64, 0);
+    let pkt = PacketBuf::new(frame, 256, 14 + big.len()).unwrap();
+
+    let (mut tx, mut recycle) = (Vec::new(), Vec::new());
+    let mut alloc = || Some(PacketBuf::new(vec![0u8; 2048], 256, 0).unwrap());
+    let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc };
+    lab.pipeline.process(&lab.snap, INSIDE, [pkt], 0, &mut out);
+    assert_eq!((tx.len(), recycle.len()), (3, 0));
+
+    let mut payload = vec![0u8; 3000 - 20];
+    let mut seen = 0;
+    for (port, f) in tx {
+        assert_eq!(port, OUTSIDE);
+        let esp_packet = &f.data()[14..];
+        assert!(esp_packet.len() <= 1500, "fits the outside MTU");
+        let loc = esp::locate(esp_packet).unwrap();
+        let mut p = PacketBuf::<Vec<u8>>::with_room(esp_packet, 0, 0);
+        esp::decap(&mut lab.peers[0].inb, &mut p, &loc, 0, &mut Vec::new()).unwrap();
+        let frag = Ipv4Packet::new_checked(p.data()).unwrap();
+        assert!(frag.verify_checksum() && frag.is_fragment());
+        assert_eq!((frag.ttl(), frag.ident(), frag.frag_offset() % 8), (63, 9, 0));
+        let off = frag.frag_offset();
+        assert_eq!(frag.more_frags(), off + frag.payload().len() < payload.len());
+        payload[off..off + frag.payload().len()].copy_from_slice(frag.payload());
+        seen += frag.payload().len();
+    }
+    assert_eq!(seen, payload.len());
+    assert_eq!(&payload[..], &big[20..], "reassembled, the original payload");
+
+    let mut none = || None;
+    let (mut tx, mut recycle) = (Vec::new(), Vec::new());
+    let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut none };
+    let mut frame = vec![0u8; 256];
+    frame.extend_from_slice(&eth);
+    frame.extend_from_slice(&big);
+    let pkt = PacketBuf::new(frame, 256, 14 + big.len()).unwrap();
+    lab.pipeline.process(&lab.snap, INSIDE, [pkt], 0, &mut out);
+    assert_eq!((tx.len(), recycle.len()), (0, 1));
+    assert_eq!(lab.pipeline.drops.get(DropReason::NoRoom), 1);
 }
 
 /// TTL 1 from the inside: dropped, and "time exceeded" back to the sender.

@@ -7,11 +7,12 @@ use crate::buf::PacketBuf;
 use crate::model::PortId;
 use std::collections::VecDeque;
 
-/// Room reserved in front of a received frame: outer IPv6, UDP, ESP, IV and
-/// a new Ethernet header fit, with margin.
-pub const HEADROOM: usize = 256;
-/// Room behind it: padding, trailer and ICV.
+use super::FRAME_HEADROOM as HEADROOM;
+
+/// Room behind a frame: padding, trailer and ICV.
 pub const TAILROOM: usize = 64;
+/// The size of a frame made for the pipeline (a UMEM chunk's).
+pub const FRAME_SIZE: usize = 2048;
 
 #[derive(Debug, Default)]
 pub struct MemPort {
@@ -70,5 +71,12 @@ impl Port for MemPort {
 
     fn recycle(&mut self, buf: Vec<u8>) {
         self.free.push(buf);
+    }
+
+    fn alloc(&mut self) -> Option<PacketBuf<Vec<u8>>> {
+        let mut buf = self.free.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(FRAME_SIZE, 0);
+        Some(PacketBuf::new(buf, HEADROOM, 0).expect("headroom within the frame"))
     }
 }

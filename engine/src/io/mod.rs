@@ -8,6 +8,10 @@ pub mod mem;
 use crate::buf::PacketBuf;
 use crate::model::PortId;
 
+/// Room every port reserves in front of a frame: outer IPv6, UDP, ESP, IV
+/// and a new Ethernet header fit, with margin.
+pub const FRAME_HEADROOM: usize = 256;
+
 pub trait Port {
     /// The frame buffer. Every port of one worker uses the same kind, so a
     /// frame received on one port is sent on another without copying.
@@ -23,4 +27,8 @@ pub trait Port {
 
     /// Takes back the buffer of a frame that was dropped.
     fn recycle(&mut self, buf: Self::Buf);
+
+    /// An empty frame with [`FRAME_HEADROOM`] in front, for a packet the
+    /// pipeline makes (an IPv4 fragment); `None` when none is free.
+    fn alloc(&mut self) -> Option<PacketBuf<Self::Buf>>;
 }

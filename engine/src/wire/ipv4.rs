@@ -160,6 +160,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.b_mut()[field::IDENT..field::IDENT + 2].copy_from_slice(&ident.to_be_bytes());
     }
 
+    /// Marks the packet a fragment at `offset` bytes (a multiple of 8),
+    /// with more to follow or not; DF clear.
+    pub fn set_fragment(&mut self, offset: usize, more: bool) {
+        let w = (offset / 8) as u16 & 0x1fff | if more { FLAG_MF } else { 0 };
+        self.b_mut()[field::FLAGS_FRAG..field::FLAGS_FRAG + 2].copy_from_slice(&w.to_be_bytes());
+    }
+
     /// Sets DF and clears MF and the fragment offset: a whole packet.
     pub fn set_unfragmented(&mut self, dont_frag: bool) {
         let w = if dont_frag { FLAG_DF } else { 0 };
