@@ -192,18 +192,18 @@ impl Pipeline {
             Hop::Tunnel(t) => {
                 if pkt.len() > snap.tunnels[t].max_inner {
                     for mut fragment in fragment_v4(pkt, snap.tunnels[t].max_inner, out)? {
-                        let r = self.into_tunnel(at, t, &mut fragment, flow.protocol);
+                        let r = self.send_into_tunnel(at, t, &mut fragment, flow.protocol);
                         self.emit(at, r, fragment, out);
                     }
                 }
-                self.into_tunnel(at, t, pkt, flow.protocol)
+                self.send_into_tunnel(at, t, pkt, flow.protocol)
             }
         }
     }
 
     /// Encrypts the IP packet in `pkt` into tunnel `t` and addresses it to
     /// the customer gateway; returns the outside port.
-    fn into_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
+    fn send_into_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         at: &At,
         t: usize,
