@@ -150,7 +150,7 @@ impl PortRange {
 }
 
 /// What an SPD rule does with the traffic it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpdAction {
     /// Encrypt into this tunnel.
     Protect(TunnelId),

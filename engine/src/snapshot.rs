@@ -78,7 +78,7 @@ impl Hop {
 }
 
 /// What an SPD rule does, with tunnels as indexes of [`Snapshot::tunnels`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     Protect(usize),
     Bypass,

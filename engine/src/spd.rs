@@ -5,11 +5,13 @@
 
 #[cfg(doc)]
 use crate::model::SpdAction;
-use crate::model::SpdRule;
+use crate::model::{AddrRange, SpdRule};
 use crate::stats::DropReason;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::{be16, proto};
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 
 /// What policy looks at in a packet. Ports are 0 for protocols without
@@ -62,41 +64,140 @@ fn matches(rule: &SpdRule, t: &FiveTuple) -> bool {
         && rule.dst_ports.contains(t.dst_port)
 }
 
-/// A gateway's rules, in the order they are tried, each with the action
-/// the caller resolved it to (`A`: the model's [`SpdAction`], or the
-/// snapshot's action with tunnel indexes instead of ids).
+/// A gateway's rules, each with the action the caller resolved it to
+/// (`A`: the model's [`SpdAction`], or the snapshot's action with tunnel
+/// indexes instead of ids). The first rule in priority order that matches
+/// wins; equal priorities keep their given order.
+///
+/// Classification is tuple space search (Srinivasan, Suri, Varghese 1999):
+/// rules whose address ranges are prefixes are grouped by their (source
+/// length, destination length) pair, each group a hash table on the masked
+/// addresses, so a lookup costs one probe per distinct pair, not one test
+/// per rule. Rules with other ranges are tried one by one. The best rank
+/// over all candidates wins, so the priority semantics stay exact.
 #[derive(Debug, Clone)]
 pub struct Spd<A> {
+    /// In priority order: a rule's index is its rank.
     rules: Vec<(SpdRule, A)>,
+    tuples: Vec<Tuple>,
+    /// Ranks of the rules whose ranges are not prefixes, ascending.
+    others: Vec<u32>,
+    /// Ranks of the rules with each action (a tunnel's inbound selectors).
+    by_action: HashMap<A, Vec<u32>>,
 }
 
-impl<A: Copy + PartialEq> Spd<A> {
-    /// Orders `rules` by priority; equal priorities keep their given order.
-    /// The rules' own `action` fields are not read: `A` is.
+/// The rules whose ranges are prefixes of these lengths.
+#[derive(Debug, Clone)]
+struct Tuple {
+    v4: bool,
+    src_len: u8,
+    dst_len: u8,
+    /// Masked (source, destination) to ranks, ascending.
+    buckets: HashMap<(u128, u128), Vec<u32>>,
+}
+
+/// An address as a number, and its family's width.
+fn key(a: IpAddr) -> (u128, u8) {
+    match a {
+        IpAddr::V4(v) => (u32::from(v) as u128, 32),
+        IpAddr::V6(v) => (u128::from(v), 128),
+    }
+}
+
+fn mask(k: u128, len: u8, width: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        k & (u128::MAX << (width - len))
+    }
+}
+
+/// The prefix length of `r`, if it is exactly a prefix.
+fn prefix_len(r: &AddrRange) -> Option<u8> {
+    let ((first, width), (last, _)) = (key(r.first), key(r.last));
+    let span = last.checked_sub(first)?;
+    if span == u128::MAX {
+        return Some(0);
+    }
+    let size = span + 1;
+    (size.is_power_of_two() && first & span == 0).then(|| width - size.trailing_zeros() as u8)
+}
+
+impl<A: Copy + Eq + Hash> Spd<A> {
+    /// Indexes `rules`. The rules' own `action` fields are not read: `A` is.
     pub fn new(mut rules: Vec<(SpdRule, A)>) -> Self {
         rules.sort_by_key(|(r, _)| r.priority);
-        Self { rules }
+        let mut tuples: Vec<Tuple> = Vec::new();
+        let mut others = Vec::new();
+        let mut by_action: HashMap<A, Vec<u32>> = HashMap::new();
+        for (rank, (r, a)) in rules.iter().enumerate() {
+            let rank = rank as u32;
+            by_action.entry(*a).or_default().push(rank);
+            let (Some(src_len), Some(dst_len)) = (prefix_len(&r.src), prefix_len(&r.dst)) else {
+                others.push(rank);
+                continue;
+            };
+            let v4 = r.src.first.is_ipv4();
+            let i = match tuples.iter().position(|t| (t.v4, t.src_len, t.dst_len) == (v4, src_len, dst_len)) {
+                Some(i) => i,
+                None => {
+                    tuples.push(Tuple { v4, src_len, dst_len, buckets: HashMap::new() });
+                    tuples.len() - 1
+                }
+            };
+            let bucket = (key(r.src.first).0, key(r.dst.first).0);
+            tuples[i].buckets.entry(bucket).or_default().push(rank);
+        }
+        Self { rules, tuples, others, by_action }
     }
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
-    /// The action of the first rule `t` matches, if any.
+    /// The action of the first rule, in priority order, that `t` matches.
     pub fn classify(&self, t: &FiveTuple) -> Option<A> {
-        self.rules.iter().find(|(r, _)| matches(r, t)).map(|&(_, a)| a)
+        let mut best: Option<u32> = None;
+        let mut consider = |ranks: &[u32]| {
+            for &rank in ranks {
+                if best.is_some_and(|b| rank >= b) {
+                    return;
+                }
+                if matches(&self.rules[rank as usize].0, t) {
+                    best = Some(rank);
+                    return;
+                }
+            }
+        };
+        let ((src, width), (dst, _)) = (key(t.src), key(t.dst));
+        for tuple in self.tuples.iter().filter(|tu| tu.v4 == t.src.is_ipv4()) {
+            let k = (mask(src, tuple.src_len, width), mask(dst, tuple.dst_len, width));
+            if let Some(ranks) = tuple.buckets.get(&k) {
+                consider(ranks);
+            }
+        }
+        consider(&self.others);
+        best.map(|rank| self.rules[rank as usize].1)
     }
 
     /// True if some rule has `action` (say, protects via a given tunnel).
     pub fn has(&self, action: A) -> bool {
-        self.rules.iter().any(|&(_, a)| a == action)
+        self.by_action.contains_key(&action)
     }
 
     /// True if a packet decrypted from a tunnel fits its inbound selectors:
     /// the reverse of a rule whose action is `protect` (via that tunnel).
     pub fn inbound_allows(&self, protect: A, t: &FiveTuple) -> bool {
         let back = t.reversed();
-        self.rules.iter().any(|(r, a)| *a == protect && matches(r, &back))
+        self.by_action
+            .get(&protect)
+            .is_some_and(|ranks| ranks.iter().any(|&r| matches(&self.rules[r as usize].0, &back)))
+    }
+
+    /// The plain reading of the semantics, for tests: every rule in order.
+    #[cfg(test)]
+    fn classify_linear(&self, t: &FiveTuple) -> Option<A> {
+        self.rules.iter().find(|(r, _)| matches(r, t)).map(|&(_, a)| a)
     }
 }
 
@@ -117,7 +218,7 @@ struct Cached<A> {
     action: Option<A>,
 }
 
-impl<A: Copy + PartialEq> FlowCache<A> {
+impl<A: Copy + Eq + Hash> FlowCache<A> {
     /// A cache of `2^bits` entries.
     pub fn new(bits: u32) -> Self {
         Self { slots: vec![None; 1 << bits].into_boxed_slice() }
@@ -163,7 +264,8 @@ fn hash(gateway: usize, t: &FiveTuple) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AddrRange, PortRange, SpdAction};
+    use crate::model::{PortRange, SpdAction};
+    use proptest::prelude::*;
 
     fn spd(rules: Vec<SpdRule>) -> Spd<SpdAction> {
         Spd::new(rules.into_iter().map(|r| (r.clone(), r.action)).collect())
@@ -259,6 +361,71 @@ mod tests {
             Some(SpdAction::Discard),
             "a new generation is never served old answers"
         );
+    }
+
+    #[test]
+    fn prefix_shapes() {
+        let r = |a: &str, b: &str| AddrRange { first: ip(a), last: ip(b) };
+        assert_eq!(prefix_len(&r("10.1.0.0", "10.1.255.255")), Some(16));
+        assert_eq!(prefix_len(&r("0.0.0.0", "255.255.255.255")), Some(0));
+        assert_eq!(prefix_len(&r("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")), Some(0));
+        assert_eq!(prefix_len(&r("10.1.0.5", "10.1.0.5")), Some(32));
+        assert_eq!(prefix_len(&r("10.1.0.1", "10.1.0.2")), None, "not aligned");
+        assert_eq!(prefix_len(&r("10.1.0.0", "10.1.0.2")), None, "not a power of two");
+        assert_eq!(prefix_len(&r("10.1.0.9", "10.1.0.2")), None, "empty");
+    }
+
+    fn arb_range() -> impl Strategy<Value = AddrRange> {
+        // Small address space (10.0.0.0/26) so random flows hit rules often;
+        // prefixes and arbitrary ranges both.
+        prop_oneof![
+            (0u32..64, 26u8..=32).prop_map(|(a, l)| AddrRange::prefix(IpAddr::V4((0x0a00_0000 + a).into()), l)),
+            (0u32..64, 0u32..64).prop_map(|(a, b)| AddrRange {
+                first: IpAddr::V4((0x0a00_0000 + a.min(b)).into()),
+                last: IpAddr::V4((0x0a00_0000 + a.max(b)).into()),
+            }),
+            Just(AddrRange::any(ip("0.0.0.0"))),
+        ]
+    }
+
+    fn arb_rule() -> impl Strategy<Value = SpdRule> {
+        (arb_range(), arb_range(), 0u32..4, prop::option::of(prop_oneof![Just(6u8), Just(17u8)]), 0u16..4, 0u32..8)
+            .prop_map(|(src, dst, priority, protocol, port, t)| SpdRule {
+                gateway: 1,
+                priority,
+                src,
+                dst,
+                protocol,
+                src_ports: PortRange::ANY,
+                dst_ports: if port == 0 { PortRange::ANY } else { PortRange { first: port, last: port + 1 } },
+                action: if t == 7 { SpdAction::Discard } else { SpdAction::Protect(t) },
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Tuple space search answers exactly as trying every rule in order.
+        #[test]
+        fn tuple_space_search_is_exact(rules in prop::collection::vec(arb_rule(), 0..40),
+                                       flows in prop::collection::vec((0u32..64, 0u32..64, 0u8..3, 0u16..6), 50)) {
+            let spd = spd(rules);
+            for (s, d, p, port) in flows {
+                let t = FiveTuple {
+                    src: IpAddr::V4((0x0a00_0000 + s).into()),
+                    dst: IpAddr::V4((0x0a00_0000 + d).into()),
+                    protocol: [1, 6, 17][p as usize],
+                    src_port: 1000,
+                    dst_port: port,
+                };
+                prop_assert_eq!(spd.classify(&t), spd.classify_linear(&t), "{:?}", t);
+                for a in 0..8 {
+                    let action = SpdAction::Protect(a);
+                    let linear = spd.rules.iter().any(|(r, x)| *x == action && matches(r, &t.reversed()));
+                    prop_assert_eq!(spd.inbound_allows(action, &t), linear);
+                }
+            }
+        }
     }
 
     #[test]
