@@ -9,7 +9,7 @@
 pub mod buf;
 pub mod crypto;
 pub mod esp;
-pub mod fib_interim;
+pub mod fib;
 pub mod io;
 pub mod lifetime;
 pub mod model;

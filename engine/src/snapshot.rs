@@ -8,7 +8,7 @@
 //! down (a new snapshot) moves its traffic to the next route at once, and
 //! a prefix with no usable route falls back to a shorter one.
 
-use crate::fib_interim::{FibError, Ipv4Fib, Ipv6Fib, NO_ROUTE};
+use crate::fib::{FibError, Ipv4Fib, Ipv6Fib, NO_ROUTE};
 use crate::model::{
     Attachment, Config, GatewayId, NextHop, PortId, Route, SaHandle, SpdAction, TunnelId, MAX_INBOUND_SAS,
 };

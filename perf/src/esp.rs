@@ -49,16 +49,16 @@ pub struct Report {
     pub targets: Vec<Target>,
 }
 
-/// The raw cipher, as the crates provide it.
+/// The raw cipher, as the crates provide it: the baseline ESP is held to.
 #[allow(clippy::large_enum_variant)] // as in the engine: one per SA, inline
-enum Raw {
+pub(crate) enum Raw {
     Gcm128(Aes128Gcm),
     Gcm256(Aes256Gcm),
     ChaCha(ChaCha20Poly1305),
 }
 
 impl Raw {
-    fn new(suite: Suite, key: &[u8]) -> Self {
+    pub(crate) fn new(suite: Suite, key: &[u8]) -> Self {
         let key = &key[..key.len() - 4];
         match suite {
             Suite::AesGcm128 => Raw::Gcm128(Aes128Gcm::new_from_slice(key).unwrap()),
@@ -67,7 +67,7 @@ impl Raw {
         }
     }
 
-    fn seal(&self, nonce: &[u8; 12], buf: &mut [u8]) -> [u8; 16] {
+    pub(crate) fn seal(&self, nonce: &[u8; 12], buf: &mut [u8]) -> [u8; 16] {
         let n = nonce.into();
         let aad = [0u8; 8];
         match self {

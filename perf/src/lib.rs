@@ -3,6 +3,8 @@
 //! reports as a readable table and as JSON.
 
 pub mod esp;
+pub mod fib;
+pub mod pipeline;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use vpngw_perf::esp;
+use vpngw_perf::{esp, fib, pipeline};
 
 /// Benchmarks of the vpngw data plane. Ratios are measured within one run,
 /// interleaved, so they hold on a shared, noisy machine; absolute numbers
@@ -35,21 +35,59 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u16).range(64..=9000))]
         size: Vec<u16>,
     },
+    /// FIB longest-prefix-match lookups on one core: IPv4 tables of 10,
+    /// 10 k and 1 M prefixes (with a DIR-24-8 baseline), IPv6 tables of 10
+    /// and 100 k, on random addresses and on addresses inside the prefixes.
+    Fib,
+    /// The whole pipeline in process on one core: one gateway with 1, 1,000
+    /// and 100,000 tunnels (as many SPD rules) and a route table of 1 M
+    /// routes; outbound and inbound at 64 B, IMIX and 1400 B, next to raw
+    /// AES-GCM-128 speed on the same sizes.
+    Pipeline {
+        /// Tunnel counts to measure (default: 1, 1000, 100000; --quick: 1, 1000).
+        #[arg(long)]
+        tunnels: Vec<usize>,
+        /// Routes in the table (default 1000000; --quick 10000).
+        #[arg(long)]
+        routes: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (rounds, round) = if cli.quick { (1, Duration::from_millis(20)) } else { (5, Duration::from_millis(200)) };
-    let report = match cli.command {
+    let progress = |msg: &str| eprintln!("[vpngw-bench] {msg}");
+    let json = match cli.command {
         Command::Esp { suite, size } => {
             let suites = if suite.is_empty() { vpngw_engine::Suite::ALL.to_vec() } else { suite };
             let sizes = if size.is_empty() { esp::SIZES.to_vec() } else { size.into_iter().map(usize::from).collect() };
-            esp::run(&suites, &sizes, rounds, round, |msg| eprintln!("[vpngw-bench] {msg}"))
+            let report = esp::run(&suites, &sizes, rounds, round, progress);
+            esp::print(&report);
+            serde_json::to_string_pretty(&report)
+        }
+        Command::Pipeline { tunnels, routes } => {
+            let tunnels = match (tunnels.is_empty(), cli.quick) {
+                (false, _) => tunnels,
+                (true, true) => vec![1, 1000],
+                (true, false) => vec![1, 1000, 100_000],
+            };
+            let routes = routes.unwrap_or(if cli.quick { 10_000 } else { 1_000_000 });
+            if tunnels.contains(&0) {
+                eprintln!("vpngw-bench: --tunnels 0: a gateway needs a tunnel to carry traffic");
+                return ExitCode::from(2);
+            }
+            let report = pipeline::run_bench(&tunnels, routes, rounds, round, progress);
+            pipeline::print(&report);
+            serde_json::to_string_pretty(&report)
+        }
+        Command::Fib => {
+            let report = fib::run(rounds, round, progress);
+            fib::print(&report);
+            serde_json::to_string_pretty(&report)
         }
     };
-    esp::print(&report);
     if let Some(path) = &cli.json {
-        let text = serde_json::to_string_pretty(&report).expect("a report serializes");
+        let text = json.expect("a report serializes");
         if let Err(e) = std::fs::write(path, text + "\n") {
             eprintln!("vpngw-bench: {}: {e}", path.display());
             return ExitCode::from(2);
