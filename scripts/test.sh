@@ -48,6 +48,10 @@ step "benchmark smoke run (numbers not asserted)"
 out=$(mktemp)
 target/release/vpngw-bench --quick --json "$out" esp --size 64 --size 1400 >/dev/null
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="esp" and len(r["results"])==12, r' "$out"
+target/release/vpngw-bench --quick --json "$out" fib >/dev/null
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="fib" and r["results"], r' "$out"
+target/release/vpngw-bench --quick --json "$out" pipeline >/dev/null
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="pipeline" and len(r["results"])==12, r' "$out"
 rm -f "$out"
 
 step "all tests passed"

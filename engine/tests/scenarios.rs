@@ -9,6 +9,7 @@ use vpngw_engine::pipeline::{Out, Pipeline};
 use vpngw_engine::snapshot::Snapshot;
 use vpngw_engine::wire::ether::{ethertype_for_ip, EthernetFrame, MacAddr};
 use vpngw_engine::wire::ipv4::{Ipv4Packet, Ipv4Repr};
+use vpngw_engine::wire::ipv6::Ipv6Repr;
 use vpngw_engine::{esp, DropReason, InboundSa, OutboundSa, PacketBuf, SaConfig, Suite};
 use vpngw_engine::{sa::Direction, wire::ether};
 
@@ -36,10 +37,14 @@ fn ip(s: &str) -> IpAddr {
 fn host_mac(a: &str) -> MacAddr {
     let o = match ip(a) {
         IpAddr::V4(v) => v.octets(),
-        IpAddr::V6(_) => unreachable!(),
+        IpAddr::V6(v) => v.octets()[12..].try_into().unwrap(),
     };
     [2, 1, o[0], o[1], o[2], o[3]]
 }
+
+const VPC6: &str = "fd00:1::5";
+const IDC1_6: &str = "fd00:16:1::9";
+const IDC2_6: &str = "fd00:16:2::9";
 
 /// The customer gateway's side of a tunnel: it encrypts what its IDC sends
 /// and decrypts what the gateway sends it.
@@ -85,9 +90,9 @@ impl Lab {
                 id: INSIDE,
                 mac: GW_INSIDE_MAC,
                 mtu: 1500,
-                addrs: vec![ip(GW_INSIDE)],
+                addrs: vec![ip(GW_INSIDE), ip("fd00:1::1")],
                 router: None,
-                neighbours: [VPC, VPC_B].iter().map(|h| (ip(h), host_mac(h))).collect(),
+                neighbours: [VPC, VPC_B, VPC6].iter().map(|h| (ip(h), host_mac(h))).collect(),
             });
         }
         cfg.gateways.push(Gateway {
@@ -212,13 +217,13 @@ impl Lab {
 
     /// A host on the inside sends a packet.
     fn inside_sends(&mut self, src: &str, dst: &str) -> Outcome {
-        self.run(INSIDE, host_mac(src), GW_INSIDE_MAC, &udp(src, dst, 64))
+        self.run(INSIDE, host_mac(src), GW_INSIDE_MAC, &udp_any(src, dst, 64))
     }
 
     /// A host in the IDC behind tunnel `tunnel` sends a packet.
     fn idc_sends(&mut self, tunnel: TunnelId, src: &str, dst: &str) -> Outcome {
         let peer = self.peers.iter_mut().find(|p| p.tunnel == tunnel).unwrap();
-        let mut p = PacketBuf::<Vec<u8>>::with_room(&udp(src, dst, 64), esp::MAX_HEADROOM, esp::MAX_TAILROOM);
+        let mut p = PacketBuf::<Vec<u8>>::with_room(&udp_any(src, dst, 64), esp::MAX_HEADROOM, esp::MAX_TAILROOM);
         esp::encap(&mut peer.out, &mut p, 0, &mut Vec::new()).unwrap();
         let esp_packet = p.data().to_vec();
         self.run(OUTSIDE, ROUTER_MAC, GW_OUTSIDE_MAC, &esp_packet)
@@ -240,10 +245,29 @@ fn udp_sized(src: &str, dst: &str, ttl: u8, len: usize, dont_frag: bool) -> Vec<
     p
 }
 
-/// What a forwarded `udp(src, dst, 64)` must look like: TTL one less.
+/// A UDP packet from `src` to `dst` (either family) with TTL/hop limit 64.
+fn udp_any(src: &str, dst: &str, ttl: u8) -> Vec<u8> {
+    match (ip(src), ip(dst)) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut p = vec![0x5a; 40 + 20];
+            let (next_header, payload_len, hop_limit, traffic_class, flow_label) = (17, 20, ttl, 0, 0);
+            Ipv6Repr { src: s, dst: d, next_header, payload_len, hop_limit, traffic_class, flow_label }.emit(&mut p);
+            p[40..48].copy_from_slice(&[0x13, 0x88, 0x13, 0x89, 0, 20, 0, 0]);
+            p
+        }
+        _ => udp(src, dst, ttl),
+    }
+}
+
+/// What a forwarded `udp_any(src, dst, 64)` must look like: TTL or hop
+/// limit one less.
 fn forwarded(src: &str, dst: &str) -> Vec<u8> {
-    let mut p = udp(src, dst, 64);
-    Ipv4Packet::new_unchecked(&mut p[..]).decrement_ttl();
+    let mut p = udp_any(src, dst, 64);
+    if p[0] >> 4 == 4 {
+        Ipv4Packet::new_unchecked(&mut p[..]).decrement_ttl();
+    } else {
+        p[7] -= 1;
+    }
     p
 }
 
@@ -583,4 +607,21 @@ fn mss_is_clamped_into_the_tunnel() {
     syn[40..44].copy_from_slice(&[2, 4, 0x05, 0xb4]); // MSS 1460
     let Outcome::Tunnel(1, out) = lab.run(INSIDE, host_mac(VPC), GW_INSIDE_MAC, &syn) else { panic!("not sent") };
     assert_eq!(u16::from_be_bytes([out[42], out[43]]), 1360);
+}
+
+/// IPv6 end to end: a VPC's IPv6 hosts and IDCs' IPv6 networks, over IPv4
+/// tunnels, by route and by SPD; hop limits drop by one; IDC-to-IDC transit
+/// by route; no route elsewhere.
+#[test]
+fn ipv6_inside_ipv4_tunnels() {
+    let mut lab = Lab::new(Attachment::Vpc);
+    lab.tunnel(1, "198.51.100.1").tunnel(2, "198.51.100.2");
+    lab.route("fd00:1::/64", NextHop::Inside, 0).route("fd00:16:1::/48", NextHop::Tunnel(1), 0);
+    lab.spd("fd00:1::/64", "fd00:16:2::/48", SpdAction::Protect(2));
+    assert_reached(lab.inside_sends(VPC6, IDC1_6), VPC6, IDC1_6, Some(1));
+    assert_reached(lab.idc_sends(1, IDC1_6, VPC6), IDC1_6, VPC6, None);
+    assert_reached(lab.inside_sends(VPC6, IDC2_6), VPC6, IDC2_6, Some(2));
+    assert_reached(lab.idc_sends(2, IDC2_6, VPC6), IDC2_6, VPC6, None);
+    assert_eq!(lab.idc_sends(2, IDC2_6, IDC1_6), Outcome::Dropped(DropReason::Selector), "SPD tunnel: VPC only");
+    assert_eq!(lab.inside_sends(VPC6, "2001:db8:77::1"), Outcome::Dropped(DropReason::NoRoute));
 }
