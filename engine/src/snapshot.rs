@@ -16,6 +16,7 @@ use crate::sa::{InboundSa, OutboundSa};
 use crate::spd::Spd;
 use crate::wire::ether::MacAddr;
 use arc_swap::{ArcSwap, Guard};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -146,7 +147,7 @@ pub struct Snapshot {
     port_index: HashMap<PortId, usize>,
     pub gateways: Vec<GatewayView>,
     pub tunnels: Vec<TunnelView>,
-    pub inbound: HashMap<u32, InboundRef>,
+    pub inbound: FxHashMap<u32, InboundRef>,
 }
 
 /// A configuration that cannot become a snapshot. Each message names the
@@ -217,7 +218,7 @@ impl Snapshot {
 
         let mut tunnel_index = HashMap::new();
         let mut tunnels = Vec::new();
-        let mut inbound = HashMap::new();
+        let mut inbound = FxHashMap::default();
         for t in &cfg.tunnels {
             let object = format!("tunnel {}", t.name);
             if tunnel_index.insert(t.id, tunnels.len()).is_some() {

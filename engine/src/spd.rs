@@ -10,6 +10,7 @@ use crate::stats::DropReason;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::{be16, proto};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -93,7 +94,7 @@ struct Tuple {
     src_len: u8,
     dst_len: u8,
     /// Masked (source, destination) to ranks, ascending.
-    buckets: HashMap<(u128, u128), Vec<u32>>,
+    buckets: FxHashMap<(u128, u128), Vec<u32>>,
 }
 
 /// An address as a number, and its family's width.
@@ -141,7 +142,7 @@ impl<A: Copy + Eq + Hash> Spd<A> {
             let i = match tuples.iter().position(|t| (t.v4, t.src_len, t.dst_len) == (v4, src_len, dst_len)) {
                 Some(i) => i,
                 None => {
-                    tuples.push(Tuple { v4, src_len, dst_len, buckets: HashMap::new() });
+                    tuples.push(Tuple { v4, src_len, dst_len, buckets: FxHashMap::default() });
                     tuples.len() - 1
                 }
             };
