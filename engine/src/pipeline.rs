@@ -5,7 +5,8 @@
 //! drop has a reason, counted per worker and per gateway.
 //!
 //! The pipeline owns no ports: it turns received frames into frames to send
-//! (with their port) and frames to recycle.
+//! (with their port), frames to recycle, and frames to hand to the worker
+//! that owns the tunnel they need (each tunnel's SAs have one owner).
 
 use crate::buf::PacketBuf;
 use crate::esp;
@@ -21,11 +22,15 @@ use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::{proto, tcp};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-/// One worker's pipeline state: its counters and the lifetime events its
+/// One worker's pipeline state: who it is among the workers (each tunnel's
+/// SAs have one owning worker), its counters, and the lifetime events its
 /// SAs raised, for the control thread to collect.
 #[derive(Debug)]
 pub struct Pipeline {
+    worker: usize,
+    workers: usize,
     pub drops: DropCounters,
     pub gateway_drops: HashMap<GatewayId, DropCounters>,
     pub events: Vec<LifetimeEvent>,
@@ -33,19 +38,18 @@ pub struct Pipeline {
 }
 
 impl Default for Pipeline {
+    /// The pipeline of the only worker.
     fn default() -> Self {
-        // 64 K recent flows per worker: 4 MiB.
-        Self {
-            drops: DropCounters::default(),
-            gateway_drops: HashMap::new(),
-            events: Vec::new(),
-            flows: FlowCache::new(16),
-        }
+        Self::new(0, 1)
     }
 }
 
 /// A frame to transmit, and the port to transmit it on.
 pub type Tx<B> = (PortId, PacketBuf<B>);
+
+/// Sends a packet to the worker that owns its tunnel; gives it back if
+/// that worker's queue is full.
+pub type HandOffFn<'o, B> = dyn FnMut(usize, HandOff<B>) -> Result<(), HandOff<B>> + 'o;
 
 /// Where the pipeline puts what it is done with.
 pub struct Out<'o, B> {
@@ -55,23 +59,74 @@ pub struct Out<'o, B> {
     pub recycle: &'o mut Vec<B>,
     /// Empty frames for packets the pipeline makes (IPv4 fragments).
     pub alloc: &'o mut dyn FnMut() -> Option<PacketBuf<B>>,
+    /// Packets for tunnels another worker owns.
+    pub hand_off: &'o mut HandOffFn<'o, B>,
+}
+
+/// Where a handed-off packet resumes on the worker that owns its tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The outer packet, to decrypt.
+    Decrypt,
+    /// The inner packet (TTL already decremented), to encrypt into this
+    /// tunnel (fragmenting first if it is too big).
+    Encrypt { tunnel: usize, protocol: u8 },
+}
+
+/// A packet on its way to the worker that owns its tunnel's SAs, with the
+/// snapshot it was decided under (so its indexes stay valid).
+pub struct HandOff<B> {
+    pub pkt: PacketBuf<B>,
+    pub stage: Stage,
+    snap: Arc<Snapshot>,
+    g: usize,
+    rx_port: usize,
+    now: Seconds,
+}
+
+/// Where a packet goes next.
+enum Next {
+    /// Out of this port (an index of [`Snapshot::ports`]).
+    Send(usize),
+    /// To this worker, to resume at this stage.
+    HandOff(usize, Stage),
 }
 
 /// Where a packet is being handled: the snapshot, its gateway, the port it
 /// arrived on (ICMP errors are sourced there), and the time.
 struct At<'s> {
-    snap: &'s Snapshot,
+    snap: &'s Arc<Snapshot>,
     g: usize,
     rx_port: usize,
     now: Seconds,
 }
 
 impl Pipeline {
+    /// The pipeline of worker `worker` of `workers`.
+    pub fn new(worker: usize, workers: usize) -> Self {
+        assert!(worker < workers, "worker {worker} of {workers}");
+        Self {
+            worker,
+            workers,
+            drops: DropCounters::default(),
+            gateway_drops: HashMap::new(),
+            events: Vec::new(),
+            // 64 K recent flows per worker: 4 MiB.
+            flows: FlowCache::new(16),
+        }
+    }
+
+    /// The worker that owns tunnel `t`'s SAs: the only one that encrypts
+    /// or decrypts with them (one writer for sequence numbers and windows).
+    pub fn owner(&self, t: usize) -> usize {
+        t % self.workers
+    }
+
     /// Processes the frames of `burst`, received on port `rx_port`, with
     /// snapshot `snap` at time `now`, into `out`.
     pub fn process<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
-        snap: &Snapshot,
+        snap: &Arc<Snapshot>,
         rx_port: PortId,
         burst: impl IntoIterator<Item = PacketBuf<B>>,
         now: Seconds,
@@ -84,7 +139,7 @@ impl Pipeline {
                 (Some(rx_port), Some((g, side))) => {
                     let at = At { snap, g, rx_port, now };
                     let r = self.forward(&at, side, &mut pkt, out);
-                    self.emit(&at, r, pkt, out);
+                    self.finish(&at, r, pkt, out);
                 }
                 _ => {
                     self.drops.count(DropReason::NoRoute);
@@ -94,21 +149,41 @@ impl Pipeline {
         }
     }
 
-    /// Sends `pkt` where `r` says, or counts why not and recycles it.
-    fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(
+    /// Continues a packet another worker handed to this one, its owner.
+    pub fn resume<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, h: HandOff<B>, out: &mut Out<B>) {
+        let HandOff { mut pkt, stage, snap, g, rx_port, now } = h;
+        let at = At { snap: &snap, g, rx_port, now };
+        let r = match stage {
+            Stage::Decrypt => self.decrypt_and_route(&at, &mut pkt, out),
+            Stage::Encrypt { tunnel, protocol } => self.encrypt(&at, tunnel, &mut pkt, protocol, out).map(Next::Send),
+        };
+        self.finish(&at, r, pkt, out);
+    }
+
+    /// Sends, hands off, or counts and recycles `pkt`, as `r` says.
+    fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         at: &At,
-        r: Result<usize, DropReason>,
+        r: Result<Next, DropReason>,
         pkt: PacketBuf<B>,
         out: &mut Out<B>,
     ) {
-        match r {
-            Ok(port) => out.tx.push((at.snap.ports[port].id, pkt)),
-            Err(reason) => {
-                self.count(at.snap, Some(at.g), reason);
-                out.recycle.push(pkt.into_frame());
+        let reason = match r {
+            Ok(Next::Send(port)) => return out.tx.push((at.snap.ports[port].id, pkt)),
+            Ok(Next::HandOff(owner, stage)) => {
+                let h = HandOff { pkt, stage, snap: at.snap.clone(), g: at.g, rx_port: at.rx_port, now: at.now };
+                match (out.hand_off)(owner, h) {
+                    Ok(()) => return,
+                    Err(h) => {
+                        self.count(at.snap, Some(at.g), DropReason::HandOffFull);
+                        return out.recycle.push(h.pkt.into_frame());
+                    }
+                }
             }
-        }
+            Err(reason) => reason,
+        };
+        self.count(at.snap, Some(at.g), reason);
+        out.recycle.push(pkt.into_frame());
     }
 
     fn count(&mut self, snap: &Snapshot, g: Option<usize>, reason: DropReason) {
@@ -118,35 +193,45 @@ impl Pipeline {
         }
     }
 
-    /// One frame received on the gateway's `side`: the index of the port to
-    /// send it on, or why it is dropped.
+    /// One frame received on the gateway's `side`.
     fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         at: &At,
         side: Side,
         pkt: &mut PacketBuf<B>,
         out: &mut Out<B>,
-    ) -> Result<usize, DropReason> {
+    ) -> Result<Next, DropReason> {
         // Outer IPv4 checksums are checked by `esp::locate`, inner ones by
         // `esp::decap`; what comes from the inside is checked here.
         strip_link_header(pkt, side == Side::Inside)?;
-        let from = match side {
-            Side::Inside => None,
-            Side::Outside => Some(self.decrypt(at, pkt)?),
-        };
-        self.route(at, pkt, from, out)
+        match side {
+            Side::Inside => self.route(at, pkt, None, out),
+            Side::Outside => self.decrypt_and_route(at, pkt, out),
+        }
     }
 
-    /// Decrypts the ESP packet in `pkt`; returns the tunnel it came from.
-    fn decrypt<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, at: &At, pkt: &mut PacketBuf<B>) -> Result<usize, DropReason> {
+    /// Decrypts the ESP packet in `pkt` (or hands it to the worker that
+    /// owns its tunnel) and routes what comes out.
+    fn decrypt_and_route<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        at: &At,
+        pkt: &mut PacketBuf<B>,
+        out: &mut Out<B>,
+    ) -> Result<Next, DropReason> {
         let loc = esp::locate(pkt.data())?;
         let inbound = at.snap.inbound.get(&loc.spi).ok_or(DropReason::UnknownSpi)?;
-        if at.snap.tunnels[inbound.tunnel].gateway != at.g || !at.snap.gateways[at.g].outside_addrs.contains(&loc.dst) {
+        let t = inbound.tunnel;
+        if at.snap.tunnels[t].gateway != at.g || !at.snap.gateways[at.g].outside_addrs.contains(&loc.dst) {
             return Err(DropReason::UnknownSpi);
         }
-        let mut sa = inbound.sa.lock().expect("SA lock");
-        esp::decap(&mut sa, pkt, &loc, at.now, &mut self.events)?;
-        Ok(inbound.tunnel)
+        if self.owner(t) != self.worker {
+            return Ok(Next::HandOff(self.owner(t), Stage::Decrypt));
+        }
+        {
+            let mut sa = inbound.sa.lock().expect("SA lock");
+            esp::decap(&mut sa, pkt, &loc, at.now, &mut self.events)?;
+        }
+        self.route(at, pkt, Some(t), out)
     }
 
     /// Forwards the IP packet in `pkt`: SPD first, then the route table.
@@ -157,7 +242,7 @@ impl Pipeline {
         pkt: &mut PacketBuf<B>,
         from: Option<usize>,
         out: &mut Out<B>,
-    ) -> Result<usize, DropReason> {
+    ) -> Result<Next, DropReason> {
         let (snap, gw) = (at.snap, &at.snap.gateways[at.g]);
         let flow = FiveTuple::of(pkt.data())?;
         if let Some(t) = from {
@@ -172,11 +257,12 @@ impl Pipeline {
             Some(Verdict::Bypass) | None => gw.routes.lookup(flow.dst).ok_or(DropReason::NoRoute)?,
         };
         // Too big for the tunnel: IPv4 without DF is fragmented before
-        // encryption (below); IPv6 and IPv4 with DF are refused, and the
-        // sender is told the size that fits (RFC 1191, RFC 8201).
-        let may_fragment = Ipv4Packet::new_checked(pkt.data()).is_ok_and(|p| !p.dont_frag());
+        // encryption (by the tunnel's owner); IPv6 and IPv4 with DF are
+        // refused, and the sender is told the size that fits (RFC 1191,
+        // RFC 8201).
         if let Hop::Tunnel(t) = hop {
             let max = snap.tunnels[t].max_inner;
+            let may_fragment = Ipv4Packet::new_checked(pkt.data()).is_ok_and(|p| !p.dont_frag());
             if pkt.len() > max && !may_fragment {
                 let mtu = IcmpError::TooBig { mtu: max.min(u16::MAX as usize) as u16 };
                 return self.refuse(at, pkt, DropReason::TooBig, mtu, out);
@@ -189,18 +275,33 @@ impl Pipeline {
             Hop::Inside => {
                 let port = gw.inside_port.ok_or(DropReason::NoRoute)?;
                 push_link_header(pkt, &snap.ports[port], flow.dst)?;
-                Ok(port)
+                Ok(Next::Send(port))
             }
-            Hop::Tunnel(t) => {
-                if pkt.len() > snap.tunnels[t].max_inner {
-                    for mut fragment in fragment_v4(pkt, snap.tunnels[t].max_inner, out)? {
-                        let r = self.send_into_tunnel(at, t, &mut fragment, flow.protocol);
-                        self.emit(at, r, fragment, out);
-                    }
-                }
-                self.send_into_tunnel(at, t, pkt, flow.protocol)
+            Hop::Tunnel(t) if self.owner(t) != self.worker => {
+                Ok(Next::HandOff(self.owner(t), Stage::Encrypt { tunnel: t, protocol: flow.protocol }))
+            }
+            Hop::Tunnel(t) => self.encrypt(at, t, pkt, flow.protocol, out).map(Next::Send),
+        }
+    }
+
+    /// Encrypts the inner packet in `pkt` into tunnel `t`, fragmenting an
+    /// IPv4 packet that is too big first (each fragment its own ESP packet,
+    /// sent from here); returns the outside port for `pkt`.
+    fn encrypt<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        at: &At,
+        t: usize,
+        pkt: &mut PacketBuf<B>,
+        protocol: u8,
+        out: &mut Out<B>,
+    ) -> Result<usize, DropReason> {
+        if pkt.len() > at.snap.tunnels[t].max_inner {
+            for mut fragment in fragment_v4(pkt, at.snap.tunnels[t].max_inner, out)? {
+                let r = self.send_into_tunnel(at, t, &mut fragment, protocol).map(Next::Send);
+                self.finish(at, r, fragment, out);
             }
         }
+        self.send_into_tunnel(at, t, pkt, protocol)
     }
 
     /// Encrypts the IP packet in `pkt` into tunnel `t` and addresses it to
@@ -213,6 +314,7 @@ impl Pipeline {
         protocol: u8,
     ) -> Result<usize, DropReason> {
         let (tunnel, gw) = (&at.snap.tunnels[t], &at.snap.gateways[at.g]);
+        debug_assert_eq!(self.owner(t), self.worker, "only the owner touches a tunnel's SAs");
         if let (Some(mss), proto::TCP) = (tunnel.mss_clamp, protocol) {
             clamp_mss(pkt.data_mut(), mss);
         }
@@ -226,7 +328,7 @@ impl Pipeline {
 
     /// Drops the packet in `pkt` for `reason`, and answers its source with
     /// `error` where ICMP allows it: then `pkt` holds the error, routed like
-    /// any packet of this gateway, and the port to send it on is returned.
+    /// any packet of this gateway.
     fn refuse<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         at: &At,
@@ -234,7 +336,7 @@ impl Pipeline {
         reason: DropReason,
         error: IcmpError,
         out: &mut Out<B>,
-    ) -> Result<usize, DropReason> {
+    ) -> Result<Next, DropReason> {
         let src = FiveTuple::of(pkt.data()).map_err(|_| reason)?.src;
         let Some(me) = at.snap.ports[at.rx_port].addr_like(src) else { return Err(reason) };
         if !icmp::make_error(pkt, me, error) {

@@ -54,13 +54,15 @@ pub enum DropReason {
     NoNeighbour,
     /// The snapshot sends it out of a port this worker does not serve.
     NoPort,
+    /// The worker that owns its tunnel has a full queue.
+    HandOffFull,
     /// The encapsulated packet would exceed the maximum IP length.
     TooBig,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::NotIp,
@@ -81,6 +83,7 @@ impl DropReason {
         DropReason::TtlExpired,
         DropReason::NoNeighbour,
         DropReason::NoPort,
+        DropReason::HandOffFull,
         DropReason::TooBig,
     ];
 
@@ -107,6 +110,7 @@ impl DropReason {
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NoNeighbour => "no-neighbour",
             DropReason::NoPort => "no-port",
+            DropReason::HandOffFull => "hand-off-full",
             DropReason::TooBig => "too-big",
         }
     }

@@ -1,13 +1,16 @@
 //! A worker: the busy-poll loop of one core. Each turn it loads the current
-//! snapshot once, takes a burst from each of its ports, runs the pipeline,
+//! snapshot once, resumes the packets other workers handed it (it owns
+//! their tunnels), takes a burst from each of its ports, runs the pipeline,
 //! sends what is to be sent on the right port, and hands dropped frames'
 //! buffers back. It never blocks.
 
+use crate::buf::PacketBuf;
 use crate::io::Port;
 use crate::lifetime::Seconds;
-use crate::pipeline::{Out, Pipeline, Tx};
+use crate::pipeline::{HandOff, Out, Pipeline, Tx};
 use crate::snapshot::SnapshotCell;
 use crate::stats::DropReason;
+use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,23 +18,40 @@ use std::time::Instant;
 /// Frames taken from a port per turn (DPDK's usual 32 to 64).
 pub const BURST: usize = 32;
 
+/// One bounded hand-off queue per worker: where the others put packets for
+/// the tunnels it owns.
+pub struct Mailboxes<B>(Vec<Arc<ArrayQueue<HandOff<B>>>>);
+
+impl<B> Mailboxes<B> {
+    /// Queues of `capacity` packets for `workers` workers.
+    pub fn new(workers: usize, capacity: usize) -> Self {
+        Self((0..workers).map(|_| Arc::new(ArrayQueue::new(capacity))).collect())
+    }
+}
+
 pub struct Worker<P: Port> {
+    index: usize,
     ports: Vec<P>,
     snapshots: Arc<SnapshotCell>,
+    mailboxes: Vec<Arc<ArrayQueue<HandOff<P::Buf>>>>,
     pub pipeline: Pipeline,
     /// Nanoseconds per non-empty burst, from receive to transmit.
     pub burst_latency: Histogram<u64>,
-    rx: Vec<crate::buf::PacketBuf<P::Buf>>,
+    rx: Vec<PacketBuf<P::Buf>>,
     tx: Vec<Tx<P::Buf>>,
     recycle: Vec<P::Buf>,
 }
 
 impl<P: Port> Worker<P> {
-    pub fn new(ports: Vec<P>, snapshots: Arc<SnapshotCell>) -> Self {
+    /// Worker `index` of as many as `mailboxes` has, with its own `ports`
+    /// (its queues of the gateway's ports).
+    pub fn new(index: usize, ports: Vec<P>, snapshots: Arc<SnapshotCell>, mailboxes: &Mailboxes<P::Buf>) -> Self {
         Self {
+            index,
             ports,
             snapshots,
-            pipeline: Pipeline::default(),
+            mailboxes: mailboxes.0.clone(),
+            pipeline: Pipeline::new(index, mailboxes.0.len()),
             burst_latency: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(BURST),
@@ -39,46 +59,93 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// The only worker, with no one to hand off to.
+    pub fn alone(ports: Vec<P>, snapshots: Arc<SnapshotCell>) -> Self {
+        Self::new(0, ports, snapshots, &Mailboxes::new(1, 1))
+    }
+
     pub fn ports(&mut self) -> &mut [P] {
         &mut self.ports
     }
 
-    /// One turn over every port; returns the frames received.
+    /// One turn: the hand-off queue, then every port; returns the packets
+    /// taken in.
     pub fn poll(&mut self, now: Seconds) -> usize {
         let snap = self.snapshots.load();
-        let mut received = 0;
+        let mailboxes = &self.mailboxes;
+        let mut hand_off = |owner: usize, h: HandOff<P::Buf>| mailboxes[owner].push(h);
+        let mut taken = 0;
+
+        // Packets handed to this worker resume with the snapshot they were
+        // decided under; fragments they need come from the first port.
+        let start = Instant::now();
+        let mut resumed = 0;
+        while resumed < BURST {
+            let Some(h) = self.mailboxes[self.index].pop() else { break };
+            let port = &mut self.ports[0];
+            let mut out = Out {
+                tx: &mut self.tx,
+                recycle: &mut self.recycle,
+                alloc: &mut || port.alloc(),
+                hand_off: &mut hand_off,
+            };
+            self.pipeline.resume(h, &mut out);
+            resumed += 1;
+        }
+        if resumed > 0 {
+            taken += resumed;
+            Self::flush(&mut self.ports, &mut self.tx, &mut self.recycle, &mut self.pipeline, 0);
+            let _ = self.burst_latency.record(start.elapsed().as_nanos() as u64);
+        }
+
         for i in 0..self.ports.len() {
             let n = self.ports[i].rx_burst(&mut self.rx, BURST);
             if n == 0 {
                 continue;
             }
-            received += n;
+            taken += n;
             let start = Instant::now();
             let id = self.ports[i].id();
             let port = &mut self.ports[i];
-            let mut out = Out { tx: &mut self.tx, recycle: &mut self.recycle, alloc: &mut || port.alloc() };
+            let mut out = Out {
+                tx: &mut self.tx,
+                recycle: &mut self.recycle,
+                alloc: &mut || port.alloc(),
+                hand_off: &mut hand_off,
+            };
             self.pipeline.process(&snap, id, self.rx.drain(..), now, &mut out);
-            // Per destination port, in the order the frames came.
-            self.tx.sort_by_key(|(port, _)| *port);
-            while let Some(&(port, _)) = self.tx.first() {
-                let n = self.tx.iter().take_while(|(p, _)| *p == port).count();
-                let mut frames = self.tx.drain(..n).map(|(_, f)| f);
-                match self.ports.iter_mut().find(|p| p.id() == port) {
-                    Some(p) => p.tx_burst(&mut frames),
-                    None => {
-                        for f in frames {
-                            self.pipeline.drops.count(DropReason::NoPort);
-                            self.recycle.push(f.into_frame());
-                        }
+            Self::flush(&mut self.ports, &mut self.tx, &mut self.recycle, &mut self.pipeline, i);
+            let _ = self.burst_latency.record(start.elapsed().as_nanos() as u64);
+        }
+        taken
+    }
+
+    /// Sends `tx` per destination port, in the order the frames came, and
+    /// gives the dropped buffers back to port `home`.
+    fn flush(
+        ports: &mut [P],
+        tx: &mut Vec<Tx<P::Buf>>,
+        recycle: &mut Vec<P::Buf>,
+        pipeline: &mut Pipeline,
+        home: usize,
+    ) {
+        tx.sort_by_key(|(port, _)| *port);
+        while let Some(&(port, _)) = tx.first() {
+            let n = tx.iter().take_while(|(p, _)| *p == port).count();
+            let mut frames = tx.drain(..n).map(|(_, f)| f);
+            match ports.iter_mut().find(|p| p.id() == port) {
+                Some(p) => p.tx_burst(&mut frames),
+                None => {
+                    for f in frames {
+                        pipeline.drops.count(DropReason::NoPort);
+                        recycle.push(f.into_frame());
                     }
                 }
             }
-            for buf in self.recycle.drain(..) {
-                self.ports[i].recycle(buf);
-            }
-            let _ = self.burst_latency.record(start.elapsed().as_nanos() as u64);
         }
-        received
+        for buf in recycle.drain(..) {
+            ports[home].recycle(buf);
+        }
     }
 }
 
@@ -135,7 +202,7 @@ mod tests {
     #[test]
     fn bursts_go_round_and_a_new_snapshot_takes_effect_next_turn() {
         let cell = Arc::new(SnapshotCell::new(Snapshot::build(&config(true), 1).unwrap()));
-        let mut w = Worker::new(vec![MemPort::new(1)], cell.clone());
+        let mut w = Worker::alone(vec![MemPort::new(1)], cell.clone());
         for _ in 0..100 {
             w.ports()[0].inject(&frame(64));
         }

@@ -69,7 +69,7 @@ struct Lab {
     cfg: Config,
     peers: Vec<Peer>,
     pipeline: Pipeline,
-    snap: Snapshot,
+    snap: Arc<Snapshot>,
     generation: u64,
 }
 
@@ -103,13 +103,13 @@ impl Lab {
             outside_addrs: vec![ip(GW_ADDR)],
             inside_port: inside.then_some(INSIDE),
         });
-        let snap = Snapshot::build(&cfg, 0).unwrap();
+        let snap = Arc::new(Snapshot::build(&cfg, 0).unwrap());
         Lab { cfg, peers: Vec::new(), pipeline: Pipeline::default(), snap, generation: 0 }
     }
 
     fn rebuild(&mut self) {
         self.generation += 1;
-        self.snap = Snapshot::build(&self.cfg, self.generation).unwrap();
+        self.snap = Arc::new(Snapshot::build(&self.cfg, self.generation).unwrap());
     }
 
     /// A tunnel to a customer gateway at `peer`, with fresh SAs both ways.
@@ -191,8 +191,8 @@ impl Lab {
         let pkt = PacketBuf::new(frame, 128, len).unwrap();
         let (mut tx, mut recycle) = (Vec::new(), Vec::new());
         let before = self.pipeline.drops.clone();
-        let mut alloc = || None;
-        let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc };
+        let (mut alloc, mut hand_off) = (|| None, |_, h| Err(h));
+        let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc, hand_off: &mut hand_off };
         self.pipeline.process(&self.snap, port, [pkt], 0, &mut out);
         if let Some((port, out)) = tx.pop() {
             assert!(tx.is_empty() && recycle.is_empty());
@@ -538,7 +538,8 @@ fn ipv4_without_df_is_fragmented_before_encryption() {
 
     let (mut tx, mut recycle) = (Vec::new(), Vec::new());
     let mut alloc = || Some(PacketBuf::new(vec![0u8; 2048], 256, 0).unwrap());
-    let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc };
+    let mut hand_off = |_, h| Err(h);
+    let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc, hand_off: &mut hand_off };
     lab.pipeline.process(&lab.snap, INSIDE, [pkt], 0, &mut out);
     assert_eq!((tx.len(), recycle.len()), (3, 0));
 
@@ -564,7 +565,8 @@ fn ipv4_without_df_is_fragmented_before_encryption() {
 
     let mut none = || None;
     let (mut tx, mut recycle) = (Vec::new(), Vec::new());
-    let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut none };
+    let mut hand_off = |_, h| Err(h);
+    let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut none, hand_off: &mut hand_off };
     let mut frame = vec![0u8; 256];
     frame.extend_from_slice(&eth);
     frame.extend_from_slice(&big);

@@ -64,7 +64,7 @@ fn peer(i: usize) -> Ipv4Addr {
 }
 
 struct Lab {
-    snap: Snapshot,
+    snap: Arc<Snapshot>,
     /// Each tunnel's customer gateway side: it encrypts the inbound traffic.
     peers: Vec<OutboundSa>,
 }
@@ -142,7 +142,7 @@ fn lab(tunnels: usize, routes: usize) -> Lab {
         let len = 16 + (x >> 40) as u8 % 13;
         cfg.routes.push(route(Ipv4Addr::from(a), len, NextHop::Tunnel((x >> 20) as u32 % tunnels as u32)));
     }
-    Lab { snap: Snapshot::build(&cfg, 1).expect("a valid bench configuration"), peers }
+    Lab { snap: Arc::new(Snapshot::build(&cfg, 1).expect("a valid bench configuration")), peers }
 }
 
 /// A frame: Ethernet and a UDP/IPv4 packet of `size` bytes, in a buffer
@@ -162,11 +162,11 @@ fn packet(f: Vec<u8>) -> PacketBuf<Vec<u8>> {
 
 /// Runs one burst through the pipeline; returns the time it took and the
 /// frames' buffers. Every frame must be sent (a drop here is a bench bug).
-fn run(pipeline: &mut Pipeline, snap: &Snapshot, port: PortId, burst: Vec<PacketBuf<Vec<u8>>>) -> Duration {
+fn run(pipeline: &mut Pipeline, snap: &Arc<Snapshot>, port: PortId, burst: Vec<PacketBuf<Vec<u8>>>) -> Duration {
     let (mut tx, mut recycle) = (Vec::with_capacity(BURST), Vec::new());
     let n = burst.len();
-    let mut alloc = || None;
-    let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc };
+    let (mut alloc, mut hand_off) = (|| None, |_, h| Err(h));
+    let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc, hand_off: &mut hand_off };
     let t = Instant::now();
     pipeline.process(snap, port, burst, 0, &mut out);
     let took = t.elapsed();
