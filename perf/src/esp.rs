@@ -6,7 +6,7 @@
 //! data path. Untimed work between batches (restoring plaintext, sealing
 //! the packets a decap batch will open) is excluded from the timings.
 
-use crate::{median, print_table, rate, Target};
+use crate::{median, print_table, print_targets, rate, Target};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
 use chacha20poly1305::ChaCha20Poly1305;
@@ -278,10 +278,5 @@ pub fn print(report: &Report) {
     );
     print_table(&["suite", "bytes", "op", "Mpps", "Gbit/s", "raw Mpps", "raw Gbit/s", "esp/raw"], &rows);
     println!();
-    let trows: Vec<Vec<String>> = report
-        .targets
-        .iter()
-        .map(|t| vec![t.what.clone(), t.want.clone(), t.got.clone(), if t.met { "met" } else { "NOT MET" }.into()])
-        .collect();
-    print_table(&["target", "want", "got", ""], &trows);
+    print_targets(&report.targets);
 }

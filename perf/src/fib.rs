@@ -8,7 +8,7 @@
 //! with lengths distributed roughly as in Internet routing tables. Lookups go
 //! through `lookup_batch` a burst at a time, as the pipeline calls it.
 
-use crate::{median, print_table, rate, Target};
+use crate::{median, print_table, print_targets, rate, Target};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -373,10 +373,5 @@ pub fn print(report: &Report) {
         &rows,
     );
     println!();
-    let trows: Vec<Vec<String>> = report
-        .targets
-        .iter()
-        .map(|t| vec![t.what.clone(), t.want.clone(), t.got.clone(), if t.met { "met" } else { "NOT MET" }.into()])
-        .collect();
-    print_table(&["target", "want", "got", ""], &trows);
+    print_targets(&report.targets);
 }

@@ -40,6 +40,15 @@ pub struct Target {
     pub met: bool,
 }
 
+/// Prints the targets and whether each was met.
+pub fn print_targets(targets: &[Target]) {
+    let rows: Vec<Vec<String>> = targets
+        .iter()
+        .map(|t| vec![t.what.clone(), t.want.clone(), t.got.clone(), if t.met { "met" } else { "NOT MET" }.into()])
+        .collect();
+    print_table(&["target", "want", "got", ""], &rows);
+}
+
 /// Prints rows as a table whose columns fit their widest cell.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..header.len())

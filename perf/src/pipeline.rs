@@ -7,7 +7,7 @@
 //! AEAD speed on the same packet sizes, measured in the same run.
 
 use crate::esp::Raw;
-use crate::{median, print_table, rate, Target};
+use crate::{median, print_table, print_targets, rate, Target};
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -325,10 +325,5 @@ pub fn print(report: &Report) {
     );
     print_table(&["tunnels", "routes", "direction", "bytes", "Mpps", "Gbit/s", "raw Mpps", "ratio"], &rows);
     println!();
-    let trows: Vec<Vec<String>> = report
-        .targets
-        .iter()
-        .map(|t| vec![t.what.clone(), t.want.clone(), t.got.clone(), if t.met { "met" } else { "NOT MET" }.into()])
-        .collect();
-    print_table(&["target", "want", "got", ""], &trows);
+    print_targets(&report.targets);
 }
