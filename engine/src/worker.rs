@@ -12,20 +12,42 @@ use crate::snapshot::SnapshotCell;
 use crate::stats::DropReason;
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Frames taken from a port per turn (DPDK's usual 32 to 64).
 pub const BURST: usize = 32;
 
-/// One bounded hand-off queue per worker: where the others put packets for
-/// the tunnels it owns.
-pub struct Mailboxes<B>(Vec<Arc<ArrayQueue<HandOff<B>>>>);
+/// One bounded hand-off queue per worker (where the others put packets for
+/// the tunnels it owns), and what a clean shutdown needs to know: how many
+/// workers still receive, and how many hand-offs are in flight.
+pub struct Mailboxes<B> {
+    queues: Vec<Arc<ArrayQueue<HandOff<B>>>>,
+    receiving: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+}
 
 impl<B> Mailboxes<B> {
     /// Queues of `capacity` packets for `workers` workers.
     pub fn new(workers: usize, capacity: usize) -> Self {
-        Self((0..workers).map(|_| Arc::new(ArrayQueue::new(capacity))).collect())
+        Self {
+            queues: (0..workers).map(|_| Arc::new(ArrayQueue::new(capacity))).collect(),
+            receiving: Arc::new(AtomicUsize::new(workers)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Puts `h` in worker `owner`'s queue, counted in flight until resumed;
+    /// gives it back if the queue is full.
+    fn push(&self, owner: usize, h: HandOff<B>) -> Result<(), HandOff<B>> {
+        self.queues[owner].push(h)?;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn share(&self) -> Self {
+        Self { queues: self.queues.clone(), receiving: self.receiving.clone(), in_flight: self.in_flight.clone() }
     }
 }
 
@@ -33,7 +55,7 @@ pub struct Worker<P: Port> {
     index: usize,
     ports: Vec<P>,
     snapshots: Arc<SnapshotCell>,
-    mailboxes: Vec<Arc<ArrayQueue<HandOff<P::Buf>>>>,
+    mailboxes: Mailboxes<P::Buf>,
     pub pipeline: Pipeline,
     /// Nanoseconds per non-empty burst, from receive to transmit.
     pub burst_latency: Histogram<u64>,
@@ -50,8 +72,8 @@ impl<P: Port> Worker<P> {
             index,
             ports,
             snapshots,
-            mailboxes: mailboxes.0.clone(),
-            pipeline: Pipeline::new(index, mailboxes.0.len()),
+            mailboxes: mailboxes.share(),
+            pipeline: Pipeline::new(index, mailboxes.queues.len()),
             burst_latency: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(BURST),
@@ -68,20 +90,61 @@ impl<P: Port> Worker<P> {
         &mut self.ports
     }
 
+    /// Runs the worker on a thread of its own, pinned to CPU `core` if given
+    /// (a warning if the pin fails), busy-polling until `stop` is set. Then
+    /// it stops receiving but keeps finishing hand-offs until no worker
+    /// receives and none is in flight, so no packet is left in a queue; it
+    /// returns itself (its ports and counters).
+    pub fn spawn(mut self, core: Option<usize>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Self>
+    where
+        P: Send + 'static,
+        P::Buf: Send,
+    {
+        std::thread::Builder::new()
+            .name(format!("vpngw-worker-{}", self.index))
+            .spawn(move || {
+                if let Some(id) = core {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                        eprintln!("vpngw: worker {} could not be pinned to CPU {id}; running unpinned", self.index);
+                    }
+                }
+                let start = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if self.poll(start.elapsed().as_secs()) == 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+                self.mailboxes.receiving.fetch_sub(1, Ordering::SeqCst);
+                loop {
+                    if self.resume_handed_off() == 0 {
+                        let quiet = self.mailboxes.receiving.load(Ordering::SeqCst) == 0
+                            && self.mailboxes.in_flight.load(Ordering::SeqCst) == 0;
+                        if quiet {
+                            return self;
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+            })
+            .expect("a worker thread starts")
+    }
+
     /// One turn: the hand-off queue, then every port; returns the packets
     /// taken in.
     pub fn poll(&mut self, now: Seconds) -> usize {
-        let snap = self.snapshots.load();
-        let mailboxes = &self.mailboxes;
-        let mut hand_off = |owner: usize, h: HandOff<P::Buf>| mailboxes[owner].push(h);
-        let mut taken = 0;
+        self.resume_handed_off() + self.poll_ports(now)
+    }
 
-        // Packets handed to this worker resume with the snapshot they were
-        // decided under; fragments they need come from the first port.
+    /// Resumes up to a burst of the packets other workers handed to this
+    /// one, with the snapshots they were decided under; fragments they need
+    /// come from the first port.
+    fn resume_handed_off(&mut self) -> usize {
+        let mailboxes = &self.mailboxes;
+        let mut hand_off = |owner: usize, h: HandOff<P::Buf>| mailboxes.push(owner, h);
         let start = Instant::now();
         let mut resumed = 0;
         while resumed < BURST {
-            let Some(h) = self.mailboxes[self.index].pop() else { break };
+            let Some(h) = mailboxes.queues[self.index].pop() else { break };
             let port = &mut self.ports[0];
             let mut out = Out {
                 tx: &mut self.tx,
@@ -90,14 +153,23 @@ impl<P: Port> Worker<P> {
                 hand_off: &mut hand_off,
             };
             self.pipeline.resume(h, &mut out);
+            // Any hand-off it made is already counted in flight.
+            mailboxes.in_flight.fetch_sub(1, Ordering::SeqCst);
             resumed += 1;
         }
         if resumed > 0 {
-            taken += resumed;
             Self::flush(&mut self.ports, &mut self.tx, &mut self.recycle, &mut self.pipeline, 0);
             let _ = self.burst_latency.record(start.elapsed().as_nanos() as u64);
         }
+        resumed
+    }
 
+    /// A burst from each port through the pipeline.
+    fn poll_ports(&mut self, now: Seconds) -> usize {
+        let snap = self.snapshots.load();
+        let mailboxes = &self.mailboxes;
+        let mut hand_off = |owner: usize, h: HandOff<P::Buf>| mailboxes.push(owner, h);
+        let mut taken = 0;
         for i in 0..self.ports.len() {
             let n = self.ports[i].rx_burst(&mut self.rx, BURST);
             if n == 0 {

@@ -219,3 +219,25 @@ fn two_threads_lose_nothing() {
     all.sort_unstable();
     assert_eq!(all, (0..2 * N).collect::<Vec<u16>>(), "every packet once");
 }
+
+/// Workers on their own threads: stopped, they finish every packet already
+/// handed between them; nothing is left in a queue.
+#[test]
+fn spawned_workers_stop_without_leaving_packets_behind() {
+    let (cell, mut peers) = setup();
+    let mut w = workers(&cell, 4096);
+    for n in 0..2000u16 {
+        w[0].ports()[0].inject(&frame(VPC, idc(1), n)); // all for worker 1's tunnel
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles: Vec<_> =
+        w.into_iter().enumerate().map(|(i, worker)| worker.spawn(Some(i % 2), stop.clone())).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, SeqCst);
+    let mut w: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(w[0].ports()[0].pending(), 0, "worker 0 took every frame in");
+    let got = received(&mut peers, w[1].ports()[1].take_sent());
+    assert_eq!(got.len(), 2000, "worker 1 sent every packet it was handed");
+    assert!(w[0].ports()[1].take_sent().is_empty());
+    assert_eq!(w[0].pipeline.drops.total() + w[1].pipeline.drops.total(), 0);
+}
