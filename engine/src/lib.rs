@@ -15,6 +15,7 @@ pub mod lifetime;
 pub mod model;
 pub mod pcap;
 pub mod pipeline;
+pub mod prefetch;
 pub mod replay;
 pub mod sa;
 pub mod sad;

@@ -12,6 +12,7 @@ use crate::buf::PacketBuf;
 use crate::esp;
 use crate::lifetime::{LifetimeEvent, Seconds};
 use crate::model::{GatewayId, PortId};
+use crate::prefetch;
 use crate::snapshot::{Hop, PortView, Side, Snapshot, Verdict};
 use crate::spd::{FiveTuple, FlowCache};
 use crate::stats::{DropCounters, DropReason};
@@ -35,6 +36,11 @@ pub struct Pipeline {
     pub gateway_drops: HashMap<GatewayId, DropCounters>,
     pub events: Vec<LifetimeEvent>,
     flows: FlowCache<Verdict>,
+    /// Per-burst scratch, kept to reuse its memory: each packet's step,
+    /// the destinations for the route table and what it answered.
+    steps: Vec<Step>,
+    lookups: Vec<IpAddr>,
+    hops: Vec<Option<Hop>>,
 }
 
 impl Default for Pipeline {
@@ -85,11 +91,44 @@ pub struct HandOff<B> {
 }
 
 /// Where a packet goes next.
+#[derive(Debug, Clone, Copy)]
 enum Next {
     /// Out of this port (an index of [`Snapshot::ports`]).
     Send(usize),
     /// To this worker, to resume at this stage.
     HandOff(usize, Stage),
+}
+
+/// What became of an outer ESP packet on arrival.
+enum Arrival {
+    /// Its inbound SA (by SPI) is this worker's, of tunnel `tunnel`.
+    Mine { spi: u32, tunnel: usize },
+    /// Another worker owns its tunnel.
+    Theirs(usize),
+}
+
+/// Where one packet of the burst being processed stands: each stage of
+/// [`Pipeline::process`] takes the packets at its step, for the whole
+/// burst, and moves them on.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Decided: sent, handed off, or dropped.
+    Done(Result<Next, DropReason>),
+    /// An ESP packet to decrypt here, with its tunnel's inbound SA `spi`.
+    Decrypt { spi: u32, tunnel: usize },
+    /// An IP packet to check and classify; `from` is the tunnel it was
+    /// decrypted from, if any.
+    Admit { from: Option<usize> },
+    /// Admitted; its flow-cache slot is on its way.
+    Classify { flow: FiveTuple },
+    /// Not in the flow cache: the SPD decides (its buckets are on their way).
+    Policy { flow: FiveTuple },
+    /// The SPD's verdict (a tunnel's state is on its way).
+    Verdict { flow: FiveTuple, verdict: Option<Verdict> },
+    /// SPD said bypass, or nothing: the route table decides.
+    Lookup { flow: FiveTuple },
+    /// Bound for `hop`.
+    Forward { flow: FiveTuple, hop: Hop },
 }
 
 /// Where a packet is being handled: the snapshot, its gateway, the port it
@@ -113,6 +152,9 @@ impl Pipeline {
             events: Vec::new(),
             // 64 K recent flows per worker: 4 MiB.
             flows: FlowCache::new(16),
+            steps: Vec::new(),
+            lookups: Vec::new(),
+            hops: Vec::new(),
         }
     }
 
@@ -122,31 +164,143 @@ impl Pipeline {
         t % self.workers
     }
 
-    /// Processes the frames of `burst`, received on port `rx_port`, with
-    /// snapshot `snap` at time `now`, into `out`.
+    /// Processes the frames `burst` drains, received on port `rx_port`,
+    /// with snapshot `snap` at time `now`, into `out`.
+    ///
+    /// Stage by stage over the whole burst, as VPP does: link headers and
+    /// SA lookup; decryption; admission and policy; the route table, in one
+    /// batched lookup; then forwarding. Before a stage touches per-packet
+    /// state it prefetches it for all packets (flow-cache slots, SAs), so
+    /// with many tunnels the cache misses of a burst overlap.
     pub fn process<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         snap: &Arc<Snapshot>,
         rx_port: PortId,
-        burst: impl IntoIterator<Item = PacketBuf<B>>,
+        burst: &mut Vec<PacketBuf<B>>,
         now: Seconds,
         out: &mut Out<B>,
     ) {
         let port = snap.port(rx_port);
-        let role = port.and_then(|p| snap.ports[p].role);
-        for mut pkt in burst {
-            match (port, role) {
-                (Some(rx_port), Some((g, side))) => {
-                    let at = At { snap, g, rx_port, now };
-                    let r = self.forward(&at, side, &mut pkt, out);
-                    self.finish(&at, r, pkt, out);
+        let Some((rx_port, (g, side))) = port.and_then(|p| Some((p, snap.ports[p].role?))) else {
+            for pkt in burst.drain(..) {
+                self.drops.count(DropReason::NoRoute);
+                out.recycle.push(pkt.into_frame());
+            }
+            return;
+        };
+        let at = At { snap, g, rx_port, now };
+        let mut steps = std::mem::take(&mut self.steps);
+        steps.clear();
+        // Link headers; on the outside, which SA.
+        steps.extend(burst.iter_mut().map(|pkt| {
+            let arrived = strip_link_header(pkt, side == Side::Inside).and_then(|()| match side {
+                Side::Inside => Ok(Step::Admit { from: None }),
+                Side::Outside => self.arrive(&at, pkt).map(|a| match a {
+                    Arrival::Mine { spi, tunnel } => Step::Decrypt { spi, tunnel },
+                    Arrival::Theirs(owner) => Step::Done(Ok(Next::HandOff(owner, Stage::Decrypt))),
+                }),
+            });
+            arrived.unwrap_or_else(|e| Step::Done(Err(e)))
+        }));
+        // Decryption.
+        if side == Side::Outside {
+            for step in &steps {
+                if let Step::Decrypt { spi, tunnel } = *step {
+                    prefetch::value(&*snap.inbound[&spi].sa);
+                    snap.tunnels[tunnel].selectors.prefetch();
                 }
-                _ => {
-                    self.drops.count(DropReason::NoRoute);
-                    out.recycle.push(pkt.into_frame());
+            }
+            for (pkt, step) in burst.iter_mut().zip(&mut steps) {
+                if let Step::Decrypt { spi, tunnel } = *step {
+                    *step = match self.decrypt(&at, pkt, spi) {
+                        Ok(()) => Step::Admit { from: Some(tunnel) },
+                        Err(e) => Step::Done(Err(e)),
+                    };
                 }
             }
         }
+        // Admission (selectors), then policy: the flow cache, and the SPD
+        // for what it does not know, each prefetched a stage ahead.
+        let (spd, generation) = (&snap.gateways[g].spd, snap.generation);
+        for (pkt, step) in burst.iter().zip(&mut steps) {
+            if let Step::Admit { from } = *step {
+                *step = match self.admit(&at, pkt, from) {
+                    Ok(flow) => {
+                        self.flows.prefetch(g, &flow);
+                        Step::Classify { flow }
+                    }
+                    Err(e) => Step::Done(Err(e)),
+                };
+            }
+        }
+        let decided = |flow: FiveTuple, verdict: Option<Verdict>| {
+            if let Some(Verdict::Protect(t)) = verdict {
+                prefetch::value(&snap.tunnels[t]);
+            }
+            Step::Verdict { flow, verdict }
+        };
+        for step in &mut steps {
+            if let Step::Classify { flow } = *step {
+                *step = match self.flows.get(generation, g, &flow) {
+                    Some(verdict) => decided(flow, verdict),
+                    None => {
+                        spd.prefetch(&flow);
+                        Step::Policy { flow }
+                    }
+                };
+            }
+        }
+        for step in &mut steps {
+            if let Step::Policy { flow } = *step {
+                let verdict = spd.classify(&flow);
+                self.flows.insert(generation, g, &flow, verdict);
+                *step = decided(flow, verdict);
+            }
+        }
+        self.lookups.clear();
+        for step in &mut steps {
+            if let Step::Verdict { flow, verdict } = *step {
+                *step = match Self::verdict(&at, verdict) {
+                    Ok(Some(hop)) => Step::Forward { flow, hop },
+                    Ok(None) => {
+                        self.lookups.push(flow.dst);
+                        Step::Lookup { flow }
+                    }
+                    Err(e) => Step::Done(Err(e)),
+                };
+            }
+        }
+        // The route table, for the rest, in one batch.
+        self.hops.clear();
+        self.hops.resize(self.lookups.len(), None);
+        snap.gateways[g].routes.lookup_batch(&self.lookups, &mut self.hops);
+        let mut hops = self.hops.iter();
+        for step in &mut steps {
+            if let Step::Lookup { flow } = *step {
+                *step = match hops.next().copied().flatten() {
+                    Some(hop) => Step::Forward { flow, hop },
+                    None => Step::Done(Err(DropReason::NoRoute)),
+                };
+            }
+        }
+        // Forwarding, with the outbound SAs prefetched.
+        for step in &steps {
+            if let Step::Forward { hop: Hop::Tunnel(t), .. } = *step {
+                if self.owner(t) == self.worker {
+                    prefetch::value(&*snap.tunnels[t].outbound);
+                }
+            }
+        }
+        for (pkt, step) in burst.iter_mut().zip(&mut steps) {
+            if let Step::Forward { flow, hop } = *step {
+                *step = Step::Done(self.forward(&at, pkt, &flow, hop, out));
+            }
+        }
+        for (pkt, step) in burst.drain(..).zip(steps.drain(..)) {
+            let Step::Done(r) = step else { unreachable!("every packet is decided: {step:?}") };
+            self.finish(&at, r, pkt, out);
+        }
+        self.steps = steps;
     }
 
     /// Continues a packet another worker handed to this one, its owner.
@@ -193,45 +347,50 @@ impl Pipeline {
         }
     }
 
-    /// One frame received on the gateway's `side`.
-    fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
-        &mut self,
-        at: &At,
-        side: Side,
-        pkt: &mut PacketBuf<B>,
-        out: &mut Out<B>,
-    ) -> Result<Next, DropReason> {
-        // Outer IPv4 checksums are checked by `esp::locate`, inner ones by
-        // `esp::decap`; what comes from the inside is checked here.
-        strip_link_header(pkt, side == Side::Inside)?;
-        match side {
-            Side::Inside => self.route(at, pkt, None, out),
-            Side::Outside => self.decrypt_and_route(at, pkt, out),
-        }
-    }
-
-    /// Decrypts the ESP packet in `pkt` (or hands it to the worker that
-    /// owns its tunnel) and routes what comes out.
-    fn decrypt_and_route<B: AsRef<[u8]> + AsMut<[u8]>>(
-        &mut self,
-        at: &At,
-        pkt: &mut PacketBuf<B>,
-        out: &mut Out<B>,
-    ) -> Result<Next, DropReason> {
+    /// Finds the inbound SA of the outer ESP packet in `pkt` (by SPI, for
+    /// one of this gateway's addresses) and whose it is.
+    fn arrive<B: AsRef<[u8]> + AsMut<[u8]>>(&self, at: &At, pkt: &PacketBuf<B>) -> Result<Arrival, DropReason> {
         let loc = esp::locate(pkt.data())?;
         let inbound = at.snap.inbound.get(&loc.spi).ok_or(DropReason::UnknownSpi)?;
         let t = inbound.tunnel;
         if at.snap.tunnels[t].gateway != at.g || !at.snap.gateways[at.g].outside_addrs.contains(&loc.dst) {
             return Err(DropReason::UnknownSpi);
         }
-        if self.owner(t) != self.worker {
-            return Ok(Next::HandOff(self.owner(t), Stage::Decrypt));
+        Ok(match self.owner(t) {
+            owner if owner != self.worker => Arrival::Theirs(owner),
+            _ => Arrival::Mine { spi: loc.spi, tunnel: t },
+        })
+    }
+
+    /// Decrypts the ESP packet in `pkt` with inbound SA `spi`, which this
+    /// worker owns; `pkt` is left holding the inner packet.
+    fn decrypt<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        at: &At,
+        pkt: &mut PacketBuf<B>,
+        spi: u32,
+    ) -> Result<(), DropReason> {
+        let loc = esp::locate(pkt.data())?;
+        let mut sa = at.snap.inbound[&spi].sa.lock().expect("SA lock");
+        esp::decap(&mut sa, pkt, &loc, at.now, &mut self.events).map(|_seq| ())
+    }
+
+    /// Decrypts the ESP packet in `pkt` (or hands it to the worker that
+    /// owns its tunnel) and routes what comes out: one packet through the
+    /// stages [`Self::process`] runs burst-wide.
+    fn decrypt_and_route<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        at: &At,
+        pkt: &mut PacketBuf<B>,
+        out: &mut Out<B>,
+    ) -> Result<Next, DropReason> {
+        match self.arrive(at, pkt)? {
+            Arrival::Theirs(owner) => Ok(Next::HandOff(owner, Stage::Decrypt)),
+            Arrival::Mine { spi, tunnel } => {
+                self.decrypt(at, pkt, spi)?;
+                self.route(at, pkt, Some(tunnel), out)
+            }
         }
-        {
-            let mut sa = inbound.sa.lock().expect("SA lock");
-            esp::decap(&mut sa, pkt, &loc, at.now, &mut self.events)?;
-        }
-        self.route(at, pkt, Some(t), out)
     }
 
     /// Forwards the IP packet in `pkt`: SPD first, then the route table.
@@ -243,19 +402,62 @@ impl Pipeline {
         from: Option<usize>,
         out: &mut Out<B>,
     ) -> Result<Next, DropReason> {
-        let (snap, gw) = (at.snap, &at.snap.gateways[at.g]);
+        let flow = self.admit(at, pkt, from)?;
+        let hop = match self.policy(at, &flow)? {
+            Some(hop) => hop,
+            None => at.snap.gateways[at.g].routes.lookup(flow.dst).ok_or(DropReason::NoRoute)?,
+        };
+        self.forward(at, pkt, &flow, hop, out)
+    }
+
+    /// Reads the five-tuple of the IP packet in `pkt`; one decrypted from
+    /// a policy-based tunnel must fit that tunnel's inbound selectors.
+    fn admit<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        at: &At,
+        pkt: &PacketBuf<B>,
+        from: Option<usize>,
+    ) -> Result<FiveTuple, DropReason> {
         let flow = FiveTuple::of(pkt.data())?;
         if let Some(t) = from {
-            if snap.tunnels[t].policy_based && !gw.spd.inbound_allows(Verdict::Protect(t), &flow) {
+            let selectors = &at.snap.tunnels[t].selectors;
+            if !selectors.is_empty() && !selectors.allow(&flow) {
                 return Err(DropReason::Selector);
             }
         }
-        let hop = match self.flows.classify(snap.generation, at.g, &gw.spd, &flow) {
-            Some(Verdict::Protect(t)) if !snap.tunnels[t].up => return Err(DropReason::TunnelDown),
-            Some(Verdict::Protect(t)) => Hop::Tunnel(t),
-            Some(Verdict::Discard) => return Err(DropReason::SpdDiscard),
-            Some(Verdict::Bypass) | None => gw.routes.lookup(flow.dst).ok_or(DropReason::NoRoute)?,
-        };
+        Ok(flow)
+    }
+
+    /// What the SPD says of `flow`: a tunnel it must go into, nothing (the
+    /// route table decides), or a drop.
+    fn policy(&mut self, at: &At, flow: &FiveTuple) -> Result<Option<Hop>, DropReason> {
+        let spd = &at.snap.gateways[at.g].spd;
+        let verdict = self.flows.classify(at.snap.generation, at.g, spd, flow);
+        Self::verdict(at, verdict)
+    }
+
+    /// What the SPD's `verdict` means for a packet.
+    fn verdict(at: &At, verdict: Option<Verdict>) -> Result<Option<Hop>, DropReason> {
+        match verdict {
+            Some(Verdict::Protect(t)) if !at.snap.tunnels[t].up => Err(DropReason::TunnelDown),
+            Some(Verdict::Protect(t)) => Ok(Some(Hop::Tunnel(t))),
+            Some(Verdict::Discard) => Err(DropReason::SpdDiscard),
+            Some(Verdict::Bypass) | None => Ok(None),
+        }
+    }
+
+    /// Sends the IP packet in `pkt`, of flow `flow`, towards `hop`: MTU,
+    /// TTL, then the inside port's link header, or the tunnel (here, or
+    /// handed to its owner).
+    fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        at: &At,
+        pkt: &mut PacketBuf<B>,
+        flow: &FiveTuple,
+        hop: Hop,
+        out: &mut Out<B>,
+    ) -> Result<Next, DropReason> {
+        let snap = at.snap;
         // Too big for the tunnel: IPv4 without DF is fragmented before
         // encryption (by the tunnel's owner); IPv6 and IPv4 with DF are
         // refused, and the sender is told the size that fits (RFC 1191,
@@ -273,7 +475,7 @@ impl Pipeline {
         }
         match hop {
             Hop::Inside => {
-                let port = gw.inside_port.ok_or(DropReason::NoRoute)?;
+                let port = snap.gateways[at.g].inside_port.ok_or(DropReason::NoRoute)?;
                 push_link_header(pkt, &snap.ports[port], flow.dst)?;
                 Ok(Next::Send(port))
             }

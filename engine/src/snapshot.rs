@@ -13,7 +13,7 @@ use crate::model::{
     Attachment, Config, GatewayId, NextHop, PortId, Route, SaHandle, SpdAction, TunnelId, MAX_INBOUND_SAS,
 };
 use crate::sa::{InboundSa, OutboundSa};
-use crate::spd::Spd;
+use crate::spd::{Selectors, Spd};
 use crate::wire::ether::MacAddr;
 use arc_swap::{ArcSwap, Guard};
 use rustc_hash::FxHashMap;
@@ -101,6 +101,40 @@ impl RouteTable {
             IpAddr::V6(a) => self.v6.lookup(a),
         })
     }
+
+    /// [`Self::lookup`] of each of `dsts` into `hops`, in batches per
+    /// family, so the lookups overlap their memory accesses.
+    ///
+    /// # Panics
+    /// If `hops` is not as long as `dsts`.
+    pub fn lookup_batch(&self, dsts: &[IpAddr], hops: &mut [Option<Hop>]) {
+        assert_eq!(dsts.len(), hops.len(), "one hop per destination");
+        const BATCH: usize = 64;
+        let (mut v4, mut v6) = ([0u32; BATCH], [0u128; BATCH]);
+        let (mut at4, mut at6) = ([0usize; BATCH], [0usize; BATCH]);
+        let mut found = [0u32; BATCH];
+        let (mut n4, mut n6) = (0, 0);
+        for (i, dst) in dsts.iter().enumerate() {
+            match dst {
+                IpAddr::V4(a) => (v4[n4], at4[n4], n4) = (u32::from(*a), i, n4 + 1),
+                IpAddr::V6(a) => (v6[n6], at6[n6], n6) = (u128::from(*a), i, n6 + 1),
+            }
+            if n4 == BATCH || i + 1 == dsts.len() {
+                self.v4.lookup_batch(&v4[..n4], &mut found[..n4]);
+                for k in 0..n4 {
+                    hops[at4[k]] = Hop::decode(found[k]);
+                }
+                n4 = 0;
+            }
+            if n6 == BATCH || i + 1 == dsts.len() {
+                self.v6.lookup_batch(&v6[..n6], &mut found[..n6]);
+                for k in 0..n6 {
+                    hops[at6[k]] = Hop::decode(found[k]);
+                }
+                n6 = 0;
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -124,9 +158,9 @@ pub struct TunnelView {
     pub peer: IpAddr,
     pub outbound: SaHandle<OutboundSa>,
     pub up: bool,
-    /// Some SPD rule protects via this tunnel: decrypted packets must fit
-    /// the reverse of those rules.
-    pub policy_based: bool,
+    /// The reverse of the SPD rules that protect via this tunnel, which
+    /// packets decrypted from it must fit; none for a route-based tunnel.
+    pub selectors: Selectors,
     pub mss_clamp: Option<u16>,
     /// The largest inner packet whose encapsulation fits the outside MTU.
     pub max_inner: usize,
@@ -269,7 +303,7 @@ impl Snapshot {
                 peer,
                 outbound: t.outbound.clone(),
                 up: t.up,
-                policy_based: false,
+                selectors: Selectors::default(),
                 mss_clamp: t.mss_clamp,
                 max_inner,
             });
@@ -289,7 +323,6 @@ impl Snapshot {
                     if tunnels[ti].gateway != g {
                         return Err(invalid(object, "tunnel", t, "belongs to another gateway"));
                     }
-                    tunnels[ti].policy_based = true;
                     Verdict::Protect(ti)
                 }
                 SpdAction::Bypass => Verdict::Bypass,
@@ -335,6 +368,9 @@ impl Snapshot {
                 spd: Spd::new(std::mem::take(&mut spd_rules[g])),
                 routes: table,
             });
+        }
+        for (t, tunnel) in tunnels.iter_mut().enumerate() {
+            tunnel.selectors = gateways[tunnel.gateway].spd.selectors(Verdict::Protect(t));
         }
         Ok(Snapshot { generation, ports, port_index, gateways, tunnels, inbound })
     }

@@ -5,7 +5,7 @@
 
 #[cfg(doc)]
 use crate::model::SpdAction;
-use crate::model::{AddrRange, SpdRule};
+use crate::model::{AddrRange, PortRange, SpdRule};
 use crate::stats::DropReason;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::Ipv6Packet;
@@ -80,7 +80,7 @@ fn matches(rule: &SpdRule, t: &FiveTuple) -> bool {
 pub struct Spd<A> {
     /// In priority order: a rule's index is its rank.
     rules: Vec<(SpdRule, A)>,
-    tuples: Vec<Tuple>,
+    tuples: Vec<Tuple<A>>,
     /// Ranks of the rules whose ranges are not prefixes, ascending.
     others: Vec<u32>,
     /// Ranks of the rules with each action (a tunnel's inbound selectors).
@@ -89,12 +89,98 @@ pub struct Spd<A> {
 
 /// The rules whose ranges are prefixes of these lengths.
 #[derive(Debug, Clone)]
-struct Tuple {
+struct Tuple<A> {
     v4: bool,
     src_len: u8,
     dst_len: u8,
-    /// Masked (source, destination) to ranks, ascending.
-    buckets: FxHashMap<(u128, u128), Vec<u32>>,
+    buckets: Buckets<A>,
+}
+
+/// One tuple's rules by masked (source, destination): open addressing
+/// with linear probing, at most half full, so a lookup is usually the one
+/// cache line of its home slot, a line the pipeline can prefetch for a
+/// whole burst (a `HashMap` hides where it will look).
+#[derive(Debug, Clone)]
+struct Buckets<A> {
+    slots: Box<[Bucket<A>]>,
+    /// Each bucket's ranks, ascending, one run per bucket.
+    ranks: Vec<u32>,
+}
+
+/// The rules of one masked (source, destination) pair. The best of them
+/// is kept inline with its action: when that rule has no protocol or port
+/// condition it matches every packet that reaches the bucket, and the
+/// lookup ends here without reading the rules.
+#[derive(Debug, Clone, Copy)]
+#[repr(align(64))]
+struct Bucket<A> {
+    src: u128,
+    dst: u128,
+    /// `ranks[first..first + len]`; `len` 0 marks an empty slot.
+    first: u32,
+    len: u32,
+    best: u32,
+    best_action: Option<A>,
+    best_is_whole: bool,
+}
+
+impl<A: Copy> Buckets<A> {
+    /// `entries`: (masked source, masked destination, ranks ascending);
+    /// `rules` to read each best rule's action and conditions.
+    fn new(entries: Vec<((u128, u128), Vec<u32>)>, rules: &[(SpdRule, A)]) -> Self {
+        let size = (entries.len() * 2).next_power_of_two();
+        let empty = Bucket { src: 0, dst: 0, first: 0, len: 0, best: 0, best_action: None, best_is_whole: false };
+        let mut slots = vec![empty; size].into_boxed_slice();
+        let mut ranks = Vec::new();
+        for ((src, dst), rs) in entries {
+            let mut i = Self::home(src, dst, size);
+            while slots[i].len != 0 {
+                i = (i + 1) & (size - 1);
+            }
+            let (rule, action) = &rules[rs[0] as usize];
+            let whole = rule.protocol.is_none() && rule.src_ports == PortRange::ANY && rule.dst_ports == PortRange::ANY;
+            slots[i] = Bucket {
+                src,
+                dst,
+                first: ranks.len() as u32,
+                len: rs.len() as u32,
+                best: rs[0],
+                best_action: Some(*action),
+                best_is_whole: whole,
+            };
+            ranks.extend(rs);
+        }
+        Self { slots, ranks }
+    }
+
+    #[inline]
+    fn home(src: u128, dst: u128, size: usize) -> usize {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let fold = |x: u128| (x as u64) ^ (x >> 64) as u64;
+        let h = (fold(src).wrapping_mul(K) ^ fold(dst)).wrapping_mul(K);
+        (h >> 32) as usize & (size - 1)
+    }
+
+    #[inline]
+    fn get(&self, src: u128, dst: u128) -> Option<&Bucket<A>> {
+        let size = self.slots.len();
+        let mut i = Self::home(src, dst, size);
+        loop {
+            let b = &self.slots[i];
+            if b.len == 0 {
+                return None;
+            }
+            if (b.src, b.dst) == (src, dst) {
+                return Some(b);
+            }
+            i = (i + 1) & (size - 1);
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, src: u128, dst: u128) {
+        crate::prefetch::value(&self.slots[Self::home(src, dst, self.slots.len())]);
+    }
 }
 
 /// An address as a number, and its family's width.
@@ -128,7 +214,9 @@ impl<A: Copy + Eq + Hash> Spd<A> {
     /// Indexes `rules`. The rules' own `action` fields are not read: `A` is.
     pub fn new(mut rules: Vec<(SpdRule, A)>) -> Self {
         rules.sort_by_key(|(r, _)| r.priority);
-        let mut tuples: Vec<Tuple> = Vec::new();
+        // (family, source length, destination length) -> masked pair -> ranks.
+        type Pairs = FxHashMap<(u128, u128), Vec<u32>>;
+        let mut tuples: Vec<((bool, u8, u8), Pairs)> = Vec::new();
         let mut others = Vec::new();
         let mut by_action: HashMap<A, Vec<u32>> = HashMap::new();
         for (rank, (r, a)) in rules.iter().enumerate() {
@@ -139,16 +227,25 @@ impl<A: Copy + Eq + Hash> Spd<A> {
                 continue;
             };
             let v4 = r.src.first.is_ipv4();
-            let i = match tuples.iter().position(|t| (t.v4, t.src_len, t.dst_len) == (v4, src_len, dst_len)) {
+            let i = match tuples.iter().position(|t| t.0 == (v4, src_len, dst_len)) {
                 Some(i) => i,
                 None => {
-                    tuples.push(Tuple { v4, src_len, dst_len, buckets: FxHashMap::default() });
+                    tuples.push(((v4, src_len, dst_len), Pairs::default()));
                     tuples.len() - 1
                 }
             };
             let bucket = (key(r.src.first).0, key(r.dst.first).0);
-            tuples[i].buckets.entry(bucket).or_default().push(rank);
+            tuples[i].1.entry(bucket).or_default().push(rank);
         }
+        let tuples = tuples
+            .into_iter()
+            .map(|((v4, src_len, dst_len), buckets)| Tuple {
+                v4,
+                src_len,
+                dst_len,
+                buckets: Buckets::new(buckets.into_iter().collect(), &rules),
+            })
+            .collect();
         Self { rules, tuples, others, by_action }
     }
 
@@ -158,27 +255,49 @@ impl<A: Copy + Eq + Hash> Spd<A> {
 
     /// The action of the first rule, in priority order, that `t` matches.
     pub fn classify(&self, t: &FiveTuple) -> Option<A> {
-        let mut best: Option<u32> = None;
-        let mut consider = |ranks: &[u32]| {
+        // The best (lowest) matching rank so far, and its action if known
+        // without reading the rule.
+        let mut best: Option<(u32, Option<A>)> = None;
+        let below = |best: &Option<(u32, Option<A>)>, rank: u32| best.is_none_or(|(b, _)| rank < b);
+        // Scans ascending ranks for the first that matches and beats `best`.
+        let scan = |best: &mut Option<(u32, Option<A>)>, ranks: &[u32]| {
             for &rank in ranks {
-                if best.is_some_and(|b| rank >= b) {
+                if !below(best, rank) {
                     return;
                 }
                 if matches(&self.rules[rank as usize].0, t) {
-                    best = Some(rank);
+                    *best = Some((rank, None));
                     return;
                 }
             }
         };
         let ((src, width), (dst, _)) = (key(t.src), key(t.dst));
         for tuple in self.tuples.iter().filter(|tu| tu.v4 == t.src.is_ipv4()) {
-            let k = (mask(src, tuple.src_len, width), mask(dst, tuple.dst_len, width));
-            if let Some(ranks) = tuple.buckets.get(&k) {
-                consider(ranks);
+            let Some(b) = tuple.buckets.get(mask(src, tuple.src_len, width), mask(dst, tuple.dst_len, width)) else {
+                continue;
+            };
+            if !below(&best, b.best) {
+                continue;
+            }
+            if b.best_is_whole {
+                // Matches every packet that reaches this bucket.
+                best = Some((b.best, b.best_action));
+            } else {
+                scan(&mut best, &tuple.buckets.ranks[b.first as usize..(b.first + b.len) as usize]);
             }
         }
-        consider(&self.others);
-        best.map(|rank| self.rules[rank as usize].1)
+        scan(&mut best, &self.others);
+        best.map(|(rank, action)| action.unwrap_or_else(|| self.rules[rank as usize].1))
+    }
+
+    /// Starts loading what [`Self::classify`] of `t` reads first: the home
+    /// bucket in each tuple of `t`'s family.
+    #[inline]
+    pub fn prefetch(&self, t: &FiveTuple) {
+        let ((src, width), (dst, _)) = (key(t.src), key(t.dst));
+        for tuple in self.tuples.iter().filter(|tu| tu.v4 == t.src.is_ipv4()) {
+            tuple.buckets.prefetch(mask(src, tuple.src_len, width), mask(dst, tuple.dst_len, width));
+        }
     }
 
     /// True if some rule has `action` (say, protects via a given tunnel).
@@ -195,10 +314,40 @@ impl<A: Copy + Eq + Hash> Spd<A> {
             .is_some_and(|ranks| ranks.iter().any(|&r| matches(&self.rules[r as usize].0, &back)))
     }
 
+    /// The inbound selectors of the tunnel the rules with action `protect`
+    /// protect via: a copy a tunnel can keep at hand.
+    pub fn selectors(&self, protect: A) -> Selectors {
+        let ranks = self.by_action.get(&protect).map_or(&[][..], Vec::as_slice);
+        Selectors(ranks.iter().map(|&r| self.rules[r as usize].0.clone()).collect())
+    }
+
     /// The plain reading of the semantics, for tests: every rule in order.
     #[cfg(test)]
     fn classify_linear(&self, t: &FiveTuple) -> Option<A> {
         self.rules.iter().find(|(r, _)| matches(r, t)).map(|&(_, a)| a)
+    }
+}
+
+/// A tunnel's inbound selectors: a packet decrypted from it must be
+/// the reverse of one of these rules (those that protect via it).
+#[derive(Debug, Clone, Default)]
+pub struct Selectors(Box<[SpdRule]>);
+
+impl Selectors {
+    /// True if `t`, seen from the other end, matches one of the rules.
+    pub fn allow(&self, t: &FiveTuple) -> bool {
+        let back = t.reversed();
+        self.0.iter().any(|r| matches(r, &back))
+    }
+
+    /// No rule protects via the tunnel: it is route-based.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Starts loading the rules.
+    pub fn prefetch(&self) {
+        crate::prefetch::bytes(self.0.as_ptr().cast(), std::mem::size_of_val(&*self.0));
     }
 }
 
@@ -225,19 +374,41 @@ impl<A: Copy + Eq + Hash> FlowCache<A> {
         Self { slots: vec![None; 1 << bits].into_boxed_slice() }
     }
 
+    /// Starts loading the slot of flow `t` of gateway `gateway`, for a
+    /// [`Self::classify`] soon after.
+    #[inline]
+    pub fn prefetch(&self, gateway: usize, t: &FiveTuple) {
+        crate::prefetch::value(&self.slots[self.slot(gateway, t)]);
+    }
+
+    /// What was remembered for flow `t` of gateway `gateway` under
+    /// generation `generation`: `None` if nothing, else the SPD's answer.
+    #[inline]
+    pub fn get(&self, generation: u64, gateway: usize, t: &FiveTuple) -> Option<Option<A>> {
+        let c = self.slots[self.slot(gateway, t)].as_ref()?;
+        (c.generation == generation && c.gateway == gateway && c.flow == *t).then_some(c.action)
+    }
+
+    /// Remembers the SPD's answer `action` for flow `t`.
+    #[inline]
+    pub fn insert(&mut self, generation: u64, gateway: usize, t: &FiveTuple, action: Option<A>) {
+        let i = self.slot(gateway, t);
+        self.slots[i] = Some(Cached { generation, gateway, flow: *t, action });
+    }
+
     /// `spd.classify(t)`, remembered for generation `generation` of gateway
     /// `gateway`.
     #[inline]
     pub fn classify(&mut self, generation: u64, gateway: usize, spd: &Spd<A>, t: &FiveTuple) -> Option<A> {
-        let i = (hash(gateway, t) as usize) & (self.slots.len() - 1);
-        if let Some(c) = &self.slots[i] {
-            if c.generation == generation && c.gateway == gateway && c.flow == *t {
-                return c.action;
-            }
-        }
-        let action = spd.classify(t);
-        self.slots[i] = Some(Cached { generation, gateway, flow: *t, action });
-        action
+        self.get(generation, gateway, t).unwrap_or_else(|| {
+            let action = spd.classify(t);
+            self.insert(generation, gateway, t, action);
+            action
+        })
+    }
+
+    fn slot(&self, gateway: usize, t: &FiveTuple) -> usize {
+        (hash(gateway, t) as usize) & (self.slots.len() - 1)
     }
 }
 
@@ -424,6 +595,7 @@ mod tests {
                     let action = SpdAction::Protect(a);
                     let linear = spd.rules.iter().any(|(r, x)| *x == action && matches(r, &t.reversed()));
                     prop_assert_eq!(spd.inbound_allows(action, &t), linear);
+                    prop_assert_eq!(spd.selectors(action).allow(&t), linear);
                 }
             }
         }

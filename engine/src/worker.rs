@@ -185,7 +185,7 @@ impl<P: Port> Worker<P> {
                 alloc: &mut || port.alloc(),
                 hand_off: &mut hand_off,
             };
-            self.pipeline.process(&snap, id, self.rx.drain(..), now, &mut out);
+            self.pipeline.process(&snap, id, &mut self.rx, now, &mut out);
             Self::flush(&mut self.ports, &mut self.tx, &mut self.recycle, &mut self.pipeline, i);
             let _ = self.burst_latency.record(start.elapsed().as_nanos() as u64);
         }

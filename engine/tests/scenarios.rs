@@ -179,24 +179,38 @@ impl Lab {
         self.rebuild();
     }
 
-    /// Runs one frame through the pipeline and reports where it went.
-    fn run(&mut self, port: PortId, l2_src: MacAddr, l2_dst: MacAddr, ip_packet: &[u8]) -> Outcome {
-        let mut frame = vec![0u8; 128];
-        let mut eth = [0u8; 14];
-        ether::emit_header(&mut eth, l2_dst, l2_src, ethertype_for_ip(ip_packet).unwrap());
-        frame.extend_from_slice(&eth);
-        frame.extend_from_slice(ip_packet);
-        frame.resize(frame.len() + 64, 0);
-        let len = frame.len() - 128 - 64;
-        let pkt = PacketBuf::new(frame, 128, len).unwrap();
+    /// Runs `frames` (Ethernet source, destination, IP packet) through the
+    /// pipeline as one burst received on `port`; returns the frames sent
+    /// (port, bytes) and how many buffers came back as drops.
+    fn burst(&mut self, port: PortId, frames: &[(MacAddr, MacAddr, Vec<u8>)]) -> (Vec<(PortId, Vec<u8>)>, usize) {
+        let mut burst: Vec<_> = frames
+            .iter()
+            .map(|(l2_src, l2_dst, ip_packet)| {
+                let mut frame = vec![0u8; 128];
+                let mut eth = [0u8; 14];
+                ether::emit_header(&mut eth, *l2_dst, *l2_src, ethertype_for_ip(ip_packet).unwrap());
+                frame.extend_from_slice(&eth);
+                frame.extend_from_slice(ip_packet);
+                frame.resize(frame.len() + 64, 0);
+                let len = frame.len() - 128 - 64;
+                PacketBuf::new(frame, 128, len).unwrap()
+            })
+            .collect();
         let (mut tx, mut recycle) = (Vec::new(), Vec::new());
-        let before = self.pipeline.drops.clone();
         let (mut alloc, mut hand_off) = (|| None, |_, h| Err(h));
         let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc, hand_off: &mut hand_off };
-        self.pipeline.process(&self.snap, port, [pkt], 0, &mut out);
-        if let Some((port, out)) = tx.pop() {
-            assert!(tx.is_empty() && recycle.is_empty());
-            let eth = EthernetFrame::new_checked(out.data()).unwrap();
+        self.pipeline.process(&self.snap, port, &mut burst, 0, &mut out);
+        assert!(burst.is_empty(), "the burst is drained");
+        (tx.into_iter().map(|(port, f)| (port, f.data().to_vec())).collect(), recycle.len())
+    }
+
+    /// Runs one frame through the pipeline and reports where it went.
+    fn run(&mut self, port: PortId, l2_src: MacAddr, l2_dst: MacAddr, ip_packet: &[u8]) -> Outcome {
+        let before = self.pipeline.drops.clone();
+        let (mut tx, recycled) = self.burst(port, &[(l2_src, l2_dst, ip_packet.to_vec())]);
+        if let Some((port, frame)) = tx.pop() {
+            assert!(tx.is_empty() && recycled == 0);
+            let eth = EthernetFrame::new_checked(&frame).unwrap();
             let payload = eth.payload().to_vec();
             if port == INSIDE {
                 assert_eq!(eth.src(), GW_INSIDE_MAC);
@@ -209,7 +223,7 @@ impl Lab {
             esp::decap(&mut peer.inb, &mut p, &loc, 0, &mut Vec::new()).expect("the customer gateway decrypts it");
             return Outcome::Tunnel(peer.tunnel, p.data().to_vec());
         }
-        assert_eq!(recycle.len(), 1);
+        assert_eq!(recycled, 1);
         let after = &self.pipeline.drops;
         let reason = DropReason::ALL.into_iter().find(|&r| after.get(r) > before.get(r)).expect("a counted drop");
         Outcome::Dropped(reason)
@@ -222,11 +236,16 @@ impl Lab {
 
     /// A host in the IDC behind tunnel `tunnel` sends a packet.
     fn idc_sends(&mut self, tunnel: TunnelId, src: &str, dst: &str) -> Outcome {
-        let peer = self.peers.iter_mut().find(|p| p.tunnel == tunnel).unwrap();
-        let mut p = PacketBuf::<Vec<u8>>::with_room(&udp_any(src, dst, 64), esp::MAX_HEADROOM, esp::MAX_TAILROOM);
-        esp::encap(&mut peer.out, &mut p, 0, &mut Vec::new()).unwrap();
-        let esp_packet = p.data().to_vec();
+        let esp_packet = self.sealed_by_idc(tunnel, &udp_any(src, dst, 64));
         self.run(OUTSIDE, ROUTER_MAC, GW_OUTSIDE_MAC, &esp_packet)
+    }
+
+    /// The ESP packet tunnel `tunnel`'s customer gateway makes of `inner`.
+    fn sealed_by_idc(&mut self, tunnel: TunnelId, inner: &[u8]) -> Vec<u8> {
+        let peer = self.peers.iter_mut().find(|p| p.tunnel == tunnel).unwrap();
+        let mut p = PacketBuf::<Vec<u8>>::with_room(inner, esp::MAX_HEADROOM, esp::MAX_TAILROOM);
+        esp::encap(&mut peer.out, &mut p, 0, &mut Vec::new()).unwrap();
+        p.data().to_vec()
     }
 }
 
@@ -448,6 +467,82 @@ fn scenario_6_mixed_spd_and_routes() {
     assert_reached(lab.inside_sends(VPC, "172.16.9.9"), VPC, "172.16.9.9", Some(3));
 }
 
+/// A burst goes through the pipeline stage by stage, all its packets
+/// together: each still meets the fate it meets alone, in the same order,
+/// with the same counters, on both ports.
+#[test]
+fn a_burst_decides_each_packet_as_it_would_alone() {
+    let lab = || {
+        let mut lab = gateway_with_idcs(Attachment::Vpc);
+        lab.route("10.1.0.0/16", NextHop::Inside, 0);
+        lab.spd("10.1.0.0/16", &net24(IDC1), SpdAction::Protect(1)).spd(
+            "10.1.0.0/16",
+            &net24(IDC2),
+            SpdAction::Protect(2),
+        );
+        lab.spd("10.1.0.0/16", "172.16.4.0/24", SpdAction::Discard);
+        lab.route(&net24(IDC3), NextHop::Tunnel(3), 0);
+        lab
+    };
+    let (mut alone, mut together) = (lab(), lab());
+    let from_vpc = |dst: &str, ttl| (host_mac(VPC), GW_INSIDE_MAC, udp(VPC, dst, ttl));
+    let mut bad_sum = udp(VPC, IDC1, 64);
+    bad_sum[10] ^= 1;
+    let inside = vec![
+        from_vpc(IDC1, 64),
+        from_vpc(IDC3, 64),
+        from_vpc(INTERNET, 64),
+        (host_mac(VPC), GW_INSIDE_MAC, bad_sum),
+        from_vpc(IDC2, 1),
+        from_vpc("172.16.4.9", 64),
+        from_vpc(IDC2, 64),
+        from_vpc(IDC1, 64),
+    ];
+    let from_idc = |lab: &mut Lab, t, src: &str, dst: &str| {
+        (ROUTER_MAC, GW_OUTSIDE_MAC, lab.sealed_by_idc(t, &udp_any(src, dst, 64)))
+    };
+    let (to_vpc, to_idc3) = (from_idc(&mut alone, 1, IDC1, VPC), from_idc(&mut alone, 1, IDC1, IDC3));
+    let mut forged = from_idc(&mut alone, 2, IDC2, VPC);
+    let n = forged.2.len();
+    forged.2[n - 1] ^= 1;
+    let mut unknown_spi = from_idc(&mut alone, 3, IDC3, VPC);
+    unknown_spi.2[20] ^= 0x80;
+    let outside = vec![
+        to_vpc.clone(),
+        from_idc(&mut alone, 3, IDC3, IDC1),
+        forged,
+        to_vpc,
+        to_idc3,
+        unknown_spi,
+        from_idc(&mut alone, 3, IDC3, IDC2),
+        from_idc(&mut alone, 2, IDC2, VPC),
+    ];
+    for (port, frames) in [(INSIDE, inside), (OUTSIDE, outside)] {
+        let (mut sent, mut recycled) = (Vec::new(), 0);
+        for f in &frames {
+            let (tx, r) = alone.burst(port, std::slice::from_ref(f));
+            sent.extend(tx);
+            recycled += r;
+        }
+        assert_eq!(together.burst(port, &frames), (sent.clone(), recycled), "port {port}");
+        assert!(sent.len() >= 2 && recycled >= 3, "port {port}: a mix of fates ({} sent)", sent.len());
+    }
+    assert_eq!(together.pipeline.drops, alone.pipeline.drops);
+    let drops: Vec<_> = together.pipeline.drops.nonzero().collect();
+    for reason in [
+        DropReason::NoRoute,
+        DropReason::Malformed,
+        DropReason::TtlExpired,
+        DropReason::SpdDiscard,
+        DropReason::Icv,
+        DropReason::Replay,
+        DropReason::UnknownSpi,
+        DropReason::Selector,
+    ] {
+        assert!(drops.iter().any(|&(r, _)| r == reason), "{reason:?} in {drops:?}");
+    }
+}
+
 /// TTL: forwarded packets lose one (see `expiring_ttl_gets_time_exceeded`
 /// for 1). SPD DISCARD and a protecting tunnel that is down are drops.
 #[test]
@@ -540,7 +635,7 @@ fn ipv4_without_df_is_fragmented_before_encryption() {
     let mut alloc = || Some(PacketBuf::new(vec![0u8; 2048], 256, 0).unwrap());
     let mut hand_off = |_, h| Err(h);
     let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc, hand_off: &mut hand_off };
-    lab.pipeline.process(&lab.snap, INSIDE, [pkt], 0, &mut out);
+    lab.pipeline.process(&lab.snap, INSIDE, &mut vec![pkt], 0, &mut out);
     assert_eq!((tx.len(), recycle.len()), (3, 0));
 
     let mut payload = vec![0u8; 3000 - 20];
@@ -571,7 +666,7 @@ fn ipv4_without_df_is_fragmented_before_encryption() {
     frame.extend_from_slice(&eth);
     frame.extend_from_slice(&big);
     let pkt = PacketBuf::new(frame, 256, 14 + big.len()).unwrap();
-    lab.pipeline.process(&lab.snap, INSIDE, [pkt], 0, &mut out);
+    lab.pipeline.process(&lab.snap, INSIDE, &mut vec![pkt], 0, &mut out);
     assert_eq!((tx.len(), recycle.len()), (0, 1));
     assert_eq!(lab.pipeline.drops.get(DropReason::NoRoom), 1);
 }

@@ -162,13 +162,13 @@ fn packet(f: Vec<u8>) -> PacketBuf<Vec<u8>> {
 
 /// Runs one burst through the pipeline; returns the time it took and the
 /// frames' buffers. Every frame must be sent (a drop here is a bench bug).
-fn run(pipeline: &mut Pipeline, snap: &Arc<Snapshot>, port: PortId, burst: Vec<PacketBuf<Vec<u8>>>) -> Duration {
+fn run(pipeline: &mut Pipeline, snap: &Arc<Snapshot>, port: PortId, mut burst: Vec<PacketBuf<Vec<u8>>>) -> Duration {
     let (mut tx, mut recycle) = (Vec::with_capacity(BURST), Vec::new());
     let n = burst.len();
     let (mut alloc, mut hand_off) = (|| None, |_, h| Err(h));
     let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc, hand_off: &mut hand_off };
     let t = Instant::now();
-    pipeline.process(snap, port, burst, 0, &mut out);
+    pipeline.process(snap, port, &mut burst, 0, &mut out);
     let took = t.elapsed();
     assert_eq!(tx.len(), n, "every frame forwarded: drops {:?}", pipeline.drops.nonzero().collect::<Vec<_>>());
     took
@@ -204,19 +204,27 @@ pub fn run_bench(
 ) -> Report {
     let mixes = [Mix::Fixed(64), Mix::Imix, Mix::Fixed(1400)];
     let raw = Raw::new(Suite::AesGcm128, &[7u8; 20]);
+    let mut labs: Vec<(Lab, Pipeline)> = tunnel_counts
+        .iter()
+        .map(|&n| {
+            progress(&format!("pipeline: building {n} tunnels, {routes} routes"));
+            (lab(n, routes), Pipeline::default())
+        })
+        .collect();
     let mut results = Vec::new();
-    for &n in tunnel_counts {
-        progress(&format!("pipeline: building {n} tunnels, {routes} routes"));
-        let mut lab = lab(n, routes);
-        let mut pipeline = Pipeline::default();
-        for mix in mixes {
-            progress(&format!("pipeline: {n} tunnels, {} B", mix.name()));
-            let sizes = mix.sizes();
-            let avg = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
-            let (mut outb, mut inb, mut raws) = (vec![], vec![], vec![]);
-            let mut k = 0usize;
-            for _ in 0..rounds {
-                outb.push(rate(round, BURST, || {
+    for mix in mixes {
+        let sizes = mix.sizes();
+        let avg = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
+        // Rounds interleave the tunnel counts and the raw AEAD, so a noisy
+        // moment on a shared machine hurts them alike.
+        let (mut outb, mut inb) = (vec![vec![]; labs.len()], vec![vec![]; labs.len()]);
+        let mut raws = vec![];
+        let mut k = 0usize;
+        for r in 0..rounds {
+            progress(&format!("pipeline: {} B, round {} of {rounds}", mix.name(), r + 1));
+            for (l, (lab, pipeline)) in labs.iter_mut().enumerate() {
+                let n = lab.peers.len();
+                outb[l].push(rate(round, BURST, || {
                     let burst = (0..BURST)
                         .map(|j| {
                             let (i, size) = ((k + j) % n, sizes[(k + j) % sizes.len()]);
@@ -224,9 +232,9 @@ pub fn run_bench(
                         })
                         .collect();
                     k += BURST;
-                    run(&mut pipeline, &lab.snap, INSIDE, burst)
+                    run(pipeline, &lab.snap, INSIDE, burst)
                 }));
-                inb.push(rate(round, BURST, || {
+                inb[l].push(rate(round, BURST, || {
                     let burst = (0..BURST)
                         .map(|j| {
                             let (i, size) = ((k + j) % n, sizes[(k + j) % sizes.len()]);
@@ -241,20 +249,24 @@ pub fn run_bench(
                         })
                         .collect();
                     k += BURST;
-                    run(&mut pipeline, &lab.snap, OUTSIDE, burst)
-                }));
-                raws.push(rate(round, BURST, || {
-                    let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|j| vec![0x5a; sizes[(k + j) % sizes.len()]]).collect();
-                    k += BURST;
-                    let t = Instant::now();
-                    for b in &mut bufs {
-                        std::hint::black_box(raw.seal(&[1; 12], b));
-                    }
-                    t.elapsed()
+                    run(pipeline, &lab.snap, OUTSIDE, burst)
                 }));
             }
-            let raw_rate = median(raws);
-            for (direction, r) in [("outbound", median(outb)), ("inbound", median(inb))] {
+            raws.push(rate(round, BURST, || {
+                let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|j| vec![0x5a; sizes[(k + j) % sizes.len()]]).collect();
+                k += BURST;
+                let t = Instant::now();
+                for b in &mut bufs {
+                    std::hint::black_box(raw.seal(&[1; 12], b));
+                }
+                t.elapsed()
+            }));
+        }
+        let raw_rate = median(raws);
+        for (l, &n) in tunnel_counts.iter().enumerate() {
+            for (direction, r) in
+                [("outbound", median(std::mem::take(&mut outb[l]))), ("inbound", median(std::mem::take(&mut inb[l])))]
+            {
                 results.push(Row {
                     tunnels: n,
                     routes,
@@ -268,6 +280,7 @@ pub fn run_bench(
             }
         }
     }
+    results.sort_by_key(|r| r.tunnels);
     let targets = targets(&results);
     Report { bench: "pipeline", rounds, round_ms: round.as_millis() as u64, results, targets }
 }

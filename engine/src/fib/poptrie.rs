@@ -384,20 +384,7 @@ impl<const SKIP: bool> Poptrie<SKIP> {
     /// and what follows it, its leaves and often its first child.
     #[inline(always)]
     fn prefetch(&self, at: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let line = self.words.as_ptr().wrapping_add(at as usize).cast::<i8>();
-            // SAFETY: a prefetch is a hint that never faults, whatever the
-            // address, and changes nothing the program can observe; SSE is
-            // part of every x86_64 CPU.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(line);
-                _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(64));
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = at;
+        crate::prefetch::bytes(self.words.as_ptr().wrapping_add(at as usize).cast::<u8>(), 128);
     }
 
     pub fn memory_bytes(&self) -> usize {
