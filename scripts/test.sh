@@ -50,6 +50,8 @@ target/release/vpngw-bench --quick --json "$out" esp --size 64 --size 1400 >/dev
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="esp" and len(r["results"])==12, r' "$out"
 target/release/vpngw-bench --quick --json "$out" fib >/dev/null
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="fib" and r["results"], r' "$out"
+target/release/vpngw-bench --quick --json "$out" spd >/dev/null
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="spd" and len(r["results"])==3, r' "$out"
 target/release/vpngw-bench --quick --json "$out" pipeline >/dev/null
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="pipeline" and len(r["results"])==12, r' "$out"
 rm -f "$out"

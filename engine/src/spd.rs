@@ -80,7 +80,8 @@ fn matches(rule: &SpdRule, t: &FiveTuple) -> bool {
 pub struct Spd<A> {
     /// In priority order: a rule's index is its rank.
     rules: Vec<(SpdRule, A)>,
-    tuples: Vec<Tuple<A>>,
+    /// IPv4 tuples, then IPv6 tuples, each by their best rank ascending.
+    tuples: [Vec<Tuple<A>>; 2],
     /// Ranks of the rules whose ranges are not prefixes, ascending.
     others: Vec<u32>,
     /// Ranks of the rules with each action (a tunnel's inbound selectors).
@@ -90,9 +91,12 @@ pub struct Spd<A> {
 /// The rules whose ranges are prefixes of these lengths.
 #[derive(Debug, Clone)]
 struct Tuple<A> {
-    v4: bool,
-    src_len: u8,
-    dst_len: u8,
+    /// The masks of the prefix lengths, on addresses as numbers.
+    src_mask: u128,
+    dst_mask: u128,
+    /// The best rank among the tuple's rules: once a better match is
+    /// found, the tuple is skipped.
+    best: u32,
     buckets: Buckets<A>,
 }
 
@@ -237,16 +241,21 @@ impl<A: Copy + Eq + Hash> Spd<A> {
             let bucket = (key(r.src.first).0, key(r.dst.first).0);
             tuples[i].1.entry(bucket).or_default().push(rank);
         }
-        let tuples = tuples
-            .into_iter()
-            .map(|((v4, src_len, dst_len), buckets)| Tuple {
-                v4,
-                src_len,
-                dst_len,
-                buckets: Buckets::new(buckets.into_iter().collect(), &rules),
-            })
-            .collect();
-        Self { rules, tuples, others, by_action }
+        let mut families: [Vec<Tuple<A>>; 2] = [Vec::new(), Vec::new()];
+        for ((v4, src_len, dst_len), pairs) in tuples {
+            let width = if v4 { 32 } else { 128 };
+            let full = if v4 { u32::MAX as u128 } else { u128::MAX };
+            families[usize::from(!v4)].push(Tuple {
+                src_mask: mask(full, src_len, width),
+                dst_mask: mask(full, dst_len, width),
+                best: pairs.values().map(|ranks| ranks[0]).min().expect("a tuple has rules"),
+                buckets: Buckets::new(pairs.into_iter().collect(), &rules),
+            });
+        }
+        for family in &mut families {
+            family.sort_by_key(|t| t.best);
+        }
+        Self { rules, tuples: families, others, by_action }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -271,9 +280,12 @@ impl<A: Copy + Eq + Hash> Spd<A> {
                 }
             }
         };
-        let ((src, width), (dst, _)) = (key(t.src), key(t.dst));
-        for tuple in self.tuples.iter().filter(|tu| tu.v4 == t.src.is_ipv4()) {
-            let Some(b) = tuple.buckets.get(mask(src, tuple.src_len, width), mask(dst, tuple.dst_len, width)) else {
+        let (src, dst) = (key(t.src).0, key(t.dst).0);
+        for tuple in &self.tuples[usize::from(!t.src.is_ipv4())] {
+            if !below(&best, tuple.best) {
+                break;
+            }
+            let Some(b) = tuple.buckets.get(src & tuple.src_mask, dst & tuple.dst_mask) else {
                 continue;
             };
             if !below(&best, b.best) {
@@ -294,9 +306,9 @@ impl<A: Copy + Eq + Hash> Spd<A> {
     /// bucket in each tuple of `t`'s family.
     #[inline]
     pub fn prefetch(&self, t: &FiveTuple) {
-        let ((src, width), (dst, _)) = (key(t.src), key(t.dst));
-        for tuple in self.tuples.iter().filter(|tu| tu.v4 == t.src.is_ipv4()) {
-            tuple.buckets.prefetch(mask(src, tuple.src_len, width), mask(dst, tuple.dst_len, width));
+        let (src, dst) = (key(t.src).0, key(t.dst).0);
+        for tuple in &self.tuples[usize::from(!t.src.is_ipv4())] {
+            tuple.buckets.prefetch(src & tuple.src_mask, dst & tuple.dst_mask);
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod esp;
 pub mod fib;
 pub mod pipeline;
+pub mod spd;
 
 use std::time::{Duration, Instant};
 

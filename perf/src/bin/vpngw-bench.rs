@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use vpngw_perf::{esp, fib, pipeline};
+use vpngw_perf::{esp, fib, pipeline, spd};
 
 /// Benchmarks of the vpngw data plane. Ratios are measured within one run,
 /// interleaved, so they hold on a shared, noisy machine; absolute numbers
@@ -39,6 +39,9 @@ enum Command {
     /// 10 k and 1 M prefixes (with a DIR-24-8 baseline), IPv6 tables of 10
     /// and 100 k, on random addresses and on addresses inside the prefixes.
     Fib,
+    /// SPD classification on one core with 10, 1,000 and 10,000 rules:
+    /// every lookup a full classification, and through the flow cache.
+    Spd,
     /// The whole pipeline in process on one core: one gateway with 1, 1,000
     /// and 100,000 tunnels (as many SPD rules) and a route table of 1 M
     /// routes; outbound and inbound at 64 B, IMIX and 1400 B, next to raw
@@ -78,6 +81,11 @@ fn main() -> ExitCode {
             }
             let report = pipeline::run_bench(&tunnels, routes, rounds, round, progress);
             pipeline::print(&report);
+            serde_json::to_string_pretty(&report)
+        }
+        Command::Spd => {
+            let report = spd::run(rounds, round, progress);
+            spd::print(&report);
             serde_json::to_string_pretty(&report)
         }
         Command::Fib => {
