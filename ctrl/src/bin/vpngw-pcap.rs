@@ -123,15 +123,7 @@ struct DecapArgs {
 struct HexBytes(Vec<u8>);
 
 fn parse_hex(s: &str) -> Result<HexBytes, String> {
-    let s = s.strip_prefix("0x").unwrap_or(s);
-    if let Some(c) = s.chars().find(|c| !c.is_ascii_hexdigit()) {
-        return Err(format!("not hex: {c:?}"));
-    }
-    if !s.len().is_multiple_of(2) {
-        return Err(format!("odd number of hex digits ({})", s.len()));
-    }
-    let nibble = |b: u8| (b as char).to_digit(16).expect("checked above") as u8;
-    Ok(HexBytes(s.as_bytes().chunks(2).map(|p| nibble(p[0]) << 4 | nibble(p[1])).collect()))
+    vpngw_ctrl::hex::decode(s).map(HexBytes)
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {

@@ -1,0 +1,5 @@
+//! vpngw's control plane: the configuration schema and the helpers the
+//! daemon and operator tools share.
+
+pub mod config;
+pub mod hex;
