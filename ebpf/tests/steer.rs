@@ -312,7 +312,6 @@ fn errors_name_the_interface_and_what_failed() {
         let mut steering = Steering::attach("gw0", Role::Outside).unwrap();
         let err = Steering::attach("gw0", Role::Inside).unwrap_err();
         let text = err.to_string();
-        eprintln!("{text}");
         assert!(text.starts_with("gw0: attaching steer_inside failed"), "{text}");
         assert!(lab.gw0_details().contains("steer_outside"), "the first program stays: {}", lab.gw0_details());
 
