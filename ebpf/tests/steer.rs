@@ -8,7 +8,6 @@
 //!
 //! Needs root, `ip` (iproute2) and python3 with Scapy (scripts/deps.sh).
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, UdpSocket};
 use std::os::fd::AsFd;
@@ -16,41 +15,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sched::{setns, CloneFlags};
 use vpngw_ebpf::{Counters, Error, Mode, Reason, Role, Steering};
+use vpngw_testlab::{veth, Netns};
 
 const GW_MAC: &str = "02:00:00:00:00:01";
 const PEER_MAC: &str = "02:00:00:00:00:02";
-
-/// Runs `ip` with `args`; panics with its stderr when it fails.
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip (iproute2)");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop (with the interfaces in it), so a
-/// failing test leaves nothing behind.
-struct Netns(String);
-
-impl Netns {
-    fn create(name: String) -> Netns {
-        ip(&["netns", "add", &name]);
-        Netns(name)
-    }
-
-    fn exec(&self, command: &[&str]) {
-        let mut args = vec!["netns", "exec", &self.0];
-        args.extend_from_slice(command);
-        ip(&args);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 /// The gateway's namespace with `gw0` (192.0.2.1/24, 2001:db8::1/64) and
 /// the peer's with `peer0` (192.0.2.2/24, IPv6 off), a veth pair between
@@ -63,47 +32,32 @@ struct Lab {
 
 impl Lab {
     fn new(test: &str) -> Lab {
-        let base = format!("vpngw-t-ebpf-{}-{test}", std::process::id());
-        let gw = Netns::create(format!("{base}-gw"));
-        let peer = Netns::create(format!("{base}-peer"));
+        let (gw, peer) = (Netns::create(&format!("ebpf-{test}"), "gw"), Netns::create(&format!("ebpf-{test}"), "peer"));
         peer.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
-        #[rustfmt::skip]
-        ip(&["-n", &gw.0, "link", "add", "gw0", "address", GW_MAC, "type", "veth",
-             "peer", "name", "peer0", "address", PEER_MAC, "netns", &peer.0]);
+        veth(&gw, "gw0", GW_MAC, &peer, "peer0", PEER_MAC);
         peer.exec(&["sysctl", "-qw", "net.ipv6.conf.peer0.disable_ipv6=1"]);
-        ip(&["-n", &gw.0, "addr", "add", "192.0.2.1/24", "dev", "gw0"]);
-        ip(&["-n", &gw.0, "addr", "add", "2001:db8::1/64", "dev", "gw0", "nodad"]);
-        ip(&["-n", &gw.0, "neigh", "add", "192.0.2.2", "lladdr", PEER_MAC, "dev", "gw0", "nud", "permanent"]);
-        ip(&["-n", &gw.0, "neigh", "add", "2001:db8::2", "lladdr", PEER_MAC, "dev", "gw0", "nud", "permanent"]);
-        ip(&["-n", &peer.0, "addr", "add", "192.0.2.2/24", "dev", "peer0"]);
-        ip(&["-n", &peer.0, "neigh", "add", "192.0.2.1", "lladdr", GW_MAC, "dev", "peer0", "nud", "permanent"]);
-        ip(&["-n", &gw.0, "link", "set", "gw0", "up"]);
-        ip(&["-n", &peer.0, "link", "set", "peer0", "up"]);
+        gw.ip(&["addr", "add", "192.0.2.1/24", "dev", "gw0"]);
+        gw.ip(&["addr", "add", "2001:db8::1/64", "dev", "gw0", "nodad"]);
+        gw.ip(&["neigh", "add", "192.0.2.2", "lladdr", PEER_MAC, "dev", "gw0", "nud", "permanent"]);
+        gw.ip(&["neigh", "add", "2001:db8::2", "lladdr", PEER_MAC, "dev", "gw0", "nud", "permanent"]);
+        peer.ip(&["addr", "add", "192.0.2.2/24", "dev", "peer0"]);
+        peer.ip(&["neigh", "add", "192.0.2.1", "lladdr", GW_MAC, "dev", "peer0", "nud", "permanent"]);
         Lab { gw, peer }
     }
 
-    /// Runs `body` on a thread that has entered the gateway's namespace
-    /// (`setns` changes only the calling thread), re-raising its panic.
+    /// Runs `body` on a thread in the gateway's namespace.
     fn in_gw<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.gw.0);
-        thread::scope(|scope| {
-            let worker = scope.spawn(|| {
-                let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns into the gateway's namespace");
-                body()
-            });
-            worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        self.gw.run(body)
     }
 
     /// `ip -d link show dev gw0`: it names the XDP program while one is
     /// attached.
     fn gw0_details(&self) -> String {
-        ip(&["-n", &self.gw.0, "-d", "link", "show", "dev", "gw0"])
+        self.gw.ip(&["-d", "link", "show", "dev", "gw0"])
     }
 
     fn sender(&self) -> Sender {
-        Sender::start(&self.peer.0)
+        Sender::start(self.peer.name())
     }
 }
 
@@ -342,10 +296,10 @@ fn without_native_xdp_the_program_runs_in_generic_mode() {
         assert_eq!(steering.mode(), Mode::Generic);
         let why = steering.driver_error().expect("the driver's refusal is kept");
         eprintln!("lo: driver mode refused: {why}");
-        let details = ip(&["-n", &lab.gw.0, "-d", "link", "show", "dev", "lo"]);
+        let details = lab.gw.ip(&["-d", "link", "show", "dev", "lo"]);
         assert!(details.contains("xdpgeneric"), "{details}");
         drop(steering);
-        let details = ip(&["-n", &lab.gw.0, "-d", "link", "show", "dev", "lo"]);
+        let details = lab.gw.ip(&["-d", "link", "show", "dev", "lo"]);
         assert!(!details.contains("xdp"), "{details}");
     });
 }
