@@ -35,6 +35,10 @@ pub struct Pipeline {
     pub drops: DropCounters,
     pub gateway_drops: HashMap<GatewayId, DropCounters>,
     pub events: Vec<LifetimeEvent>,
+    /// Next hops a packet found no MAC for (port, address), for the
+    /// control thread to ask the kernel to resolve; at most
+    /// [`MAX_UNRESOLVED`] until taken.
+    pub unresolved: Vec<(PortId, IpAddr)>,
     flows: FlowCache<Verdict>,
     /// Per-burst scratch, kept to reuse its memory: each packet's step,
     /// the destinations for the route table and what it answered.
@@ -49,6 +53,9 @@ impl Default for Pipeline {
         Self::new(0, 1)
     }
 }
+
+/// How many unresolved next hops a pipeline keeps until they are taken.
+pub const MAX_UNRESOLVED: usize = 64;
 
 /// A frame to transmit, and the port to transmit it on.
 pub type Tx<B> = (PortId, PacketBuf<B>);
@@ -150,6 +157,7 @@ impl Pipeline {
             drops: DropCounters::default(),
             gateway_drops: HashMap::new(),
             events: Vec::new(),
+            unresolved: Vec::new(),
             // 64 K recent flows per worker: 4 MiB.
             flows: FlowCache::new(16),
             steps: Vec::new(),
@@ -476,7 +484,7 @@ impl Pipeline {
         match hop {
             Hop::Inside => {
                 let port = snap.gateways[at.g].inside_port.ok_or(DropReason::NoRoute)?;
-                push_link_header(pkt, &snap.ports[port], flow.dst)?;
+                self.link_header(snap, pkt, port, flow.dst)?;
                 Ok(Next::Send(port))
             }
             Hop::Tunnel(t) if self.owner(t) != self.worker => {
@@ -524,7 +532,7 @@ impl Pipeline {
             let mut sa = tunnel.outbound.lock().expect("SA lock");
             esp::encap(&mut sa, pkt, at.now, &mut self.events)?;
         }
-        push_link_header(pkt, &at.snap.ports[gw.outside_port], tunnel.peer)?;
+        self.link_header(at.snap, pkt, gw.outside_port, tunnel.peer)?;
         Ok(gw.outside_port)
     }
 
@@ -548,6 +556,28 @@ impl Pipeline {
         // The error goes wherever its destination is reached, tunnel or not;
         // no error is ever sent about it.
         self.route(at, pkt, None, out)
+    }
+}
+
+impl Pipeline {
+    /// Puts the link header for the next hop towards `dst` out of port
+    /// `port`; a next hop with no known MAC is noted for resolution.
+    fn link_header<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut PacketBuf<B>,
+        port: usize,
+        dst: IpAddr,
+    ) -> Result<(), DropReason> {
+        let view = &snap.ports[port];
+        let r = push_link_header(pkt, view, dst);
+        if r == Err(DropReason::NoNeighbour) && self.unresolved.len() < MAX_UNRESOLVED {
+            let hop = (view.id, view.next_hop(dst));
+            if !self.unresolved.contains(&hop) {
+                self.unresolved.push(hop);
+            }
+        }
+        r
     }
 }
 

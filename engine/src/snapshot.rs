@@ -48,7 +48,13 @@ impl PortView {
 
     /// The MAC to send a packet for `dst` to: the router's, or `dst`'s own.
     pub fn next_hop_mac(&self, dst: IpAddr) -> Option<MacAddr> {
-        self.neighbours.get(&self.router.unwrap_or(dst)).copied()
+        self.neighbours.get(&self.next_hop(dst)).copied()
+    }
+
+    /// The neighbour a packet to `dst` goes to: the router, if the port
+    /// has one, else `dst` itself.
+    pub fn next_hop(&self, dst: IpAddr) -> IpAddr {
+        self.router.unwrap_or(dst)
     }
 }
 

@@ -6,15 +6,18 @@
 
 use crate::buf::PacketBuf;
 use crate::io::Port;
-use crate::lifetime::Seconds;
+use crate::lifetime::{LifetimeEvent, Seconds};
+use crate::model::{GatewayId, PortId};
 use crate::pipeline::{HandOff, Out, Pipeline, Tx};
 use crate::snapshot::SnapshotCell;
-use crate::stats::DropReason;
+use crate::stats::{DropCounters, DropReason};
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Frames taken from a port per turn (DPDK's usual 32 to 64).
 pub const BURST: usize = 32;
@@ -51,6 +54,44 @@ impl<B> Mailboxes<B> {
     }
 }
 
+/// What a worker counted, as it last published it for the control
+/// thread (about every [`REPORT_EVERY`]; its own copy stays authoritative).
+#[derive(Debug, Clone, Default)]
+pub struct WorkerReport {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub drops: DropCounters,
+    pub gateway_drops: HashMap<GatewayId, DropCounters>,
+    /// Non-empty bursts, and their latency percentiles in nanoseconds.
+    pub bursts: u64,
+    pub latency_p50_ns: u64,
+    pub latency_p99_ns: u64,
+    pub latency_max_ns: u64,
+}
+
+/// How often a busy worker publishes its report.
+pub const REPORT_EVERY: Duration = Duration::from_millis(100);
+
+/// What a worker shares with the control thread: its report, the next
+/// hops it found unresolved (for the kernel to resolve), and its SAs'
+/// lifetime events. Bounded: when full, the oldest news waits.
+#[derive(Debug)]
+pub struct WorkerShared {
+    pub report: Mutex<WorkerReport>,
+    pub unresolved: ArrayQueue<(PortId, IpAddr)>,
+    pub events: ArrayQueue<LifetimeEvent>,
+}
+
+impl Default for WorkerShared {
+    fn default() -> Self {
+        Self {
+            report: Mutex::new(WorkerReport::default()),
+            unresolved: ArrayQueue::new(256),
+            events: ArrayQueue::new(1024),
+        }
+    }
+}
+
 pub struct Worker<P: Port> {
     index: usize,
     ports: Vec<P>,
@@ -62,6 +103,10 @@ pub struct Worker<P: Port> {
     rx: Vec<PacketBuf<P::Buf>>,
     tx: Vec<Tx<P::Buf>>,
     recycle: Vec<P::Buf>,
+    rx_frames: u64,
+    tx_frames: u64,
+    shared: Arc<WorkerShared>,
+    reported: Instant,
 }
 
 impl<P: Port> Worker<P> {
@@ -78,7 +123,44 @@ impl<P: Port> Worker<P> {
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(BURST),
             recycle: Vec::new(),
+            rx_frames: 0,
+            tx_frames: 0,
+            shared: Arc::new(WorkerShared::default()),
+            reported: Instant::now(),
         }
+    }
+
+    /// What this worker shares with the control thread.
+    pub fn shared(&self) -> Arc<WorkerShared> {
+        self.shared.clone()
+    }
+
+    /// Publishes the report, and hands over unresolved next hops and
+    /// lifetime events (what does not fit waits for the next time).
+    pub fn publish(&mut self) {
+        self.reported = Instant::now();
+        for hop in self.pipeline.unresolved.drain(..) {
+            let _ = self.shared.unresolved.push(hop);
+        }
+        let mut kept = Vec::new();
+        for e in self.pipeline.events.drain(..) {
+            if let Err(e) = self.shared.events.push(e) {
+                kept.push(e);
+            }
+        }
+        self.pipeline.events = kept;
+        let h = &self.burst_latency;
+        let report = WorkerReport {
+            rx_frames: self.rx_frames,
+            tx_frames: self.tx_frames,
+            drops: self.pipeline.drops.clone(),
+            gateway_drops: self.pipeline.gateway_drops.clone(),
+            bursts: h.len(),
+            latency_p50_ns: h.value_at_quantile(0.5),
+            latency_p99_ns: h.value_at_quantile(0.99),
+            latency_max_ns: h.max(),
+        };
+        *self.shared.report.lock().expect("report lock") = report;
     }
 
     /// The only worker, with no one to hand off to.
@@ -109,9 +191,14 @@ impl<P: Port> Worker<P> {
                     }
                 }
                 let start = Instant::now();
+                let mut turns = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     if self.poll(start.elapsed().as_secs()) == 0 {
                         std::hint::spin_loop();
+                    }
+                    turns = turns.wrapping_add(1);
+                    if turns % 64 == 0 && self.reported.elapsed() >= REPORT_EVERY {
+                        self.publish();
                     }
                 }
                 self.mailboxes.receiving.fetch_sub(1, Ordering::SeqCst);
@@ -120,6 +207,7 @@ impl<P: Port> Worker<P> {
                         let quiet = self.mailboxes.receiving.load(Ordering::SeqCst) == 0
                             && self.mailboxes.in_flight.load(Ordering::SeqCst) == 0;
                         if quiet {
+                            self.publish();
                             return self;
                         }
                         std::hint::spin_loop();
@@ -158,6 +246,7 @@ impl<P: Port> Worker<P> {
             resumed += 1;
         }
         if resumed > 0 {
+            self.tx_frames += self.tx.len() as u64;
             Self::flush(&mut self.ports, &mut self.tx, &mut self.recycle, &mut self.pipeline, 0);
             let _ = self.burst_latency.record(start.elapsed().as_nanos() as u64);
         }
@@ -176,6 +265,7 @@ impl<P: Port> Worker<P> {
                 continue;
             }
             taken += n;
+            self.rx_frames += n as u64;
             let start = Instant::now();
             let id = self.ports[i].id();
             let port = &mut self.ports[i];
@@ -186,6 +276,7 @@ impl<P: Port> Worker<P> {
                 hand_off: &mut hand_off,
             };
             self.pipeline.process(&snap, id, &mut self.rx, now, &mut out);
+            self.tx_frames += self.tx.len() as u64;
             Self::flush(&mut self.ports, &mut self.tx, &mut self.recycle, &mut self.pipeline, i);
             let _ = self.burst_latency.record(start.elapsed().as_nanos() as u64);
         }
@@ -291,5 +382,26 @@ mod tests {
         assert_eq!(w.poll(0), 1);
         assert!(w.ports()[0].take_sent().is_empty());
         assert_eq!(w.pipeline.drops.get(DropReason::NoRoute), 1);
+    }
+
+    #[test]
+    fn reports_counters_and_unresolved_next_hops_to_the_control_thread() {
+        let mut cfg = config(true);
+        cfg.ports[0].neighbours.clear();
+        let cell = Arc::new(SnapshotCell::new(Snapshot::build(&cfg, 1).unwrap()));
+        let mut w = Worker::alone(vec![MemPort::new(1)], cell);
+        let shared = w.shared();
+        for _ in 0..3 {
+            w.ports()[0].inject(&frame(64));
+        }
+        w.poll(0);
+        assert_eq!(shared.report.lock().unwrap().rx_frames, 0, "nothing published yet");
+        w.publish();
+        let r = shared.report.lock().unwrap().clone();
+        assert_eq!((r.rx_frames, r.tx_frames, r.bursts), (3, 0, 1));
+        assert_eq!(r.drops.get(DropReason::NoNeighbour), 3);
+        assert_eq!(r.gateway_drops[&1].get(DropReason::NoNeighbour), 3);
+        assert_eq!(shared.unresolved.pop(), Some((1, "10.1.0.6".parse().unwrap())), "once, however many packets");
+        assert_eq!(shared.unresolved.pop(), None);
     }
 }
