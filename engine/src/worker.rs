@@ -197,7 +197,7 @@ impl<P: Port> Worker<P> {
                         std::hint::spin_loop();
                     }
                     turns = turns.wrapping_add(1);
-                    if turns % 64 == 0 && self.reported.elapsed() >= REPORT_EVERY {
+                    if turns.is_multiple_of(64) && self.reported.elapsed() >= REPORT_EVERY {
                         self.publish();
                     }
                 }
