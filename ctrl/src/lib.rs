@@ -2,5 +2,7 @@
 //! daemon and operator tools share.
 
 pub mod config;
+pub mod daemon;
 pub mod hex;
 pub mod kernel;
+pub mod report;

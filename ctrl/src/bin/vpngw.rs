@@ -1,0 +1,73 @@
+//! `vpngw`: the gateway daemon. It runs the data plane on the interfaces a
+//! configuration file names, until SIGINT or SIGTERM.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use vpngw_ctrl::daemon::{self, Options};
+
+/// The vpngw gateway daemon: IPsec (ESP) tunnels between a VPC or
+/// cloud-connect network and customer data centres, forwarded by a
+/// poll-mode engine on AF_XDP sockets.
+///
+/// Examples:
+///   vpngw --config /etc/vpngw/vpngw.toml --core 1 --stats-file /run/vpngw/stats.json
+///   vpngw --check --config /etc/vpngw/vpngw.toml
+#[derive(Parser)]
+#[command(name = "vpngw", version, verbatim_doc_comment)]
+struct Cli {
+    /// The configuration file (TOML; see ctrl/src/config.rs for the schema).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Check the configuration file and exit (0: valid, 2: not), without
+    /// touching the kernel.
+    #[arg(long)]
+    check: bool,
+    /// Pin the worker to this CPU.
+    #[arg(long)]
+    core: Option<usize>,
+    /// Write the counters here as JSON, every second and on exit.
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+    /// On exit, print the counters as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = |msg: &str| eprintln!("vpngw: {msg}");
+    if cli.check {
+        return match daemon::check(&cli.config) {
+            Ok(_) => {
+                println!("{}: valid", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                log(&e.to_string());
+                ExitCode::from(2)
+            }
+        };
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).expect("signal handlers install");
+    }
+    let opts = Options { config: cli.config, core: cli.core, stats_file: cli.stats_file };
+    match daemon::run(&opts, stop, log) {
+        Ok(report) => {
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("a report serializes"));
+            } else {
+                print!("{}", report.table());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log(&e.to_string());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The daemon's body: from a configuration file to forwarding on real
+//! interfaces, until told to stop. In order: read and check the file; ask
+//! the kernel (rtnetlink) for each interface's index, MAC, MTU, addresses
+//! and neighbours; build and publish the first snapshot; attach the XDP
+//! steering program to each interface; bind an AF_XDP socket per interface
+//! (queue 0, one UMEM, so forwarding between ports is zero-copy) and put it
+//! in the program's socket map; start the worker. Then the control loop:
+//! ask the kernel to resolve the next hops the worker found unresolved,
+//! follow the neighbour table into new snapshots, and write the counters.
+//! On stop: the worker finishes, the sockets close, the programs detach.
+
+use crate::config::{Config, ConfigError, Link, Role};
+use crate::kernel::{Interface, Netlink};
+use crate::report::Report;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vpngw_ebpf::Steering;
+use vpngw_engine::io::xsk::{Umem, UmemConfig, XskConfig, XskPort, XskSocket};
+use vpngw_engine::model::{self, PortId};
+use vpngw_engine::snapshot::{Snapshot, SnapshotCell};
+use vpngw_engine::worker::Worker;
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    /// The CPU the worker is pinned to (none: not pinned).
+    pub core: Option<usize>,
+    /// Where to write the counters (JSON, replaced atomically every second).
+    pub stats_file: Option<PathBuf>,
+}
+
+/// Why the daemon could not start or went down.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Config { path: String, source: ConfigError },
+    #[error("the configuration is inconsistent: {0}")]
+    Snapshot(String),
+    #[error("netlink: {0}")]
+    Kernel(std::io::Error),
+    #[error("{0}")]
+    Steering(#[from] vpngw_ebpf::Error),
+    #[error("AF_XDP on {ifname}: {source}")]
+    Xsk { ifname: String, source: vpngw_engine::io::xsk::XskError },
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// Reads and checks the configuration file without touching the kernel
+/// (interfaces are given placeholder link data): `vpngw --check`.
+pub fn check(path: &PathBuf) -> Result<Config, DaemonError> {
+    let file = read(path)?;
+    let link = |_: &str| Ok(Link { mac: [2, 0, 0, 0, 0, 1], mtu: 1500, addrs: vec![], neighbours: vec![] });
+    let model = file.to_model(link, 0).map_err(|source| config_error(path, source))?;
+    Snapshot::build(&model, 0).map_err(|e| DaemonError::Snapshot(e.to_string()))?;
+    Ok(file)
+}
+
+fn read(path: &PathBuf) -> Result<Config, DaemonError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| DaemonError::Read { path: path.display().to_string(), source })?;
+    text.parse().map_err(|source| config_error(path, source))
+}
+
+fn config_error(path: &PathBuf, source: ConfigError) -> DaemonError {
+    DaemonError::Config { path: path.display().to_string(), source }
+}
+
+/// Runs the gateway until `stop` is set; returns the last counters.
+pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<Report, DaemonError> {
+    let file = read(&opts.config)?;
+    let mut nl = Netlink::open().map_err(DaemonError::Kernel)?;
+    let mut kernel: Vec<Interface> = Vec::new();
+    for itf in &file.interfaces {
+        kernel.push(nl.interface(&itf.name).map_err(DaemonError::Kernel)?);
+    }
+    let link = |nl: &mut Netlink, k: &Interface| -> Result<Link, String> {
+        let addrs = nl.addresses(k.index).map_err(|e| e.to_string())?;
+        let neighbours = nl.neighbours(k.index).map_err(|e| e.to_string())?;
+        Ok(Link { mac: k.mac, mtu: k.mtu, addrs, neighbours })
+    };
+    let index = |name: &str| kernel.iter().position(|k| k.name == name).expect("every interface was looked up");
+    let mut model = file
+        .to_model(|name| link(&mut nl, &kernel[index(name)]), 0)
+        .map_err(|source| config_error(&opts.config, source))?;
+    let mut generation = 1;
+    let cell = Arc::new(SnapshotCell::new(
+        Snapshot::build(&model, generation).map_err(|e| DaemonError::Snapshot(e.to_string()))?,
+    ));
+
+    // Steering: the outside program passes ESP for the gateways' public
+    // addresses to AF_XDP; the inside one passes what is not for the host.
+    let mut steering = Vec::new();
+    for (i, itf) in file.interfaces.iter().enumerate() {
+        let role = match itf.role {
+            Role::Outside => vpngw_ebpf::Role::Outside,
+            Role::Inside => vpngw_ebpf::Role::Inside,
+        };
+        let mut s = Steering::attach(&itf.name, role)?;
+        let port_id = model.ports[i].id;
+        let addrs: Vec<IpAddr> = match itf.role {
+            Role::Outside => model
+                .gateways
+                .iter()
+                .filter(|g| g.outside_port == port_id)
+                .flat_map(|g| g.outside_addrs.iter().copied())
+                .collect(),
+            Role::Inside => model.ports[i].addrs.clone(),
+        };
+        for a in addrs {
+            s.add_addr(a)?;
+        }
+        log(&format!("{}: XDP {} program attached in {} mode", itf.name, role, s.mode()));
+        steering.push(s);
+    }
+
+    // One UMEM, a socket per interface on queue 0, one worker.
+    let umem = Umem::new(UmemConfig::default())
+        .map_err(|source| DaemonError::Xsk { ifname: "(umem)".into(), source })?;
+    let mut ports = Vec::new();
+    for (i, k) in kernel.iter().enumerate() {
+        let socket = XskSocket::bind(&umem, k.index, 0, &XskConfig::default())
+            .map_err(|source| DaemonError::Xsk { ifname: k.name.clone(), source })?;
+        steering[i].set_socket(0, std::os::fd::AsFd::as_fd(&socket))?;
+        log(&format!("{}: AF_XDP socket on queue 0, {:?} mode", k.name, socket.mode()));
+        ports.push(XskPort::new(model.ports[i].id, socket));
+    }
+    let worker = Worker::alone(ports, cell.clone());
+    let shared = worker.shared();
+    let handle = worker.spawn(opts.core, stop.clone());
+    log("forwarding");
+
+    // The control loop.
+    let port_index: HashMap<PortId, usize> = model.ports.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+    let mut asked: HashMap<(PortId, IpAddr), Instant> = HashMap::new();
+    let (mut last_neigh, mut last_stats) = (Instant::now(), Instant::now());
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+        while let Some((port, ip)) = shared.unresolved.pop() {
+            let again = asked.get(&(port, ip)).is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if let (true, Some(&i)) = (again, port_index.get(&port)) {
+                asked.insert((port, ip), Instant::now());
+                if let Err(e) = nl.resolve(kernel[i].index, ip) {
+                    log(&format!("{}: asking the kernel to resolve {ip}: {e}", kernel[i].name));
+                }
+            }
+        }
+        while let Some(e) = shared.events.pop() {
+            log(&format!("SA {:#x} {:?}: {:?} lifetime reached ({:?})", e.spi, e.direction, e.expiry, e.limit));
+        }
+        if last_neigh.elapsed() >= Duration::from_millis(200) {
+            last_neigh = Instant::now();
+            if refresh_neighbours(&mut nl, &kernel, &mut model) {
+                generation += 1;
+                match Snapshot::build(&model, generation) {
+                    Ok(s) => cell.publish(s),
+                    Err(e) => log(&format!("neighbour update not applied: {e}")),
+                }
+            }
+        }
+        if let Some(path) = &opts.stats_file {
+            if last_stats.elapsed() >= Duration::from_secs(1) {
+                last_stats = Instant::now();
+                let report = Report::gather(&model, &[shared.report.lock().expect("report lock").clone()]);
+                write_atomically(path, &report).map_err(DaemonError::Io)?;
+            }
+        }
+    }
+    let worker = handle.join().expect("the worker thread ends cleanly");
+    drop(worker);
+    let report = Report::gather(&model, &[shared.report.lock().expect("report lock").clone()]);
+    if let Some(path) = &opts.stats_file {
+        write_atomically(path, &report).map_err(DaemonError::Io)?;
+    }
+    for s in steering {
+        s.detach()?;
+    }
+    Ok(report)
+}
+
+/// Reads the neighbour tables into `model`; true if anything changed.
+fn refresh_neighbours(nl: &mut Netlink, kernel: &[Interface], model: &mut model::Config) -> bool {
+    let mut changed = false;
+    for (k, port) in kernel.iter().zip(&mut model.ports) {
+        if let Ok(n) = nl.neighbours(k.index) {
+            if n != port.neighbours {
+                port.neighbours = n;
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+/// Writes `report` as JSON to `path` through a temporary file and a rename,
+/// so a reader never sees half a file.
+fn write_atomically(path: &PathBuf, report: &Report) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(report).expect("a report serializes") + "\n")?;
+    std::fs::rename(tmp, path)
+}

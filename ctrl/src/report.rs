@@ -1,0 +1,163 @@
+//! What the gateway has carried and dropped, gathered from the SAs (per
+//! tunnel) and the workers' published reports, as data a script reads
+//! (JSON) and a table a person reads.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use vpngw_engine::model;
+use vpngw_engine::stats::DropCounters;
+use vpngw_engine::worker::WorkerReport;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SaStats {
+    pub spi: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TunnelStats {
+    pub name: String,
+    pub gateway: String,
+    pub up: bool,
+    /// Encrypted and sent.
+    pub outbound: SaStats,
+    /// Decrypted and accepted, per inbound SA.
+    pub inbound: Vec<SaStats>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerStats {
+    pub worker: usize,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub drops: BTreeMap<String, u64>,
+    pub bursts: u64,
+    pub latency_p50_ns: u64,
+    pub latency_p99_ns: u64,
+    pub latency_max_ns: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub tunnels: Vec<TunnelStats>,
+    pub workers: Vec<WorkerStats>,
+    /// Drops per gateway (by name), summed over the workers.
+    pub gateway_drops: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+fn named(d: &DropCounters) -> BTreeMap<String, u64> {
+    d.nonzero().map(|(r, n)| (r.name().to_string(), n)).collect()
+}
+
+impl Report {
+    /// Reads the counters of `cfg`'s SAs (each lock held a moment) and the
+    /// workers' last reports.
+    pub fn gather(cfg: &model::Config, workers: &[WorkerReport]) -> Report {
+        let gw_name = |id| cfg.gateways.iter().find(|g| g.id == id).map_or(String::new(), |g| g.name.clone());
+        let tunnels = cfg
+            .tunnels
+            .iter()
+            .map(|t| {
+                let outbound = {
+                    let sa = t.outbound.lock().expect("SA lock");
+                    let traffic = sa.state.lifetime.traffic;
+                    SaStats {
+                        spi: sa.cfg.spi,
+                        packets: traffic.packets,
+                        bytes: traffic.bytes,
+                        drops: named(&sa.state.drops),
+                    }
+                };
+                let inbound = t
+                    .inbound
+                    .iter()
+                    .map(|sa| {
+                        let sa = sa.lock().expect("SA lock");
+                        let traffic = sa.state.lifetime.traffic;
+                        SaStats {
+                            spi: sa.cfg.spi,
+                            packets: traffic.packets,
+                            bytes: traffic.bytes,
+                            drops: named(&sa.state.drops),
+                        }
+                    })
+                    .collect();
+                TunnelStats { name: t.name.clone(), gateway: gw_name(t.gateway), up: t.up, outbound, inbound }
+            })
+            .collect();
+        let mut gateway_drops: BTreeMap<String, DropCounters> = BTreeMap::new();
+        for w in workers {
+            for (id, d) in &w.gateway_drops {
+                gateway_drops.entry(gw_name(*id)).or_default().add(d);
+            }
+        }
+        let workers = workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerStats {
+                worker: i,
+                rx_frames: w.rx_frames,
+                tx_frames: w.tx_frames,
+                drops: named(&w.drops),
+                bursts: w.bursts,
+                latency_p50_ns: w.latency_p50_ns,
+                latency_p99_ns: w.latency_p99_ns,
+                latency_max_ns: w.latency_max_ns,
+            })
+            .collect();
+        let gateway_drops = gateway_drops.into_iter().map(|(g, d)| (g, named(&d))).collect();
+        Report { tunnels, workers, gateway_drops }
+    }
+
+    /// The report as a table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let drops = |d: &BTreeMap<String, u64>| {
+            if d.is_empty() {
+                "-".to_string()
+            } else {
+                d.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" ")
+            }
+        };
+        let _ = writeln!(s, "{:<12} {:<8} {:<4} {:>10} {:>12} {:>10} {:>12}  drops", "tunnel", "gateway", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes");
+        for t in &self.tunnels {
+            let (rx_p, rx_b) = t.inbound.iter().fold((0, 0), |(p, b), sa| (p + sa.packets, b + sa.bytes));
+            let mut all = t.outbound.drops.clone();
+            for sa in &t.inbound {
+                for (r, n) in &sa.drops {
+                    *all.entry(r.clone()).or_default() += n;
+                }
+            }
+            let up = if t.up { "yes" } else { "no" };
+            let (tx_p, tx_b) = (t.outbound.packets, t.outbound.bytes);
+            let _ = writeln!(
+                s,
+                "{:<12} {:<8} {:<4} {tx_p:>10} {tx_b:>12} {rx_p:>10} {rx_b:>12}  {}",
+                t.name,
+                t.gateway,
+                up,
+                drops(&all)
+            );
+        }
+        for w in &self.workers {
+            let _ = writeln!(
+                s,
+                "worker {}: rx {} tx {} frames; bursts {} (p50 {} ns, p99 {} ns); drops {}",
+                w.worker,
+                w.rx_frames,
+                w.tx_frames,
+                w.bursts,
+                w.latency_p50_ns,
+                w.latency_p99_ns,
+                drops(&w.drops)
+            );
+        }
+        for (g, d) in &self.gateway_drops {
+            let _ = writeln!(s, "gateway {g}: drops {}", drops(d));
+        }
+        s
+    }
+}
