@@ -1,9 +1,10 @@
 //! Ports: where a worker's frames come from and go to. A port hands out
 //! received frames in bursts, takes bursts to send, and takes back the
 //! buffers of frames that were dropped. `mem` keeps frames in memory (tests
-//! and the in-process benchmark); AF_XDP ports come next (`xsk`).
+//! and the in-process benchmark); `xsk` is AF_XDP, the real thing.
 
 pub mod mem;
+pub mod xsk;
 
 use crate::buf::PacketBuf;
 use crate::model::PortId;
