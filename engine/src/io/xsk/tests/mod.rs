@@ -186,8 +186,8 @@ fn receive_bursts_carry_the_bytes_sent() {
 
 #[test]
 fn rx_descriptors_point_past_both_headrooms() {
-    // The brief's first idea (UMEM headroom = FRAME_HEADROOM) fits only in
-    // 4096-byte frames; packets then start 512 bytes in.
+    // A UMEM headroom of FRAME_HEADROOM on top of the kernel's own fits a
+    // full frame only in 4096-byte frames; packets then start 512 bytes in.
     let config = UmemConfig { frame_size: 4096, frames: 128, headroom: FRAME_HEADROOM as u32 };
     let lab = Lab::new(1);
     let (a, b) = lab.pairs[0].clone();
