@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vpngw's demo and tests need on a fresh Debian 12 machine:
-# Debian packages (tshark, pip), Python packages (Scapy), and, with --fuzz,
+# Debian packages (tshark, pip, clang and libbpf for the XDP test program),
+# Python packages (Scapy), and, with --fuzz,
 # a nightly toolchain and cargo-fuzz. Each is
 # skipped when already present, so running this again is quick.
 # Usage: scripts/deps.sh [--fuzz]
@@ -12,6 +13,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_packages=()
 command -v tshark >/dev/null || apt_packages+=(tshark)
+# The AF_XDP tests build a small XDP program and make namespaces and veths.
+command -v clang >/dev/null || apt_packages+=(clang)
+command -v llc >/dev/null || apt_packages+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || apt_packages+=(libbpf-dev)
+command -v ip >/dev/null || apt_packages+=(iproute2)
+command -v sysctl >/dev/null || apt_packages+=(procps)
 python3 -m pip --version >/dev/null 2>&1 || apt_packages+=(python3-pip)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   say "apt-get install ${apt_packages[*]}"
