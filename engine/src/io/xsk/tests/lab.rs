@@ -9,7 +9,6 @@ use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -110,9 +109,10 @@ pub fn ifindex(name: &str) -> u32 {
     i
 }
 
-/// The tests' XDP programs, compiled once per test run.
-fn bpf_object() -> &'static PathBuf {
-    static OBJECT: OnceLock<PathBuf> = OnceLock::new();
+/// The tests' XDP programs, compiled once per test run (the object file
+/// is read and removed).
+fn bpf_object() -> &'static [u8] {
+    static OBJECT: OnceLock<Vec<u8>> = OnceLock::new();
     OBJECT.get_or_init(|| {
         let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src/io/xsk/tests/redirect.bpf.c");
         let out = std::env::temp_dir().join(format!("vpngw-xsk-redirect-{}.bpf.o", std::process::id()));
@@ -123,7 +123,9 @@ fn bpf_object() -> &'static PathBuf {
             .status()
             .expect("clang (scripts/deps.sh installs it)");
         assert!(status.success(), "clang failed on {src}");
-        out
+        let object = std::fs::read(&out).expect("clang's output");
+        let _ = std::fs::remove_file(&out);
+        object
     })
 }
 
@@ -131,7 +133,7 @@ fn bpf_object() -> &'static PathBuf {
 pub struct Attached(#[allow(dead_code)] Ebpf);
 
 fn attach(program: &str, ifname: &str) -> Ebpf {
-    let mut ebpf = Ebpf::load_file(bpf_object()).expect("load the test XDP object");
+    let mut ebpf = Ebpf::load(bpf_object()).expect("load the test XDP object");
     let prog: &mut Xdp = ebpf.program_mut(program).expect("program in object").try_into().expect("an XDP program");
     prog.load().expect("verifier accepts it");
     prog.attach(ifname, XdpMode::Driver).unwrap_or_else(|e| panic!("attach {program} to {ifname}: {e}"));
