@@ -74,10 +74,10 @@ pub struct XskConfig {
 impl Default for XskConfig {
     fn default() -> Self {
         Self {
-            fill_size: 2048,
-            completion_size: 2048,
-            rx_size: 2048,
-            tx_size: 2048,
+            fill_size: 1024,
+            completion_size: 1024,
+            rx_size: 1024,
+            tx_size: 1024,
             mode: ModePreference::Auto,
             need_wakeup: true,
             busy_poll: None,

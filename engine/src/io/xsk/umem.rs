@@ -35,8 +35,11 @@ pub struct UmemConfig {
 }
 
 impl Default for UmemConfig {
+    /// 16 MiB: two ports with the default rings (1024 each) keep 2048
+    /// frames on their fill rings and at most 2048 in flight out, which
+    /// leaves 4096 for the pipeline and `alloc`.
     fn default() -> Self {
-        Self { frame_size: 2048, frames: 4096, headroom: 0 }
+        Self { frame_size: 2048, frames: 8192, headroom: 0 }
     }
 }
 
