@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what vpngw's demo and tests need on a fresh Debian 12 machine:
-# Debian packages (tshark, pip, clang, llvm and libbpf-dev, which build
-# the XDP program in ebpf/, and ethtool and iperf3 for the lab), Python packages (Scapy), and, with --fuzz,
+# Debian packages (tshark, pip; clang, llvm and libbpf-dev, which build the
+# XDP programs; iproute2, procps, ethtool, iperf3 and ping for the lab),
+# Python packages (Scapy), and, with --fuzz,
 # a nightly toolchain and cargo-fuzz. Each is
 # skipped when already present, so running this again is quick.
 # Usage: scripts/deps.sh [--fuzz]
@@ -15,8 +16,10 @@ apt_packages=()
 command -v tshark >/dev/null || apt_packages+=(tshark)
 python3 -m pip --version >/dev/null 2>&1 || apt_packages+=(python3-pip)
 command -v clang >/dev/null || apt_packages+=(clang)
-command -v llvm-objdump >/dev/null || apt_packages+=(llvm)
+command -v llc >/dev/null || apt_packages+=(llvm)
 [ -f /usr/include/bpf/bpf_helpers.h ] || apt_packages+=(libbpf-dev)
+command -v ip >/dev/null || apt_packages+=(iproute2)
+command -v sysctl >/dev/null || apt_packages+=(procps)
 command -v ethtool >/dev/null || apt_packages+=(ethtool)
 command -v iperf3 >/dev/null || apt_packages+=(iperf3)
 command -v ping >/dev/null || apt_packages+=(iputils-ping)

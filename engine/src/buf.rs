@@ -88,6 +88,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> PacketBuf<B> {
         Ok(())
     }
 
+    /// The whole frame the packet is in.
+    pub fn frame(&self) -> &B {
+        &self.frame
+    }
+
     pub fn into_frame(self) -> B {
         self.frame
     }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use super::FRAME_HEADROOM as HEADROOM;
 
 /// Room behind a frame: padding, trailer and ICV.
-pub const TAILROOM: usize = 64;
+pub const TAILROOM: usize = super::FRAME_TAILROOM;
 /// The size of a frame made for the pipeline (a UMEM chunk's).
 pub const FRAME_SIZE: usize = 2048;
 

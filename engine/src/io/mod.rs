@@ -1,9 +1,10 @@
 //! Ports: where a worker's frames come from and go to. A port hands out
 //! received frames in bursts, takes bursts to send, and takes back the
 //! buffers of frames that were dropped. `mem` keeps frames in memory (tests
-//! and the in-process benchmark); AF_XDP sockets come with the AF_XDP issue.
+//! and the in-process benchmark); `xsk` is AF_XDP, the real thing.
 
 pub mod mem;
+pub mod xsk;
 
 use crate::buf::PacketBuf;
 use crate::model::PortId;
@@ -11,6 +12,10 @@ use crate::model::PortId;
 /// Room every port reserves in front of a frame: outer IPv6, UDP, ESP, IV
 /// and a new Ethernet header fit, with margin.
 pub const FRAME_HEADROOM: usize = 256;
+
+/// Room every port leaves behind a full-size frame: ESP padding, trailer
+/// and ICV.
+pub const FRAME_TAILROOM: usize = 64;
 
 pub trait Port {
     /// The frame buffer. Every port of one worker uses the same kind, so a
