@@ -122,8 +122,8 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
     }
 
     // One UMEM, a socket per interface on queue 0, one worker.
-    let umem = Umem::new(UmemConfig::default())
-        .map_err(|source| DaemonError::Xsk { ifname: "(umem)".into(), source })?;
+    let umem =
+        Umem::new(UmemConfig::default()).map_err(|source| DaemonError::Xsk { ifname: "(umem)".into(), source })?;
     let mut ports = Vec::new();
     for (i, k) in kernel.iter().enumerate() {
         let socket = XskSocket::bind(&umem, k.index, 0, &XskConfig::default())

@@ -122,7 +122,11 @@ impl Report {
                 d.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" ")
             }
         };
-        let _ = writeln!(s, "{:<12} {:<8} {:<4} {:>10} {:>12} {:>10} {:>12}  drops", "tunnel", "gateway", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes");
+        let _ = writeln!(
+            s,
+            "{:<12} {:<8} {:<4} {:>10} {:>12} {:>10} {:>12}  drops",
+            "tunnel", "gateway", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes"
+        );
         for t in &self.tunnels {
             let (rx_p, rx_b) = t.inbound.iter().fold((0, 0), |(p, b), sa| (p + sa.packets, b + sa.bytes));
             let mut all = t.outbound.drops.clone();
