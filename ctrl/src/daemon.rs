@@ -14,7 +14,7 @@ use crate::kernel::{Interface, Netlink};
 use crate::report::Report;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +55,7 @@ pub enum DaemonError {
 
 /// Reads and checks the configuration file without touching the kernel
 /// (interfaces are given placeholder link data): `vpngw --check`.
-pub fn check(path: &PathBuf) -> Result<Config, DaemonError> {
+pub fn check(path: &Path) -> Result<Config, DaemonError> {
     let file = read(path)?;
     let link = |_: &str| Ok(Link { mac: [2, 0, 0, 0, 0, 1], mtu: 1500, addrs: vec![], neighbours: vec![] });
     let model = file.to_model(link, 0).map_err(|source| config_error(path, source))?;
@@ -63,13 +63,13 @@ pub fn check(path: &PathBuf) -> Result<Config, DaemonError> {
     Ok(file)
 }
 
-fn read(path: &PathBuf) -> Result<Config, DaemonError> {
+fn read(path: &Path) -> Result<Config, DaemonError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| DaemonError::Read { path: path.display().to_string(), source })?;
     text.parse().map_err(|source| config_error(path, source))
 }
 
-fn config_error(path: &PathBuf, source: ConfigError) -> DaemonError {
+fn config_error(path: &Path, source: ConfigError) -> DaemonError {
     DaemonError::Config { path: path.display().to_string(), source }
 }
 
@@ -201,7 +201,7 @@ fn refresh_neighbours(nl: &mut Netlink, kernel: &[Interface], model: &mut model:
 
 /// Writes `report` as JSON to `path` through a temporary file and a rename,
 /// so a reader never sees half a file.
-fn write_atomically(path: &PathBuf, report: &Report) -> std::io::Result<()> {
+fn write_atomically(path: &Path, report: &Report) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(report).expect("a report serializes") + "\n")?;
     std::fs::rename(tmp, path)
