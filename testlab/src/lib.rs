@@ -82,3 +82,108 @@ pub fn veth(na: &Netns, a: &str, mac_a: &str, nb: &Netns, b: &str, mac_b: &str) 
     na.ip(&["link", "set", a, "up"]);
     nb.ip(&["link", "set", b, "up"]);
 }
+
+/// The namespace lab of `scripts/lab.sh` (VPC host, gateway, internet
+/// router, customer gateway, IDC host), under a prefix of this test's own;
+/// torn down on drop.
+pub struct Lab {
+    pub prefix: String,
+}
+
+impl Lab {
+    /// Builds the lab as `vt<pid>-<test>` (kept short: interface-free
+    /// names, but `ip netns` prints them).
+    pub fn up(test: &str) -> Lab {
+        let prefix = format!("vt{}-{test}", std::process::id());
+        let lab = Lab { prefix };
+        lab.script("up");
+        lab
+    }
+
+    fn script(&self, what: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lab.sh");
+        let out = Command::new("bash").args([script, what, &self.prefix]).output().expect("run scripts/lab.sh");
+        assert!(out.status.success(), "lab.sh {what}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The namespace of `role` (vpc, gw, inet, cgw, idc).
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// Runs `command` in `role`'s namespace to completion; its output, and
+    /// whether it succeeded.
+    pub fn run(&self, role: &str, command: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .args(command)
+            .output()
+            .expect("run ip netns exec");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    /// Starts `command` in `role`'s namespace, in the background; it is
+    /// killed when the returned guard drops.
+    pub fn spawn(&self, role: &str, command: &[&str]) -> Background {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .args(command)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn in the lab");
+        Background { child: Some(child) }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.script("down");
+    }
+}
+
+/// A process in the lab: killed (SIGKILL) on drop unless stopped first.
+pub struct Background {
+    child: Option<std::process::Child>,
+}
+
+impl Background {
+    /// Sends SIGTERM and waits up to `timeout` for the process to end;
+    /// returns its exit success and its output (stdout, then stderr).
+    pub fn stop(mut self, timeout: std::time::Duration) -> (bool, String, String) {
+        let mut child = self.child.take().expect("running");
+        let _ = nix_kill(child.id());
+        let start = std::time::Instant::now();
+        while child.try_wait().ok().flatten().is_none() && start.elapsed() < timeout {
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if child.try_wait().ok().flatten().is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().expect("collect output");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+fn nix_kill(pid: u32) -> nix::Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
