@@ -10,7 +10,7 @@
 //! rather than run side by side on a two-core machine.
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use vpngw_testlab::{Background, Lab};
@@ -48,7 +48,7 @@ fn config(lab: &Lab, name: &str, suite: &str, natt: bool) -> PathBuf {
 }
 
 /// A vpngw daemon in `role`'s namespace, started and waited for.
-fn vpngw(lab: &Lab, role: &str, config: &PathBuf) -> Background {
+fn vpngw(lab: &Lab, role: &str, config: &Path) -> Background {
     let mut d = lab.spawn(role, &[VPNGW, "--config", config.to_str().unwrap(), "--json"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.running(), "vpngw in {role} is running");
@@ -151,7 +151,7 @@ fn two_vpngw_carry_ping_and_tcp_with_every_suite_raw_and_natt() {
 
 /// tshark decrypts the captured ESP of both directions with the SAs' keys
 /// and finds every ICV good.
-fn tshark_checks(pcap: &PathBuf, suite: &str, natt: bool, what: &str) {
+fn tshark_checks(pcap: &Path, suite: &str, natt: bool, what: &str) {
     let algo = if suite == "aes-gcm-128" || suite == "aes-gcm-256" {
         "AES-GCM with 16 octet ICV [RFC4106]"
     } else {
