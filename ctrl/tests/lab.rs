@@ -175,3 +175,61 @@ fn tshark_checks(pcap: &Path, suite: &str, natt: bool, what: &str) {
     let udp = lines.iter().filter(|l| l.split('\t').nth(3) == Some("4500")).count();
     assert_eq!(udp == lines.len(), natt, "{what}: NAT-T iff ESP-in-UDP ({udp} of {})", lines.len());
 }
+
+/// Scapy in the internet namespace, aiming at the gateway's public address:
+/// garbage, truncated ESP, an unknown SPI, one good packet (sealed by
+/// Scapy with the customer gateway's SA), its replay, and a tampered one.
+const BAD_TRAFFIC: &str = r#"
+from scapy.all import IP, UDP, ESP, Raw, send, conf
+from scapy.layers.ipsec import SecurityAssociation
+conf.verb = 0
+gw, cgw = "192.0.2.1", "198.51.100.1"
+sa = SecurityAssociation(ESP, spi=0x2001, crypt_algo="AES-GCM",
+                         crypt_key=bytes.fromhex("a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4"),
+                         tunnel_header=IP(src=cgw, dst=gw))
+inner = IP(src="172.16.1.9", dst="10.1.0.5") / UDP(sport=9999, dport=9999) / Raw(b"hello")
+good = sa.encrypt(inner, seq_num=1, iv=b"\x01" * 8)
+tampered = bytearray(bytes(sa.encrypt(inner, seq_num=2, iv=b"\x02" * 8)))
+tampered[-1] ^= 1
+send(IP(src=cgw, dst=gw, proto=50) / Raw(b"\x01\x02\x03"))                     # garbage
+send(IP(src=cgw, dst=gw) / UDP(sport=4500, dport=4500) / Raw(b"\x00\x00\x20\x01\xff"))  # truncated ESP-in-UDP
+send(IP(src=cgw, dst=gw) / ESP(spi=0x2001, seq=3) / Raw(b"\x00" * 10))        # truncated ESP
+send(IP(src=cgw, dst=gw) / ESP(spi=0x9999, seq=1) / Raw(b"\x00" * 48))        # unknown SPI
+send(good)
+send(good)                                                                      # replay
+send(IP(bytes(tampered)))                                                       # tampered ICV
+print("sent")
+"#;
+
+/// Bad traffic on the outside port is dropped and counted, each for its
+/// reason; only the one good packet reaches the VPC host.
+#[test]
+fn bad_traffic_on_the_outside_is_counted_and_goes_nowhere() {
+    let _turn = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up("bad");
+    let gw = vpngw(&lab, "gw", &scripts().join("lab/gw.toml"));
+    // The gateway's kernel learns the VPC host's MAC from its ARP request;
+    // the daemon follows the neighbour table.
+    assert!(lab.run("vpc", &["ping", "-c1", "-W1", "10.1.0.1"]).0, "the VPC host reaches the gateway's kernel");
+    std::thread::sleep(Duration::from_millis(600));
+    let pcap = std::env::temp_dir().join(format!("{}-vpc.pcap", lab.prefix));
+    let capture = lab.spawn("vpc", &["tshark", "-q", "-i", "vpc0", "-f", "udp", "-w", pcap.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(800));
+    let (ok, out) = lab.run("inet", &["python3", "-c", BAD_TRAFFIC]);
+    assert!(ok && out.contains("sent"), "Scapy sent its packets: {out}");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(capture.stop(Duration::from_secs(3)));
+    let report = stop(gw);
+    let out = std::process::Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap(), "-T", "fields", "-e", "ip.src", "-e", "udp.dstport", "-e", "data.data"])
+        .output()
+        .expect("run tshark");
+    let _ = std::fs::remove_file(&pcap);
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(seen.trim(), "172.16.1.9\t9999\t68656c6c6f", "only the good packet reached the VPC host");
+    let t = tunnel(&report);
+    assert_eq!(t["inbound"][0]["packets"], 1, "one packet accepted: {t}");
+    for (reason, n) in [("malformed", 3), ("unknown-spi", 1), ("replay", 1), ("icv", 1)] {
+        assert_eq!(drops(&report, reason), n, "{reason}: {report}");
+    }
+}
