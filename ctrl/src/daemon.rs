@@ -137,9 +137,32 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
     let handle = worker.spawn(opts.core, stop.clone());
     log("forwarding");
 
-    // The control loop.
+    // The control loop. The next hops known in advance (each port's
+    // router, or the customer gateways themselves on a routerless outside
+    // port) are resolved now, before the first packet needs them.
     let port_index: HashMap<PortId, usize> = model.ports.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
     let mut asked: HashMap<(PortId, IpAddr), Instant> = HashMap::new();
+    for (i, port) in model.ports.iter().enumerate() {
+        let hops: Vec<IpAddr> = match port.router {
+            Some(r) => vec![r],
+            None => model
+                .gateways
+                .iter()
+                .filter(|g| g.outside_port == port.id)
+                .flat_map(|g| model.tunnels.iter().filter(move |t| t.gateway == g.id))
+                .filter_map(|t| model.customer_gateways.iter().find(|c| c.id == t.customer_gateway))
+                .map(|c| c.addr)
+                .collect(),
+        };
+        for ip in hops {
+            if !port.neighbours.iter().any(|(n, _)| *n == ip) {
+                asked.insert((port.id, ip), Instant::now());
+                if let Err(e) = nl.resolve(kernel[i].index, ip) {
+                    log(&format!("{}: asking the kernel to resolve {ip}: {e}", kernel[i].name));
+                }
+            }
+        }
+    }
     let (mut last_neigh, mut last_stats) = (Instant::now(), Instant::now());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
