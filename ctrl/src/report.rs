@@ -38,6 +38,9 @@ pub struct WorkerStats {
     pub latency_p50_ns: u64,
     pub latency_p99_ns: u64,
     pub latency_max_ns: u64,
+    /// Each port's own counters (AF_XDP: tx-full drops, wake-up calls...),
+    /// by port id.
+    pub ports: BTreeMap<u16, BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -106,6 +109,11 @@ impl Report {
                 latency_p50_ns: w.latency_p50_ns,
                 latency_p99_ns: w.latency_p99_ns,
                 latency_max_ns: w.latency_max_ns,
+                ports: w
+                    .ports
+                    .iter()
+                    .map(|(id, c)| (*id, c.iter().map(|(k, v)| (k.to_string(), *v)).collect()))
+                    .collect(),
             })
             .collect();
         let gateway_drops = gateway_drops.into_iter().map(|(g, d)| (g, named(&d))).collect();
@@ -158,6 +166,11 @@ impl Report {
                 w.latency_p99_ns,
                 drops(&w.drops)
             );
+            for (port, counters) in &w.ports {
+                let nonzero: BTreeMap<String, u64> =
+                    counters.iter().filter(|(_, n)| **n != 0).map(|(k, n)| (k.clone(), *n)).collect();
+                let _ = writeln!(s, "  port {port}: {}", drops(&nonzero));
+            }
         }
         for (g, d) in &self.gateway_drops {
             let _ = writeln!(s, "gateway {g}: drops {}", drops(d));

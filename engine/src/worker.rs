@@ -67,6 +67,8 @@ pub struct WorkerReport {
     pub latency_p50_ns: u64,
     pub latency_p99_ns: u64,
     pub latency_max_ns: u64,
+    /// Each port's own counters ([`Port::counters`]).
+    pub ports: Vec<(PortId, Vec<(&'static str, u64)>)>,
 }
 
 /// How often a busy worker publishes its report.
@@ -159,6 +161,7 @@ impl<P: Port> Worker<P> {
             latency_p50_ns: h.value_at_quantile(0.5),
             latency_p99_ns: h.value_at_quantile(0.99),
             latency_max_ns: h.max(),
+            ports: self.ports.iter().map(|p| (p.id(), p.counters())).collect(),
         };
         *self.shared.report.lock().expect("report lock") = report;
     }

@@ -33,6 +33,12 @@ pub trait Port {
     /// Takes back the buffer of a frame that was dropped.
     fn recycle(&mut self, buf: Self::Buf);
 
+    /// The port's own counters, by name (frames it dropped and why, wake-up
+    /// calls, ...), for the control thread's reports.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// An empty frame with [`FRAME_HEADROOM`] in front, for a packet the
     /// pipeline makes (an IPv4 fragment); `None` when none is free.
     fn alloc(&mut self) -> Option<PacketBuf<Self::Buf>>;

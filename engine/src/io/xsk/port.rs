@@ -185,6 +185,22 @@ pub(super) fn refill(fill: &mut Producer<u64>, pool: &mut Pool, id: SocketId) {
 }
 
 impl Port for XskPort {
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats();
+        vec![
+            ("rx", s.rx),
+            ("tx", s.tx),
+            ("tx-full", s.tx_full),
+            ("tx-copied", s.tx_copied),
+            ("tx-no-frame", s.tx_no_frame),
+            ("tx-empty", s.tx_empty),
+            ("bad-descs", s.bad_descs),
+            ("rx-kicks", s.rx_kicks),
+            ("tx-kicks", s.tx_kicks),
+            ("kick-errors", s.kick_errors),
+        ]
+    }
+
     type Buf = Frame;
 
     fn id(&self) -> PortId {
