@@ -18,11 +18,13 @@
 #
 # Usage: scripts/lab.sh up [PREFIX]     build it (tearing down any old one)
 #        scripts/lab.sh down [PREFIX]   delete it (quietly, whatever is left)
-# PREFIX defaults to vpngw-lab; tests pass their own.
+# PREFIX defaults to vpngw-lab; tests pass their own. LAB_QUEUES=N gives
+# every veth N queues (one per vpngw worker; default 1).
 set -euo pipefail
 
 cmd=${1:-}
 P=${2:-vpngw-lab}
+QUEUES=${LAB_QUEUES:-1}
 
 down() {
   for n in vpc gw inet cgw idc; do
@@ -36,7 +38,8 @@ down() {
 }
 
 pair() { # ns_a if_a ns_b if_b
-  ip -n "$P-$1" link add "$2" type veth peer name "$4" netns "$P-$3"
+  local q=(numtxqueues "$QUEUES" numrxqueues "$QUEUES")
+  ip -n "$P-$1" link add "$2" "${q[@]}" type veth peer name "$4" "${q[@]}" netns "$P-$3"
   ip -n "$P-$1" link set "$2" up
   ip -n "$P-$3" link set "$4" up
 }

@@ -2,9 +2,12 @@
 //! interfaces, until told to stop. In order: read and check the file; ask
 //! the kernel (rtnetlink) for each interface's index, MAC, MTU, addresses
 //! and neighbours; build and publish the first snapshot; attach the XDP
-//! steering program to each interface; bind an AF_XDP socket per interface
-//! (queue 0, one UMEM, so forwarding between ports is zero-copy) and put it
-//! in the program's socket map; start the worker. Then the control loop:
+//! steering program to each interface; start the workers, each with
+//! AF_XDP sockets on its share of every interface's receive queues (queue
+//! `q` goes to worker `q mod workers`: an AF_XDP socket takes frames of its
+//! own queue only, so every queue needs one), one UMEM per worker so
+//! forwarding between its ports is zero-copy, each socket in its
+//! interface's socket map. Then the control loop:
 //! ask the kernel to resolve the next hops the worker found unresolved,
 //! follow the neighbour table into new snapshots, and write the counters.
 //! On stop: the worker finishes, the sockets close, the programs detach.
@@ -22,14 +25,16 @@ use vpngw_ebpf::Steering;
 use vpngw_engine::io::xsk::{Umem, UmemConfig, XskConfig, XskPort, XskSocket};
 use vpngw_engine::model::{self, PortId};
 use vpngw_engine::snapshot::{Snapshot, SnapshotCell};
-use vpngw_engine::worker::Worker;
+use vpngw_engine::worker::{Mailboxes, Worker, WorkerReport, WorkerShared};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config: PathBuf,
-    /// The CPU the worker is pinned to (none: not pinned).
-    pub core: Option<usize>,
+    /// One worker per CPU listed, pinned to it; none listed: one worker,
+    /// not pinned. Worker `w` serves the queues `q` with `q mod workers ==
+    /// w` of every interface.
+    pub cores: Vec<usize>,
     /// Where to write the counters (JSON, replaced atomically every second).
     pub stats_file: Option<PathBuf>,
 }
@@ -51,6 +56,8 @@ pub enum DaemonError {
     Xsk { ifname: String, source: vpngw_engine::io::xsk::XskError },
     #[error("{0}")]
     Io(std::io::Error),
+    #[error("{workers} workers for at most {queues} receive queue(s) per interface: some would have none")]
+    Queues { workers: usize, queues: usize },
 }
 
 /// Reads and checks the configuration file without touching the kernel
@@ -121,20 +128,40 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         steering.push(s);
     }
 
-    // One UMEM, a socket per interface on queue 0, one worker.
-    let umem =
-        Umem::new(UmemConfig::default()).map_err(|source| DaemonError::Xsk { ifname: "(umem)".into(), source })?;
-    let mut ports = Vec::new();
-    for (i, k) in kernel.iter().enumerate() {
-        let socket = XskSocket::bind(&umem, k.index, 0, &XskConfig::default())
-            .map_err(|source| DaemonError::Xsk { ifname: k.name.clone(), source })?;
-        steering[i].set_socket(0, std::os::fd::AsFd::as_fd(&socket))?;
-        log(&format!("{}: AF_XDP socket on queue 0, {:?} mode", k.name, socket.mode()));
-        ports.push(XskPort::new(model.ports[i].id, socket));
+    // Worker w: a UMEM, and a socket on each of its queues of every
+    // interface.
+    let cores: Vec<Option<usize>> =
+        if opts.cores.is_empty() { vec![None] } else { opts.cores.iter().map(|&c| Some(c)).collect() };
+    let queues: Vec<usize> = kernel.iter().map(|k| rx_queues(&k.name)).collect();
+    let mailboxes = Mailboxes::new(cores.len(), 1024);
+    let (mut handles, mut shared) = (Vec::new(), Vec::new());
+    for (w, &core) in cores.iter().enumerate() {
+        let umem =
+            Umem::new(UmemConfig::default()).map_err(|source| DaemonError::Xsk { ifname: "(umem)".into(), source })?;
+        let mut ports = Vec::new();
+        for (i, k) in kernel.iter().enumerate() {
+            for q in (w..queues[i]).step_by(cores.len()) {
+                let socket = XskSocket::bind(&umem, k.index, q as u32, &XskConfig::default())
+                    .map_err(|source| DaemonError::Xsk { ifname: k.name.clone(), source })?;
+                steering[i].set_socket(q as u32, std::os::fd::AsFd::as_fd(&socket))?;
+                log(&format!("{}: AF_XDP socket on queue {q} (worker {w}), {:?} mode", k.name, socket.mode()));
+                ports.push(XskPort::new(model.ports[i].id, socket));
+            }
+        }
+        if ports.is_empty() {
+            return Err(DaemonError::Queues {
+                workers: cores.len(),
+                queues: queues.iter().copied().max().unwrap_or(0),
+            });
+        }
+        let worker = Worker::new(w, ports, cell.clone(), &mailboxes);
+        shared.push(worker.shared());
+        handles.push(worker.spawn(core, stop.clone()));
+        log(&format!("worker {w} on {}", core.map_or("any CPU".to_string(), |c| format!("CPU {c}"))));
     }
-    let worker = Worker::alone(ports, cell.clone());
-    let shared = worker.shared();
-    let handle = worker.spawn(opts.core, stop.clone());
+    let reports = |shared: &[Arc<WorkerShared>]| -> Vec<WorkerReport> {
+        shared.iter().map(|s| s.report.lock().expect("report lock").clone()).collect()
+    };
     log("forwarding");
 
     // The control loop. The next hops known in advance (each port's
@@ -166,7 +193,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
     let (mut last_neigh, mut last_stats) = (Instant::now(), Instant::now());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
-        while let Some((port, ip)) = shared.unresolved.pop() {
+        while let Some((port, ip)) = shared.iter().find_map(|s| s.unresolved.pop()) {
             let again = asked.get(&(port, ip)).is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
             if let (true, Some(&i)) = (again, port_index.get(&port)) {
                 asked.insert((port, ip), Instant::now());
@@ -175,7 +202,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
                 }
             }
         }
-        while let Some(e) = shared.events.pop() {
+        while let Some(e) = shared.iter().find_map(|s| s.events.pop()) {
             log(&format!("SA {:#x} {:?}: {:?} lifetime reached ({:?})", e.spi, e.direction, e.expiry, e.limit));
         }
         if last_neigh.elapsed() >= Duration::from_millis(200) {
@@ -191,14 +218,15 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         if let Some(path) = &opts.stats_file {
             if last_stats.elapsed() >= Duration::from_secs(1) {
                 last_stats = Instant::now();
-                let report = Report::gather(&model, &[shared.report.lock().expect("report lock").clone()]);
+                let report = Report::gather(&model, &reports(&shared));
                 write_atomically(path, &report).map_err(DaemonError::Io)?;
             }
         }
     }
-    let worker = handle.join().expect("the worker thread ends cleanly");
-    drop(worker);
-    let report = Report::gather(&model, &[shared.report.lock().expect("report lock").clone()]);
+    for handle in handles {
+        drop(handle.join().expect("a worker thread ends cleanly"));
+    }
+    let report = Report::gather(&model, &reports(&shared));
     if let Some(path) = &opts.stats_file {
         write_atomically(path, &report).map_err(DaemonError::Io)?;
     }
@@ -206,6 +234,14 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         s.detach()?;
     }
     Ok(report)
+}
+
+/// How many receive queues interface `name` has (sysfs; 1 if unknown).
+fn rx_queues(name: &str) -> usize {
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Reads the neighbour tables into `model`; true if anything changed.

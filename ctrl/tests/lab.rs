@@ -237,3 +237,43 @@ fn bad_traffic_on_the_outside_is_counted_and_goes_nowhere() {
         assert_eq!(drops(&report, reason), n, "{reason}: {report}");
     }
 }
+
+/// Two workers on the cloud gateway, each with its share of two queues per
+/// interface: traffic arriving on either queue is carried, the worker that
+/// does not own the tunnel hands its packets to the one that does, and the
+/// customer gateway (one worker, both queues) carries the rest.
+#[test]
+fn two_workers_share_the_queues_and_hand_off_to_the_tunnel_owner() {
+    let _turn = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up_with_queues("mq", 2);
+    let gw_cfg = scripts().join("lab/gw.toml");
+    let mut gw = lab.spawn("gw", &[VPNGW, "--config", gw_cfg.to_str().unwrap(), "--cores", "0,1", "--json"]);
+    let cgw = vpngw(&lab, "cgw", &scripts().join("lab/cgw.toml"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(gw.running(), "vpngw with two workers is running");
+    ping(&lab, "vpc", "172.16.1.9", 5);
+    ping(&lab, "idc", "10.1.0.5", 5);
+    let server = lab.spawn("idc", &["iperf3", "-s", "-1", "-p", "5203"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = lab.run("vpc", &["iperf3", "-c", "172.16.1.9", "-p", "5203", "-t", "3", "-P", "4", "-J"]);
+    drop(server);
+    assert!(ok, "iperf3 with four streams ran: {out}");
+    let (gw_report, cgw_report) = (stop(gw), stop(cgw));
+    let workers = gw_report["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 2, "{gw_report}");
+    for w in workers {
+        assert!(w["rx_frames"].as_u64().unwrap() > 100, "every worker received on its queues: {w}");
+    }
+    // Tunnel 0's owner is worker 0: what worker 1 received for the tunnel
+    // went to worker 0 and out of worker 0's UMEM.
+    let copied = workers[0]["ports"]["1"]["tx-copied"].as_u64().unwrap_or(0);
+    assert!(copied > 0, "worker 0 sent frames worker 1 handed over: {gw_report}");
+    for r in [&gw_report, &cgw_report] {
+        for reason in ["icv", "replay", "unknown-spi", "malformed"] {
+            let n: u64 =
+                r["workers"].as_array().unwrap().iter().map(|w| w["drops"][reason].as_u64().unwrap_or(0)).sum();
+            assert_eq!(n, 0, "no {reason} drops: {r}");
+        }
+    }
+    assert!(tunnel(&cgw_report)["inbound"][0]["packets"].as_u64().unwrap() > 1000, "{cgw_report}");
+}

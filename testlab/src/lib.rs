@@ -88,21 +88,31 @@ pub fn veth(na: &Netns, a: &str, mac_a: &str, nb: &Netns, b: &str, mac_b: &str) 
 /// torn down on drop.
 pub struct Lab {
     pub prefix: String,
+    queues: usize,
 }
 
 impl Lab {
     /// Builds the lab as `vt<pid>-<test>` (kept short: interface-free
     /// names, but `ip netns` prints them).
     pub fn up(test: &str) -> Lab {
+        Self::up_with_queues(test, 1)
+    }
+
+    /// The lab with `queues` queues on every veth (for several workers).
+    pub fn up_with_queues(test: &str, queues: usize) -> Lab {
         let prefix = format!("vt{}-{test}", std::process::id());
-        let lab = Lab { prefix };
+        let lab = Lab { prefix, queues };
         lab.script("up");
         lab
     }
 
     fn script(&self, what: &str) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lab.sh");
-        let out = Command::new("bash").args([script, what, &self.prefix]).output().expect("run scripts/lab.sh");
+        let out = Command::new("bash")
+            .args([script, what, &self.prefix])
+            .env("LAB_QUEUES", self.queues.to_string())
+            .output()
+            .expect("run scripts/lab.sh");
         assert!(out.status.success(), "lab.sh {what}: {}", String::from_utf8_lossy(&out.stderr));
     }
 

@@ -13,7 +13,7 @@ use vpngw_ctrl::daemon::{self, Options};
 /// poll-mode engine on AF_XDP sockets.
 ///
 /// Examples:
-///   vpngw --config /etc/vpngw/vpngw.toml --core 1 --stats-file /run/vpngw/stats.json
+///   vpngw --config /etc/vpngw/vpngw.toml --cores 0,1 --stats-file /run/vpngw/stats.json
 ///   vpngw --check --config /etc/vpngw/vpngw.toml
 #[derive(Parser)]
 #[command(name = "vpngw", version, verbatim_doc_comment)]
@@ -25,9 +25,11 @@ struct Cli {
     /// touching the kernel.
     #[arg(long)]
     check: bool,
-    /// Pin the worker to this CPU.
-    #[arg(long)]
-    core: Option<usize>,
+    /// Run a worker on each of these CPUs (comma-separated), pinned; worker
+    /// N serves receive queue N of every interface. Default: one worker,
+    /// unpinned, on queue 0.
+    #[arg(long, value_delimiter = ',')]
+    cores: Vec<usize>,
     /// Write the counters here as JSON, every second and on exit.
     #[arg(long)]
     stats_file: Option<PathBuf>,
@@ -55,7 +57,7 @@ fn main() -> ExitCode {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).expect("signal handlers install");
     }
-    let opts = Options { config: cli.config, core: cli.core, stats_file: cli.stats_file };
+    let opts = Options { config: cli.config, cores: cli.cores, stats_file: cli.stats_file };
     match daemon::run(&opts, stop, log) {
         Ok(report) => {
             if cli.json {
