@@ -23,6 +23,7 @@ command -v sysctl >/dev/null || apt_packages+=(procps)
 command -v ethtool >/dev/null || apt_packages+=(ethtool)
 command -v iperf3 >/dev/null || apt_packages+=(iperf3)
 command -v ping >/dev/null || apt_packages+=(iputils-ping)
+command -v trafgen >/dev/null || apt_packages+=(netsniff-ng)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   say "apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -6,6 +6,7 @@ pub mod esp;
 pub mod fib;
 pub mod pipeline;
 pub mod spd;
+pub mod wire;
 
 use std::time::{Duration, Instant};
 

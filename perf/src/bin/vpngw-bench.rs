@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use vpngw_perf::{esp, fib, pipeline, spd};
+use vpngw_perf::{esp, fib, pipeline, spd, wire};
 
 /// Benchmarks of the vpngw data plane. Ratios are measured within one run,
 /// interleaved, so they hold on a shared, noisy machine; absolute numbers
@@ -54,6 +54,43 @@ enum Command {
         #[arg(long)]
         routes: Option<usize>,
     },
+    /// On the wire, in the namespace lab (root; trafgen from netsniff-ng):
+    /// 64 and 1400-byte UDP from a generator to a sink through the gateway
+    /// namespace: the kernel's own forwarding, vpngw unencrypted (a hairpin
+    /// on the inside port), and vpngw ESP AES-GCM-128 through two daemons;
+    /// sent and received pps, Gbit/s, loss, cores used (about two minutes;
+    /// --quick: seconds).
+    Wire {
+        /// The vpngw daemon (default: `vpngw` next to this binary).
+        #[arg(long)]
+        vpngw: Option<PathBuf>,
+        /// Rounds (default 5; --quick 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+        rounds: Option<u64>,
+        /// Measurement window per setup and size, ms (default 2000; --quick 300).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        window_ms: Option<u64>,
+        /// Pin gw's worker to this CPU, or `none` (default: the last CPU).
+        #[arg(long)]
+        gw_core: Option<String>,
+        /// Pin cgw's worker to this CPU, or `none` (default: the last but
+        /// one CPU: on two CPUs, the generator's).
+        #[arg(long)]
+        cgw_core: Option<String>,
+        /// Niceness of the generator and the daemons (default -10: ahead of
+        /// other work on the machine; 0: as everything else).
+        #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+        nice: Option<i32>,
+    },
+}
+
+/// `none` or a CPU number.
+fn core(arg: Option<String>, default: Option<usize>) -> Result<Option<usize>, String> {
+    match arg.as_deref() {
+        None => Ok(default),
+        Some("none") => Ok(None),
+        Some(n) => n.parse().map(Some).map_err(|_| format!("{n:?}: expected a CPU number or none")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -87,6 +124,39 @@ fn main() -> ExitCode {
             let report = spd::run(rounds, round, progress);
             spd::print(&report);
             serde_json::to_string_pretty(&report)
+        }
+        Command::Wire { vpngw, rounds, window_ms, gw_core, cgw_core, nice } => {
+            let bin = vpngw.unwrap_or_else(|| {
+                let me = std::env::current_exe().unwrap_or_default();
+                me.with_file_name("vpngw")
+            });
+            let mut opts = wire::Options::new(cli.quick, bin);
+            if let Some(r) = rounds {
+                opts.rounds = r as usize;
+            }
+            if let Some(w) = window_ms {
+                opts.window_ms = w;
+            }
+            if let Some(n) = nice {
+                opts.nice = n;
+            }
+            match (core(gw_core, opts.gw_core), core(cgw_core, opts.cgw_core)) {
+                (Ok(g), Ok(c)) => (opts.gw_core, opts.cgw_core) = (g, c),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("vpngw-bench: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            match wire::run(&opts, progress) {
+                Ok(report) => {
+                    wire::print(&report);
+                    serde_json::to_string_pretty(&report)
+                }
+                Err(e) => {
+                    eprintln!("vpngw-bench: wire: {e}");
+                    return ExitCode::from(1);
+                }
+            }
         }
         Command::Fib => {
             let report = fib::run(rounds, round, progress);

@@ -1,0 +1,1219 @@
+//! On the wire: real packets over veth pairs in the namespace lab
+//! (`scripts/lab.sh`), from a traffic generator in the VPC namespace to a
+//! sink, through the gateway namespace, in one run:
+//!
+//! 1. **kernel**: no vpngw; the gateway namespace's own IP forwarding
+//!    (`ip_forward=1`), the baseline a user would compare with;
+//! 2. **vpngw bypass**: vpngw in the gateway namespace forwarding the flow
+//!    unencrypted;
+//! 3. **vpngw ESP**: AES-GCM-128 tunnel mode through the lab's two daemons
+//!    (`scripts/lab/gw.toml` and `cgw.toml`, built in, unchanged): the VPC
+//!    host -> vpngw `gw` (encrypts) -> the internet router (the kernel) ->
+//!    vpngw `cgw` (decrypts) -> the IDC host. Also measured: the same with
+//!    the ESP packets counted on the internet router and no `cgw` ("esp, gw
+//!    only"), which costs the same parties as setup 2 (one daemon, the
+//!    generator), so that encryption's own cost can be told from the cost
+//!    of a second busy-polling daemon on a two-CPU machine.
+//!
+//! # How vpngw forwards unencrypted: the hairpin
+//!
+//! The product has no plain way out of a gateway: a route's next hop is a
+//! tunnel, `inside` or `cloud-connect`, and the last two are the same thing
+//! in the engine (`snapshot::Hop::Inside`: out of the gateway's inside
+//! port); a port belongs to one gateway; the outside port only ever sends
+//! ESP (and its XDP program gives everything else to the kernel); an SPD
+//! `bypass` only hands the packet to the route table. So the only
+//! unencrypted forwarding the schema can say is *inside to inside*: a
+//! packet from the VPC to an address that a route sends `via = "inside"`
+//! goes back out of the port it came in on, forwarded by the engine all
+//! the same (AF_XDP receive, FIB lookup, TTL, a new link header for the
+//! next hop, AF_XDP transmit). The lab's own `gw.toml` has such a route
+//! (`10.1.0.0/16 via inside`), so one daemon configuration carries the
+//! bypass flow (to 10.1.0.99) and the ESP flow (to the IDC). The kernel is
+//! measured on the same hairpin (`kernel hairpin`: in on gw-in, out on
+//! gw-in: the same packets, veth pair and sink), the like-for-like baseline
+//! of target (2) >= (1); and, as the issue sketched it, between two ports
+//! (`kernel forward`: gw-in to gw-out, the sink beyond the internet
+//! router), for reference. Unencrypted forwarding by vpngw between two
+//! ports would need an engine change: the smallest is a next hop "outside,
+//! plain" (a route `via = "outside"` to the outside port's router), which
+//! the product deliberately lacks; a hairpin costs vpngw the same per
+//! packet (one AF_XDP receive, one transmit on a veth), so it stands in.
+//!
+//! # Generator, sink, counters
+//!
+//! trafgen (netsniff-ng) in the VPC namespace sends one UDP/IPv4 flow of
+//! 64-byte or 1400-byte IP packets (plus a 14-byte Ethernet header), as
+//! fast as it can, from one process that trafgen pins to CPU 0. Each sink
+//! is an address its namespace drops silently (forwarding on and a
+//! blackhole route: dropped after the route lookup, no ICMP back):
+//! 10.1.0.99 on the VPC host (hairpins), 203.0.113.9 beyond the internet
+//! router (kernel forward), 172.16.1.99 on the IDC host (ESP), and the
+//! customer gateway's address on the internet router for "esp, gw only".
+//! Every next hop is a permanent neighbour entry, so nothing waits for
+//! ARP. Counted: *sent*, on the generator's interface `vpc0` (transmitted
+//! plus dropped by the veth); *received*, on the sink interface; both read
+//! from `/proc/PID/net/dev` of a process in each namespace, microseconds
+//! apart, after a warm-up, over a fixed window. Gbit/s are IP bytes
+//! received. Where vpngw receives, the veth's per-queue drop counter
+//! (`ethtool -S`, `rx_queue_0_drops`: a redirect into the AF_XDP socket
+//! that found its ring full or no fill frame) says how many were lost
+//! before vpngw saw them: the daemon's own report does not count those.
+//!
+//! # Cores
+//!
+//! On veth the receive work runs on the sending CPU: the kernel's whole
+//! forwarding path, and vpngw's XDP program with its copy into the AF_XDP
+//! ring, run on the generator's CPU; what vpngw transmits is received (and,
+//! on the internet router, forwarded) on vpngw's CPU. So the kernel
+//! forwards on one CPU (the generator's) while vpngw adds a busy-polling
+//! core of its own. (RPS on gw-in, to give the kernel the second CPU as
+//! well, was tried: trafgen then sent a few hundred packets a second on
+//! this VM, so the baseline stays as Linux is set up by default.) The gw
+//! daemon's worker is pinned to the last CPU (`--gw-core`), away from the
+//! generator; cgw's to the last but one (`--cgw-core`), which on two CPUs
+//! is the generator's: in setup 3 two busy-polling daemons and the
+//! generator share two CPUs, and of the three choices tried on an
+//! otherwise idle machine (cgw with the generator, with gw, unpinned) this
+//! one lost the least (it halves the generator, and gw keeps a CPU of its
+//! own; with gw, the two daemons take turns on one CPU and gw's ring
+//! overflows while cgw runs; unpinned lies between). The generator and the
+//! daemons run at nice -10 (`--nice`), ahead of other work on a shared
+//! machine. Each measurement records the cores each party used (its CPU
+//! time over the window, softirq work included when it ran in that party's
+//! context), softirq time, the whole machine, and "other": the machine
+//! less our parties (ksoftirqd, and whatever else was running, which is
+//! worth checking before believing a vpngw number: the kernel baseline
+//! needs one CPU, vpngw both).
+//!
+//! # Rounds
+//!
+//! A round measures every setup at both sizes: the kernel (no daemon),
+//! then gw alone (bypass, esp gw only), then gw and cgw (ESP); every other
+//! round runs that order backwards, and the sizes alternate, so drift and
+//! a noisy neighbour hurt all setups alike. Ratios are medians of the
+//! per-round ratios of received packet rates.
+//!
+//! Needs root, `ip` (iproute2), `ethtool`, trafgen, and the vpngw daemon
+//! (by default the `vpngw` next to this binary). The lab is built under
+//! its own prefix (`vpngw-wire`: a run killed by a signal leaves it to the
+//! next run, or to `scripts/lab.sh down vpngw-wire`) and torn down at the
+//! end and on failure.
+
+use crate::{median, print_table, print_targets, Target};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// IP packet sizes, bytes.
+pub const SIZES: [usize; 2] = [64, 1400];
+
+const PREFIX: &str = "vpngw-wire";
+const LAB_SH: &str = include_str!("../../scripts/lab.sh");
+const GW_TOML: &str = include_str!("../../scripts/lab/gw.toml");
+const CGW_TOML: &str = include_str!("../../scripts/lab/cgw.toml");
+/// `/proc/stat` and `/proc/PID/stat` count in USER_HZ, 100 on Linux/x86.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// What forwards the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Setup {
+    /// The kernel, gw-in -> gw-in (the hairpin vpngw's bypass takes).
+    KernelHairpin,
+    /// The kernel, gw-in -> gw-out (two ports).
+    KernelForward,
+    /// vpngw `gw`, unencrypted, gw-in -> gw-in.
+    VpngwBypass,
+    /// vpngw `gw` encrypting (AES-GCM-128), the ESP packets' sink on the
+    /// internet router: setup 3 without the second daemon.
+    VpngwEncrypt,
+    /// vpngw `gw` -> internet router -> vpngw `cgw`, AES-GCM-128.
+    VpngwEsp,
+}
+
+impl Setup {
+    pub const ALL: [Setup; 5] =
+        [Setup::KernelHairpin, Setup::KernelForward, Setup::VpngwBypass, Setup::VpngwEncrypt, Setup::VpngwEsp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Setup::KernelHairpin => "kernel hairpin",
+            Setup::KernelForward => "kernel forward",
+            Setup::VpngwBypass => "vpngw bypass",
+            Setup::VpngwEncrypt => "vpngw esp, gw only",
+            Setup::VpngwEsp => "vpngw esp",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Setup::KernelHairpin => "vpc0 > gw-in (kernel) gw-in > vpc0",
+            Setup::KernelForward => "vpc0 > gw-in (kernel) gw-out > inet0",
+            Setup::VpngwBypass => "vpc0 > gw-in (vpngw) gw-in > vpc0",
+            Setup::VpngwEncrypt => "vpc0 > gw-in (vpngw, encrypts) gw-out > inet0 (ESP counted)",
+            Setup::VpngwEsp => "vpc0 > gw-in (vpngw, encrypts) gw-out > inet > cgw-out (vpngw, decrypts) cgw-in > idc0",
+        }
+    }
+
+    /// The flow's destination, dropped silently in the sink's namespace.
+    fn dst(self) -> &'static str {
+        match self {
+            Setup::KernelHairpin | Setup::VpngwBypass => "10.1.0.99",
+            Setup::KernelForward => "203.0.113.9",
+            Setup::VpngwEncrypt | Setup::VpngwEsp => "172.16.1.99",
+        }
+    }
+
+    /// The sink: namespace role and interface.
+    fn sink(self) -> (&'static str, &'static str) {
+        match self {
+            Setup::KernelHairpin | Setup::VpngwBypass => ("vpc", "vpc0"),
+            Setup::KernelForward | Setup::VpngwEncrypt => ("inet", "inet0"),
+            Setup::VpngwEsp => ("idc", "idc0"),
+        }
+    }
+
+    /// The interfaces where a vpngw daemon's XDP program receives the flow.
+    fn xdp_ports(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Setup::KernelHairpin | Setup::KernelForward => &[],
+            Setup::VpngwBypass | Setup::VpngwEncrypt => &[("gw", "gw-in")],
+            Setup::VpngwEsp => &[("gw", "gw-in"), ("cgw", "cgw-out")],
+        }
+    }
+}
+
+/// How a run is made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Options {
+    pub rounds: usize,
+    pub warmup_ms: u64,
+    pub window_ms: u64,
+    #[serde(skip)]
+    pub vpngw: PathBuf,
+    /// CPUs the gw and cgw daemons' workers are pinned to (none: unpinned).
+    pub gw_core: Option<usize>,
+    pub cgw_core: Option<usize>,
+    /// The niceness the generator and the daemons run at (below 0: ahead
+    /// of other work on the machine).
+    pub nice: i32,
+}
+
+impl Options {
+    /// The full run (about two minutes) or the quick one (seconds).
+    pub fn new(quick: bool, vpngw: PathBuf) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (rounds, warmup_ms, window_ms) = if quick { (1, 200, 300) } else { (5, 400, 2000) };
+        Options {
+            rounds,
+            warmup_ms,
+            window_ms,
+            vpngw,
+            gw_core: Some(cpus - 1),
+            cgw_core: Some(cpus.saturating_sub(2)),
+            nice: -10,
+        }
+    }
+}
+
+/// One setup at one size in one round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub round: usize,
+    pub sent_pps: f64,
+    pub received_pps: f64,
+    /// Packets lost at a vpngw XDP port (AF_XDP ring full, or no fill
+    /// frame), per second, summed over the setup's vpngw ports.
+    pub xdp_drop_pps: f64,
+    /// The same by port (`gw-in`, `cgw-out`).
+    pub xdp_drop_pps_by_port: BTreeMap<String, f64>,
+    pub cores: Cores,
+}
+
+/// Cores used over a measurement window: CPU seconds per second.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Cores {
+    pub generator: f64,
+    pub gw: f64,
+    pub cgw: f64,
+    /// Softirq time on all CPUs (also counted in whichever party it
+    /// interrupted).
+    pub softirq: f64,
+    /// Every CPU's busy time, whatever ran.
+    pub machine: f64,
+    /// The machine less the generator and the daemons: ksoftirqd, and
+    /// whatever else runs on the machine.
+    pub other: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub setup: Setup,
+    pub path: &'static str,
+    /// IP packet size, bytes.
+    pub size: usize,
+    /// Medians over the rounds.
+    pub sent_pps: f64,
+    pub received_pps: f64,
+    pub gbps: f64,
+    /// 100 x (1 - received / sent), over all rounds together.
+    pub loss_pct: f64,
+    /// Of the sent packets, the percentage lost at vpngw's XDP ports.
+    pub xdp_drop_pct: f64,
+    pub xdp_drop_pct_by_port: BTreeMap<String, f64>,
+    pub cores: Cores,
+    pub samples: Vec<Sample>,
+}
+
+/// A ratio of received rates, measured round by round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub what: String,
+    pub size: usize,
+    pub median: f64,
+    pub per_round: Vec<f64>,
+}
+
+/// A daemon's counters, summed over its runs (one or two per round).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DaemonTotals {
+    pub runs: usize,
+    pub core: Option<usize>,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub drops: BTreeMap<String, u64>,
+    /// The ports' own counters (AF_XDP tx-full and the rest), by port id,
+    /// where the daemon reports them.
+    pub ports: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The worst of its runs: 99th percentile and maximum nanoseconds
+    /// from a burst's receive to its transmit.
+    pub burst_p99_ns: u64,
+    pub burst_max_ns: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub bench: &'static str,
+    pub options: Options,
+    pub cpus: usize,
+    pub generator: String,
+    /// /proc/loadavg before and after: what else the machine was doing.
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+    pub seconds: f64,
+    pub results: Vec<Row>,
+    pub ratios: Vec<Ratio>,
+    pub daemons: BTreeMap<String, DaemonTotals>,
+    pub targets: Vec<Target>,
+}
+
+/// Runs the benchmark; an error says what was missing or what failed (the
+/// lab is gone by then).
+pub fn run(opts: &Options, progress: impl Fn(&str)) -> Result<Report, String> {
+    let start = Instant::now();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let generator = trafgen_version()?;
+    if !opts.vpngw.is_file() {
+        return Err(format!(
+            "{}: no vpngw daemon there (cargo build --release -p vpngw-ctrl, or pass --vpngw)",
+            opts.vpngw.display()
+        ));
+    }
+    let loadavg_before = loadavg();
+    progress(&format!("wire: building the lab ({PREFIX})"));
+    let lab = WireLab::up()?;
+    let mut samples: BTreeMap<(usize, usize), Vec<Sample>> = BTreeMap::new();
+    let mut daemons: BTreeMap<String, DaemonTotals> = BTreeMap::new();
+    for round in 0..opts.rounds {
+        let sizes: Vec<usize> = if round % 2 == 0 { SIZES.to_vec() } else { SIZES.iter().rev().copied().collect() };
+        let mut phases = [Phase::Kernel, Phase::Bypass, Phase::Esp];
+        if round % 2 == 1 {
+            phases.reverse();
+        }
+        let mut gw: Option<Daemon> = None;
+        let mut cgw: Option<Daemon> = None;
+        for phase in phases {
+            // The daemons each phase needs, and only those (an idle
+            // daemon still busy-polls a core).
+            let (want_gw, want_cgw) = match phase {
+                Phase::Kernel => (false, false),
+                Phase::Bypass => (true, false),
+                Phase::Esp => (true, true),
+            };
+            for (want, slot, name) in [(want_cgw, &mut cgw, "cgw"), (want_gw, &mut gw, "gw")] {
+                if !want {
+                    if let Some(d) = slot.take() {
+                        d.stop(daemons.entry(name.into()).or_default())?;
+                    }
+                }
+            }
+            lab.sysctl("gw", "net.ipv4.ip_forward", if phase == Phase::Kernel { "1" } else { "0" })?;
+            for (want, slot, name, config, core) in [
+                (want_gw, &mut gw, "gw", &lab.gw_config, opts.gw_core),
+                (want_cgw, &mut cgw, "cgw", &lab.cgw_config, opts.cgw_core),
+            ] {
+                if want && slot.is_none() {
+                    *slot = Some(Daemon::start(&lab, opts, name, config, core)?);
+                }
+            }
+            for &setup in phase.setups() {
+                for &size in &sizes {
+                    progress(&format!("wire: round {} of {}, {}, {size} B", round + 1, opts.rounds, setup.name()));
+                    // trafgen now and then gives up ("Flushing TX_RING
+                    // failed") when the veth pushes back: once more then.
+                    let s = match measure(&lab, opts, setup, size, round, [gw.as_mut(), cgw.as_mut()]) {
+                        Err(e) if e.starts_with("trafgen") => {
+                            progress(&format!("wire: {e}; measuring again"));
+                            measure(&lab, opts, setup, size, round, [gw.as_mut(), cgw.as_mut()])?
+                        }
+                        r => r?,
+                    };
+                    samples.entry((setup_index(setup), size)).or_default().push(s);
+                }
+            }
+        }
+        for (slot, name) in [(cgw.take(), "cgw"), (gw.take(), "gw")] {
+            if let Some(d) = slot {
+                d.stop(daemons.entry(name.into()).or_default())?;
+            }
+        }
+        lab.sysctl("gw", "net.ipv4.ip_forward", "0")?;
+    }
+    daemons.entry("gw".into()).or_default().core = opts.gw_core;
+    daemons.entry("cgw".into()).or_default().core = opts.cgw_core;
+    drop(lab);
+
+    let mut results = Vec::new();
+    for setup in Setup::ALL {
+        for size in SIZES {
+            let s = samples.remove(&(setup_index(setup), size)).unwrap_or_default();
+            results.push(row(setup, size, s));
+        }
+    }
+    let ratios = ratios(&results);
+    let targets = targets(&ratios);
+    Ok(Report {
+        bench: "wire",
+        options: opts.clone(),
+        cpus,
+        generator,
+        loadavg_before,
+        loadavg_after: loadavg(),
+        seconds: start.elapsed().as_secs_f64(),
+        results,
+        ratios,
+        daemons,
+        targets,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Kernel,
+    Bypass,
+    Esp,
+}
+
+impl Phase {
+    fn setups(self) -> &'static [Setup] {
+        match self {
+            Phase::Kernel => &[Setup::KernelHairpin, Setup::KernelForward],
+            Phase::Bypass => &[Setup::VpngwBypass, Setup::VpngwEncrypt],
+            Phase::Esp => &[Setup::VpngwEsp],
+        }
+    }
+}
+
+fn setup_index(s: Setup) -> usize {
+    Setup::ALL.iter().position(|&x| x == s).expect("a setup")
+}
+
+fn row(setup: Setup, size: usize, samples: Vec<Sample>) -> Row {
+    let med = |f: fn(&Sample) -> f64| if samples.is_empty() { 0.0 } else { median(samples.iter().map(f).collect()) };
+    let (sent, received) = (med(|s| s.sent_pps), med(|s| s.received_pps));
+    let total_sent: f64 = samples.iter().map(|s| s.sent_pps).sum();
+    let total_received: f64 = samples.iter().map(|s| s.received_pps).sum();
+    let total_xdp: f64 = samples.iter().map(|s| s.xdp_drop_pps).sum();
+    let pct = |x: f64| if total_sent > 0.0 { 100.0 * x / total_sent } else { 0.0 };
+    let cores = Cores {
+        generator: med(|s| s.cores.generator),
+        gw: med(|s| s.cores.gw),
+        cgw: med(|s| s.cores.cgw),
+        softirq: med(|s| s.cores.softirq),
+        machine: med(|s| s.cores.machine),
+        other: med(|s| s.cores.other),
+    };
+    Row {
+        setup,
+        path: setup.path(),
+        size,
+        sent_pps: sent,
+        received_pps: received,
+        gbps: received * size as f64 * 8.0 / 1e9,
+        loss_pct: pct(total_sent - total_received),
+        xdp_drop_pct: pct(total_xdp),
+        xdp_drop_pct_by_port: setup
+            .xdp_ports()
+            .iter()
+            .map(|&(_, port)| {
+                (port.to_string(), pct(samples.iter().filter_map(|s| s.xdp_drop_pps_by_port.get(port)).sum()))
+            })
+            .collect(),
+        cores,
+        samples,
+    }
+}
+
+fn ratios(rows: &[Row]) -> Vec<Ratio> {
+    let find = |setup: Setup, size: usize| rows.iter().find(|r| r.setup == setup && r.size == size);
+    let mut out = Vec::new();
+    for (what, a, b) in [
+        ("vpngw bypass / kernel hairpin", Setup::VpngwBypass, Setup::KernelHairpin),
+        ("vpngw bypass / kernel forward", Setup::VpngwBypass, Setup::KernelForward),
+        ("vpngw esp / vpngw bypass", Setup::VpngwEsp, Setup::VpngwBypass),
+        ("vpngw esp gw only / vpngw bypass", Setup::VpngwEncrypt, Setup::VpngwBypass),
+        ("vpngw esp / kernel hairpin", Setup::VpngwEsp, Setup::KernelHairpin),
+    ] {
+        for size in SIZES {
+            let (Some(a), Some(b)) = (find(a, size), find(b, size)) else { continue };
+            let per_round: Vec<f64> = a
+                .samples
+                .iter()
+                .filter_map(|x| {
+                    let y = b.samples.iter().find(|y| y.round == x.round)?;
+                    (y.received_pps > 0.0).then(|| x.received_pps / y.received_pps)
+                })
+                .collect();
+            let median = if per_round.is_empty() { 0.0 } else { median(per_round.clone()) };
+            out.push(Ratio { what: what.into(), size, median, per_round });
+        }
+    }
+    out
+}
+
+fn targets(ratios: &[Ratio]) -> Vec<Target> {
+    let find = |what: &str, size: usize| ratios.iter().find(|r| r.what == what && r.size == size);
+    let mut t = Vec::new();
+    for size in SIZES {
+        if let Some(r) = find("vpngw bypass / kernel hairpin", size) {
+            t.push(Target {
+                what: format!("(2) vpngw bypass vs (1) kernel, same flow, {size} B, received pps"),
+                want: ">= 1.00".into(),
+                got: format!("{:.2}", r.median),
+                met: r.median >= 1.0,
+            });
+        }
+    }
+    if let Some(r) = find("vpngw esp / vpngw bypass", 1400) {
+        t.push(Target {
+            what: "(3) vpngw ESP AES-GCM-128 vs (2) bypass, 1400 B, received pps".into(),
+            want: ">= 0.80".into(),
+            got: format!("{:.2}", r.median),
+            met: r.median >= 0.8,
+        });
+    }
+    t
+}
+
+/// One measurement: the generator runs for the warm-up and the window; the
+/// counters are read at both ends of the window.
+fn measure(
+    lab: &WireLab,
+    opts: &Options,
+    setup: Setup,
+    size: usize,
+    round: usize,
+    daemons: [Option<&mut Daemon>; 2],
+) -> Result<Sample, String> {
+    let [mut gw, mut cgw] = daemons;
+    for d in [gw.as_deref_mut(), cgw.as_deref_mut()].into_iter().flatten() {
+        d.check_running()?;
+    }
+    let (sink_role, sink_if) = setup.sink();
+    let source = lab.sleeper("vpc");
+    let sink = lab.sleeper(sink_role);
+    // Setup 3 without cgw: the internet router drops the ESP packets
+    // (rather than pass them to cgw's kernel, which has no ESP).
+    let _blackhole =
+        if setup == Setup::VpngwEncrypt { Some(Blackhole::add(lab, "inet", "198.51.100.1/32")?) } else { None };
+    let mut generator = Generator::start(lab, opts, setup, size)?;
+    sleep(Duration::from_millis(opts.warmup_ms));
+    generator.check_running()?;
+    let pids = [gw.as_ref().map(|d| d.pid()), cgw.as_ref().map(|d| d.pid())];
+    // ethtool takes milliseconds: its counts get their own interval, from
+    // the middle of one reading to the middle of the other.
+    let (xdp0, xdp0_at) = timed(|| xdp_drops(lab, setup))?;
+    let a = Counters::read(source, sink, sink_if, generator.pgid, pids)?;
+    sleep(Duration::from_millis(opts.window_ms));
+    let b = Counters::read(source, sink, sink_if, generator.pgid, pids)?;
+    let (xdp1, xdp1_at) = timed(|| xdp_drops(lab, setup))?;
+    generator.check_running()?;
+    generator.stop();
+    let dt = b.at.duration_since(a.at).as_secs_f64();
+    let xdp_by_port: BTreeMap<String, f64> = setup
+        .xdp_ports()
+        .iter()
+        .zip(xdp0.iter().zip(&xdp1))
+        .map(|(&(_, port), (x, y))| (port.to_string(), y.saturating_sub(*x) as f64 / (xdp1_at - xdp0_at).max(1e-3)))
+        .collect();
+    let per_second = |x: u64, y: u64| y.saturating_sub(x) as f64 / dt;
+    let cores = |x: u64, y: u64| y.saturating_sub(x) as f64 / TICKS_PER_SECOND / dt;
+    Ok(Sample {
+        round,
+        sent_pps: per_second(a.sent, b.sent),
+        received_pps: per_second(a.received, b.received),
+        xdp_drop_pps: xdp_by_port.values().sum(),
+        xdp_drop_pps_by_port: xdp_by_port,
+        cores: Cores {
+            generator: cores(a.generator, b.generator),
+            gw: cores(a.daemons[0], b.daemons[0]),
+            cgw: cores(a.daemons[1], b.daemons[1]),
+            softirq: cores(a.softirq, b.softirq),
+            machine: cores(a.busy, b.busy),
+            other: (cores(a.busy, b.busy)
+                - cores(a.generator, b.generator)
+                - cores(a.daemons[0], b.daemons[0])
+                - cores(a.daemons[1], b.daemons[1]))
+            .max(0.0),
+        },
+    })
+}
+
+/// What `f` returns, and when (seconds since the process started, the
+/// middle of the call).
+fn timed<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(T, f64), String> {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let before = epoch.elapsed().as_secs_f64();
+    let v = f()?;
+    let after = epoch.elapsed().as_secs_f64();
+    Ok((v, (before + after) / 2.0))
+}
+
+/// The counters a measurement reads, all at one moment (file reads only).
+struct Counters {
+    at: Instant,
+    /// The generator's interface: transmitted and dropped.
+    sent: u64,
+    received: u64,
+    /// CPU ticks.
+    generator: u64,
+    daemons: [u64; 2],
+    softirq: u64,
+    busy: u64,
+}
+
+impl Counters {
+    fn read(source: u32, sink: u32, sink_if: &str, generator: u32, daemons: [Option<u32>; 2]) -> Result<Self, String> {
+        let src = net_dev(source, "vpc0")?;
+        let dst = net_dev(sink, sink_if)?;
+        let at = Instant::now();
+        let (busy, softirq) = machine_ticks()?;
+        let generator = group_ticks(generator);
+        let daemons = daemons.map(|p| p.and_then(process_ticks).unwrap_or(0));
+        Ok(Counters {
+            at,
+            sent: src.tx_packets + src.tx_dropped,
+            received: dst.rx_packets,
+            generator,
+            daemons,
+            softirq,
+            busy,
+        })
+    }
+}
+
+struct NetDev {
+    rx_packets: u64,
+    tx_packets: u64,
+    tx_dropped: u64,
+}
+
+/// An interface's counters in the network namespace of process `pid`.
+fn net_dev(pid: u32, ifname: &str) -> Result<NetDev, String> {
+    let path = format!("/proc/{pid}/net/dev");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(':') else { continue };
+        if name.trim() != ifname {
+            continue;
+        }
+        let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if f.len() < 16 {
+            break;
+        }
+        // rx: bytes packets errs drop fifo frame compressed multicast;
+        // tx: bytes packets errs drop ...
+        return Ok(NetDev { rx_packets: f[1], tx_packets: f[9], tx_dropped: f[11] });
+    }
+    Err(format!("{path}: no interface {ifname}"))
+}
+
+/// All CPUs' busy and softirq ticks.
+fn machine_ticks() -> Result<(u64, u64), String> {
+    let text = fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    let line = text.lines().next().unwrap_or_default();
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    if f.len() < 8 {
+        return Err(format!("/proc/stat: unexpected first line {line:?}"));
+    }
+    // user nice system idle iowait irq softirq steal
+    Ok((f[0] + f[1] + f[2] + f[5] + f[6] + f[7], f[6]))
+}
+
+/// (process group, utime + stime) of process `pid`, all its threads.
+fn stat_of(pid: u32) -> Option<(u32, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm) ": state ppid pgrp session tty tpgid flags minflt
+    // cminflt majflt cmajflt utime stime.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let pgrp = f.get(2)?.parse().ok()?;
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((pgrp, ticks))
+}
+
+fn process_ticks(pid: u32) -> Option<u64> {
+    stat_of(pid).map(|(_, t)| t)
+}
+
+/// CPU ticks of every process in process group `pgid` (trafgen forks).
+fn group_ticks(pgid: u32) -> u64 {
+    let Ok(dir) = fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat_of)
+        .filter(|&(g, _)| g == pgid)
+        .map(|(_, t)| t)
+        .sum()
+}
+
+/// Packets each of the setup's vpngw XDP ports could not hand to its
+/// AF_XDP socket so far (the veth's per-queue drop counters, which count
+/// failed redirects; `xdp_drops` are the program's own XDP_DROPs).
+fn xdp_drops(lab: &WireLab, setup: Setup) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for &(role, ifname) in setup.xdp_ports() {
+        let text = lab.exec(role, &["ethtool", "-S", ifname])?;
+        let n = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rx_queue_")?.split_once("_drops:"))
+            .filter(|(queue, _)| queue.parse::<u32>().is_ok())
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum();
+        out.push(n);
+    }
+    Ok(out)
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn trafgen_version() -> Result<String, String> {
+    let out = Command::new("trafgen").arg("--version").output().map_err(|e| {
+        format!("trafgen: {e} (install netsniff-ng: apt-get install -y netsniff-ng, or scripts/deps.sh)")
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().unwrap_or("trafgen").trim().to_string())
+}
+
+/// The namespace lab under this benchmark's prefix, with the sinks and
+/// static neighbours the flows need; torn down on drop.
+struct WireLab {
+    dir: PathBuf,
+    gw_config: PathBuf,
+    cgw_config: PathBuf,
+    /// A process in each namespace whose counters are read (by role).
+    sleepers: Vec<(&'static str, Child)>,
+    macs: BTreeMap<&'static str, String>,
+}
+
+impl WireLab {
+    fn up() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("{PREFIX}-{}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut lab = WireLab {
+            gw_config: dir.join("gw.toml"),
+            cgw_config: dir.join("cgw.toml"),
+            dir,
+            sleepers: Vec::new(),
+            macs: BTreeMap::new(),
+        };
+        script("up")?;
+        lab.prepare()?;
+        Ok(lab)
+    }
+
+    fn prepare(&mut self) -> Result<(), String> {
+        for (path, text) in [(&self.gw_config, GW_TOML), (&self.cgw_config, CGW_TOML)] {
+            fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        for (role, ifname) in [("vpc", "vpc0"), ("gw", "gw-in"), ("gw", "gw-out"), ("inet", "inet0"), ("inet", "inet1")]
+            .into_iter()
+            .chain([("cgw", "cgw-out"), ("cgw", "cgw-in"), ("idc", "idc0")])
+        {
+            let out = self.exec(role, &["cat", &format!("/sys/class/net/{ifname}/address")])?;
+            self.macs.insert(ifname, out.trim().to_string());
+        }
+        let mac = |i: &str| self.macs[i].clone();
+        // Every next hop a permanent neighbour: nothing waits for ARP.
+        let neighbours = [
+            ("gw", "gw-in", "10.1.0.99", mac("vpc0")),
+            ("gw", "gw-out", "192.0.2.254", mac("inet0")),
+            ("inet", "inet0", "192.0.2.1", mac("gw-out")),
+            ("inet", "inet1", "198.51.100.1", mac("cgw-out")),
+            ("cgw", "cgw-out", "198.51.100.254", mac("inet1")),
+            ("cgw", "cgw-in", "172.16.1.99", mac("idc0")),
+        ];
+        for (role, dev, ip, lladdr) in neighbours {
+            self.ip(role, &["neigh", "replace", ip, "lladdr", &lladdr, "dev", dev, "nud", "permanent"])?;
+        }
+        // The sinks: forwarding on and a blackhole route, so the packets
+        // are dropped right after the route lookup, with no ICMP back.
+        for (role, prefix) in [("vpc", "10.1.0.99/32"), ("inet", "203.0.113.0/24"), ("idc", "172.16.1.99/32")] {
+            self.sysctl(role, "net.ipv4.ip_forward", "1")?;
+            self.ip(role, &["route", "add", "blackhole", prefix])?;
+        }
+        // The kernel baseline hairpins on gw-in: no redirects for that.
+        self.sysctl("gw", "net.ipv4.conf.all.send_redirects", "0")?;
+        self.sysctl("gw", "net.ipv4.conf.gw-in.send_redirects", "0")?;
+        for role in ["vpc", "inet", "idc"] {
+            let child = Command::new("ip")
+                .args(["netns", "exec", &ns(role), "sleep", "86400"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("ip netns exec {} sleep: {e}", ns(role)))?;
+            self.sleepers.push((role, child));
+        }
+        // `ip netns exec` has switched namespaces once its net/dev shows
+        // the namespace's interface.
+        for (role, child) in &self.sleepers {
+            let ifname = match *role {
+                "vpc" => "vpc0",
+                "inet" => "inet0",
+                _ => "idc0",
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while net_dev(child.id(), ifname).is_err() {
+                if Instant::now() > deadline {
+                    return Err(format!("a helper process did not enter {}", ns(role)));
+                }
+                sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pid of the helper process in `role`'s namespace.
+    fn sleeper(&self, role: &str) -> u32 {
+        self.sleepers.iter().find(|(r, _)| *r == role).map(|(_, c)| c.id()).expect("a helper in every sink namespace")
+    }
+
+    fn exec(&self, role: &str, command: &[&str]) -> Result<String, String> {
+        let mut args = vec!["netns", "exec"];
+        let name = ns(role);
+        args.push(&name);
+        args.extend_from_slice(command);
+        run_cmd("ip", &args)
+    }
+
+    fn ip(&self, role: &str, args: &[&str]) -> Result<String, String> {
+        let name = ns(role);
+        let mut all = vec!["-n", name.as_str()];
+        all.extend_from_slice(args);
+        run_cmd("ip", &all)
+    }
+
+    fn sysctl(&self, role: &str, key: &str, value: &str) -> Result<(), String> {
+        self.exec(role, &["sysctl", "-qw", &format!("{key}={value}")]).map(|_| ())
+    }
+}
+
+impl Drop for WireLab {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.sleepers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = script("down");
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A blackhole route, removed on drop.
+struct Blackhole<'a> {
+    lab: &'a WireLab,
+    role: &'static str,
+    prefix: &'static str,
+}
+
+impl<'a> Blackhole<'a> {
+    fn add(lab: &'a WireLab, role: &'static str, prefix: &'static str) -> Result<Self, String> {
+        lab.ip(role, &["route", "add", "blackhole", prefix])?;
+        Ok(Blackhole { lab, role, prefix })
+    }
+}
+
+impl Drop for Blackhole<'_> {
+    fn drop(&mut self) {
+        let _ = self.lab.ip(self.role, &["route", "del", "blackhole", self.prefix]);
+    }
+}
+
+fn ns(role: &str) -> String {
+    format!("{PREFIX}-{role}")
+}
+
+/// `scripts/lab.sh` (built in) with `what` and this benchmark's prefix.
+fn script(what: &str) -> Result<(), String> {
+    run_cmd("bash", &["-c", LAB_SH, "lab.sh", what, PREFIX])
+        .map(|_| ())
+        .map_err(|e| format!("{e} (the lab needs root, iproute2 and ethtool)"))
+}
+
+fn run_cmd(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program).args(args).stdin(Stdio::null()).output().map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        let shown: Vec<&str> = args.iter().copied().filter(|a| a.len() < 200).collect();
+        return Err(format!("{program} {}: {}", shown.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Sends a signal with kill(1): to a process, or to a process group.
+fn signal(target: &str, sig: &str) {
+    let _ = Command::new("kill").args(["-s", sig, "--", target]).stderr(Stdio::null()).status();
+}
+
+/// trafgen in the VPC namespace, in a process group of its own (it forks a
+/// worker, which a signal to the parent alone does not stop).
+struct Generator {
+    child: Child,
+    pgid: u32,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Generator {
+    fn start(lab: &WireLab, opts: &Options, setup: Setup, size: usize) -> Result<Self, String> {
+        let config = lab.dir.join(format!("trafgen-{size}.cfg"));
+        let log = lab.dir.join("trafgen.log");
+        let text = format!(
+            "{{ eth(da={}, sa={}), ipv4(saddr=10.1.0.5, daddr={}, ttl=64, df), udp(sp=9, dp=9), fill(0x5a, {}) }}\n",
+            lab.macs["gw-in"],
+            lab.macs["vpc0"],
+            setup.dst(),
+            size - 28
+        );
+        fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns("vpc"), "nice", "-n", &opts.nice.to_string()])
+            .args(["trafgen", "--dev", "vpc0", "--conf"])
+            .arg(&config)
+            // One process (trafgen pins it to CPU 0), a count it never
+            // reaches (--num 0 misbehaves on SIGINT), no sysctl or IRQ
+            // tuning, no statistics.
+            .args(["--cpus", "1", "--num", "4000000000", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats"])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?)
+            .spawn()
+            .map_err(|e| format!("trafgen: {e}"))?;
+        let pgid = child.id();
+        Ok(Generator { child, pgid, config, log })
+    }
+
+    fn check_running(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            _ => {
+                let err = fs::read_to_string(&self.log).unwrap_or_default();
+                Err(format!("trafgen ({}) stopped early: {}", self.config.display(), err.trim()))
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        let group = format!("-{}", self.pgid);
+        signal(&group, "INT");
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            sleep(Duration::from_millis(10));
+        }
+        signal(&group, "KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// A vpngw daemon in a lab namespace; its counters (JSON on stdout) are
+/// read when it stops.
+struct Daemon {
+    child: Option<Child>,
+    name: &'static str,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn start(
+        lab: &WireLab,
+        opts: &Options,
+        name: &'static str,
+        config: &Path,
+        core: Option<usize>,
+    ) -> Result<Self, String> {
+        let bin = opts.vpngw.as_path();
+        let (stdout, stderr) = (lab.dir.join(format!("{name}.json")), lab.dir.join(format!("{name}.log")));
+        let file = |p: &Path| fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns(name), "nice", "-n", &opts.nice.to_string()]);
+        cmd.arg(bin).arg("--config").arg(config).arg("--json");
+        if let Some(c) = core {
+            cmd.args([pin_flag(bin)?, &c.to_string()]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file(&stdout)?)
+            .stderr(file(&stderr)?)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        let mut d = Daemon { child: Some(child), name, stdout, stderr };
+        // Ready when it says it forwards.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            d.check_running()?;
+            if fs::read_to_string(&d.stderr).unwrap_or_default().contains("forwarding") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("vpngw {name} did not start forwarding within 10 s: {}", d.log()));
+            }
+            sleep(Duration::from_millis(20));
+        }
+        Ok(d)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default().trim().to_string()
+    }
+
+    fn check_running(&mut self) -> Result<(), String> {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => Ok(()),
+            _ => Err(format!("vpngw {} exited: {}", self.name, self.log())),
+        }
+    }
+
+    /// SIGTERM, then its exit report added to `totals`.
+    fn stop(mut self, totals: &mut DaemonTotals) -> Result<(), String> {
+        let mut child = self.child.take().expect("running");
+        signal(&child.id().to_string(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            sleep(Duration::from_millis(10));
+        }
+        let status = match child.try_wait() {
+            Ok(Some(s)) => s,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("vpngw {} did not stop within 5 s of SIGTERM", self.name));
+            }
+        };
+        let text = fs::read_to_string(&self.stdout).unwrap_or_default();
+        if !status.success() {
+            return Err(format!("vpngw {} exited with {status}: {}", self.name, self.log()));
+        }
+        let report: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("vpngw {}: its exit report is not JSON ({e})", self.name))?;
+        totals.runs += 1;
+        for w in report["workers"].as_array().into_iter().flatten() {
+            totals.rx_frames += w["rx_frames"].as_u64().unwrap_or(0);
+            totals.tx_frames += w["tx_frames"].as_u64().unwrap_or(0);
+            totals.burst_p99_ns = totals.burst_p99_ns.max(w["latency_p99_ns"].as_u64().unwrap_or(0));
+            totals.burst_max_ns = totals.burst_max_ns.max(w["latency_max_ns"].as_u64().unwrap_or(0));
+            for (reason, n) in w["drops"].as_object().into_iter().flatten() {
+                *totals.drops.entry(reason.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+            for (port, counters) in w["ports"].as_object().into_iter().flatten() {
+                let sums = totals.ports.entry(port.clone()).or_default();
+                for (name, n) in counters.as_object().into_iter().flatten() {
+                    *sums.entry(name.clone()).or_default() += n.as_u64().unwrap_or(0);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The daemon's option that pins its (one) worker: `--cores LIST` where
+/// the daemon has several workers, `--core N` where it has one.
+fn pin_flag(bin: &Path) -> Result<&'static str, String> {
+    let out = Command::new(bin).arg("--help").output().map_err(|e| format!("{}: {e}", bin.display()))?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    if help.contains("--cores") {
+        Ok("--cores")
+    } else if help.contains("--core ") || help.contains("--core <") {
+        Ok("--core")
+    } else {
+        Err(format!("{}: no --core or --cores option to pin the worker with", bin.display()))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn kpps(x: f64) -> String {
+    format!("{:.1}", x / 1e3)
+}
+
+pub fn print(report: &Report) {
+    let o = &report.options;
+    println!(
+        "On the wire: {} -> sink, in the namespace lab over veth; median of {} round(s) of {} ms each (after {} ms warm-up), the setups interleaved",
+        report.generator.split(" (").next().unwrap_or("trafgen"),
+        o.rounds,
+        o.window_ms,
+        o.warmup_ms
+    );
+    for setup in Setup::ALL {
+        println!("  {:<20} {}", setup.name(), setup.path());
+    }
+    let vpngw = |s: Setup, cond: bool, x: f64| {
+        if cond && s != Setup::KernelHairpin && s != Setup::KernelForward {
+            format!("{x:.2}")
+        } else {
+            "-".into()
+        }
+    };
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|r| {
+            vec![
+                r.setup.name().to_string(),
+                r.size.to_string(),
+                kpps(r.sent_pps),
+                kpps(r.received_pps),
+                format!("{:.2}", r.gbps),
+                format!("{:.1}", r.loss_pct.max(0.0)),
+                if r.setup.xdp_ports().is_empty() { "-".into() } else { format!("{:.1}", r.xdp_drop_pct) },
+                format!("{:.2}", r.cores.generator),
+                vpngw(r.setup, true, r.cores.gw),
+                vpngw(r.setup, r.setup == Setup::VpngwEsp, r.cores.cgw),
+                format!("{:.2}", r.cores.softirq),
+                format!("{:.2}", r.cores.other),
+                format!("{:.2}", r.cores.machine),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "setup",
+            "bytes",
+            "sent kpps",
+            "recv kpps",
+            "Gbit/s",
+            "loss %",
+            "xdp drop %",
+            "cores: gen",
+            "gw",
+            "cgw",
+            "softirq",
+            "other",
+            "machine",
+        ],
+        &rows,
+    );
+    let pin = |c: Option<usize>| c.map_or("unpinned".to_string(), |c| format!("pinned to CPU {c}"));
+    println!(
+        "{} CPUs. Generator: one trafgen process, pinned to CPU 0 by trafgen; vpngw gw's worker {}; cgw's {}.",
+        report.cpus,
+        pin(o.gw_core),
+        pin(o.cgw_core)
+    );
+    println!(
+        "Cores: CPU time / wall time per party; veth receive work (the kernel's forwarding, vpngw's XDP copy into \
+         its AF_XDP ring) runs on the sending CPU and counts for whatever it interrupted; machine: all CPUs busy; \
+         other: the machine less the generator and the daemons (ksoftirqd, and anything else running: load \
+         average before {}, after {}). The generator and the daemons run at nice {}.",
+        report.loadavg_before, report.loadavg_after, o.nice
+    );
+    let busy = report.results.iter().map(|r| r.cores.other).fold(0.0, f64::max);
+    if busy > 0.25 {
+        println!(
+            "NOTE: up to {busy:.2} cores went to other work during the measurements: the setups that need both CPUs \
+             (vpngw) lose more to it than the kernel, which forwards on the generator's CPU."
+        );
+    }
+    println!(
+        "Gbit/s: IP bytes received. xdp drop %: of the packets sent, those lost at a vpngw port's XDP redirect \
+         (its AF_XDP ring full, or no fill frame) before vpngw saw them."
+    );
+    for r in report.results.iter().filter(|r| r.xdp_drop_pct_by_port.len() > 1) {
+        let ports: Vec<String> = r.xdp_drop_pct_by_port.iter().map(|(p, x)| format!("{p} {x:.1}%")).collect();
+        println!("{} {} B: xdp drops by port: {}", r.setup.name(), r.size, ports.join(", "));
+    }
+    for (name, d) in &report.daemons {
+        let mut drops: Vec<String> = d.drops.iter().filter(|(_, &n)| n > 0).map(|(r, n)| format!("{r} {n}")).collect();
+        // The ports' losses (not the traffic and wake-up counts).
+        for (port, counters) in &d.ports {
+            for (name, n) in counters {
+                let loss = ["full", "no-frame", "bad", "error"].iter().any(|w| name.contains(w));
+                if loss && *n > 0 {
+                    drops.push(format!("port {port} {name} {n}"));
+                }
+            }
+        }
+        println!(
+            "vpngw {name}: {} run(s), rx {} tx {} frames, engine drops: {}; burst receive-to-transmit p99 {} us, max {} us",
+            d.runs,
+            d.rx_frames,
+            d.tx_frames,
+            if drops.is_empty() { "none".into() } else { drops.join(", ") },
+            d.burst_p99_ns / 1000,
+            d.burst_max_ns / 1000
+        );
+    }
+    println!();
+    let rows: Vec<Vec<String>> = report
+        .ratios
+        .iter()
+        .map(|r| {
+            let rounds: Vec<String> = r.per_round.iter().map(|x| format!("{x:.2}")).collect();
+            vec![r.what.clone(), r.size.to_string(), format!("{:.2}", r.median), rounds.join(" ")]
+        })
+        .collect();
+    print_table(&["ratio of received pps, same round", "bytes", "median", "per round"], &rows);
+    println!();
+    print_targets(&report.targets);
+}
