@@ -135,6 +135,8 @@ fn two_vpngw_carry_ping_and_tcp_with_every_suite_raw_and_natt() {
                 for port in ["1", "2"] {
                     let tx = r["workers"][0]["ports"][port]["tx"].as_u64().unwrap_or(0);
                     assert!(tx > 10_000, "{what} {side}: port {port}'s own counters report what it sent: {r}");
+                    let lost = &r["workers"][0]["ports"][port]["kernel-rx-dropped"];
+                    assert!(lost.is_u64(), "{what} {side}: port {port} reports the kernel's receive drops: {r}");
                 }
                 for reason in ["icv", "replay", "unknown-spi", "malformed", "encap-mismatch"] {
                     assert_eq!(drops(r, reason), 0, "{what} {side}: no {reason} drops: {r}");

@@ -187,7 +187,15 @@ pub(super) fn refill(fill: &mut Producer<u64>, pool: &mut Pool, id: SocketId) {
 impl Port for XskPort {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let s = self.stats();
+        // What the kernel lost before the engine saw it: the rx ring full,
+        // no fill frame. (A failed read reports zeros rather than nothing.)
+        let k = self.socket.kernel_stats().unwrap_or_default();
         vec![
+            ("kernel-rx-dropped", k.rx_dropped),
+            ("kernel-rx-ring-full", k.rx_ring_full),
+            ("kernel-rx-fill-empty", k.rx_fill_ring_empty_descs),
+            ("kernel-rx-invalid", k.rx_invalid_descs),
+            ("kernel-tx-invalid", k.tx_invalid_descs),
             ("rx", s.rx),
             ("tx", s.tx),
             ("tx-full", s.tx_full),
