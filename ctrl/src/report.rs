@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use vpngw_engine::model;
-use vpngw_engine::stats::DropCounters;
+use vpngw_engine::stats::{DropCounters, Traffic};
 use vpngw_engine::worker::WorkerReport;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -55,6 +55,10 @@ fn named(d: &DropCounters) -> BTreeMap<String, u64> {
     d.nonzero().map(|(r, n)| (r.name().to_string(), n)).collect()
 }
 
+fn sa_stats(spi: u32, traffic: Traffic, drops: &DropCounters) -> SaStats {
+    SaStats { spi, packets: traffic.packets, bytes: traffic.bytes, drops: named(drops) }
+}
+
 impl Report {
     /// Reads the counters of `cfg`'s SAs (each lock held a moment) and the
     /// workers' last reports.
@@ -66,26 +70,14 @@ impl Report {
             .map(|t| {
                 let outbound = {
                     let sa = t.outbound.lock().expect("SA lock");
-                    let traffic = sa.state.lifetime.traffic;
-                    SaStats {
-                        spi: sa.cfg.spi,
-                        packets: traffic.packets,
-                        bytes: traffic.bytes,
-                        drops: named(&sa.state.drops),
-                    }
+                    sa_stats(sa.cfg.spi, sa.state.lifetime.traffic, &sa.state.drops)
                 };
                 let inbound = t
                     .inbound
                     .iter()
                     .map(|sa| {
                         let sa = sa.lock().expect("SA lock");
-                        let traffic = sa.state.lifetime.traffic;
-                        SaStats {
-                            spi: sa.cfg.spi,
-                            packets: traffic.packets,
-                            bytes: traffic.bytes,
-                            drops: named(&sa.state.drops),
-                        }
+                        sa_stats(sa.cfg.spi, sa.state.lifetime.traffic, &sa.state.drops)
                     })
                     .collect();
                 TunnelStats { name: t.name.clone(), gateway: gw_name(t.gateway), up: t.up, outbound, inbound }

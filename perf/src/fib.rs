@@ -8,7 +8,7 @@
 //! with lengths distributed roughly as in Internet routing tables. Lookups go
 //! through `lookup_batch` a burst at a time, as the pipeline calls it.
 
-use crate::{median, print_table, print_targets, rate, Target};
+use crate::{median, print_table, print_targets, rate, Target, XorShift};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -49,26 +49,6 @@ pub struct Report {
     pub burst: usize,
     pub results: Vec<Row>,
     pub targets: Vec<Target>,
-}
-
-/// xorshift64: deterministic, and enough to scatter prefixes.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn u128(&mut self) -> u128 {
-        u128::from(self.next()) << 64 | u128::from(self.next())
-    }
 }
 
 /// `n` distinct prefixes of a `width`-bit family (as `u128`, host bits

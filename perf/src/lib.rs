@@ -22,6 +22,28 @@ pub fn rate(budget: Duration, per_batch: usize, mut batch: impl FnMut() -> Durat
     packets as f64 / timed.as_secs_f64()
 }
 
+/// xorshift64: deterministic, and enough to scatter prefixes, rules and
+/// flows (the benchmarks' inputs are the same in every run).
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn u128(&mut self) -> u128 {
+        u128::from(self.next()) << 64 | u128::from(self.next())
+    }
+}
+
 /// The median of some rates.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

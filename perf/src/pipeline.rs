@@ -7,7 +7,7 @@
 //! AEAD speed on the same packet sizes, measured in the same run.
 
 use crate::esp::Raw;
-use crate::{median, print_table, print_targets, rate, Target};
+use crate::{median, print_table, print_targets, rate, Target, XorShift};
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -133,11 +133,9 @@ fn lab(tunnels: usize, routes: usize) -> Lab {
     }
     // Filler routes up to `routes`: deterministic, 20.0.0.0 and above, /16
     // to /28, spread over the tunnels.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     while cfg.routes.len() < routes {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next();
         let a = 0x1400_0000 + (x as u32 % 0xb000_0000);
         let len = 16 + (x >> 40) as u8 % 13;
         cfg.routes.push(route(Ipv4Addr::from(a), len, NextHop::Tunnel((x >> 20) as u32 % tunnels as u32)));

@@ -12,7 +12,7 @@
 //! priorities 0 to 99, plus two rules with ranges that are not prefixes.
 //! Nine of ten flows fall inside a rule; the rest are random.
 
-use crate::{median, print_table, print_targets, rate, Target};
+use crate::{median, print_table, print_targets, rate, Target, XorShift};
 use serde::Serialize;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -28,21 +28,6 @@ const FLOWS: usize = 16_384;
 const PER_TIMING: usize = 4096;
 /// Flows per burst, as the pipeline classifies them.
 const BURST: usize = 32;
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn v4(a: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(a))
