@@ -80,17 +80,76 @@ fn matches(rule: &SpdRule, t: &FiveTuple) -> bool {
 pub struct Spd<A> {
     /// In priority order: a rule's index is its rank.
     rules: Vec<(SpdRule, A)>,
-    /// IPv4 tuples, then IPv6 tuples, each by their best rank ascending.
-    tuples: [Vec<Tuple<A>>; 2],
+    /// IPv4, then IPv6.
+    families: [Family<A>; 2],
     /// Ranks of the rules whose ranges are not prefixes, ascending.
     others: Vec<u32>,
     /// Ranks of the rules with each action (a tunnel's inbound selectors).
     by_action: HashMap<A, Vec<u32>>,
 }
 
+/// One address family's tuples, by their best rank ascending, and a
+/// filter per source and per destination prefix length in use: a lookup
+/// asks the filters first (one bit each) and probes only the tuples whose
+/// source and destination lengths both may match, so the cost follows the
+/// prefix lengths a packet can match, not all the pairs the rules use.
+#[derive(Debug, Clone)]
+struct Family<A> {
+    tuples: Vec<Tuple<A>>,
+    src: Vec<LengthFilter>,
+    dst: Vec<LengthFilter>,
+}
+
+/// The masked addresses of one prefix length that rules use, as a Bloom
+/// filter (one hash, at least 16 bits per address): "no" is certain, "yes"
+/// may be wrong (the tuple probe then decides).
+#[derive(Debug, Clone)]
+struct LengthFilter {
+    mask: u128,
+    bits: Box<[u64]>,
+}
+
+impl LengthFilter {
+    fn new(mask: u128, values: &[u128]) -> Self {
+        let n = (values.len() * 16).next_power_of_two().max(64);
+        let mut bits = vec![0u64; n / 64].into_boxed_slice();
+        for &v in values {
+            let i = Self::bit(v, n);
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        Self { mask, bits }
+    }
+
+    #[inline]
+    fn bit(v: u128, n: usize) -> usize {
+        let h = ((v as u64) ^ (v >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> 32) as usize & (n - 1)
+    }
+
+    #[inline]
+    fn may_contain(&self, addr: u128) -> bool {
+        let i = Self::bit(addr & self.mask, self.bits.len() * 64);
+        self.bits[i / 64] >> (i % 64) & 1 == 1
+    }
+}
+
+/// Bit `i` set: filter `i` may hold the address (filters past 128: yes).
+#[inline]
+fn may(filters: &[LengthFilter], addr: u128) -> u128 {
+    filters.iter().take(128).enumerate().fold(0, |m, (i, f)| m | u128::from(f.may_contain(addr)) << i)
+}
+
+#[inline]
+fn has(set: u128, i: u8) -> bool {
+    i >= 128 || set >> i & 1 == 1
+}
+
 /// The rules whose ranges are prefixes of these lengths.
 #[derive(Debug, Clone)]
 struct Tuple<A> {
+    /// Its source and destination lengths' filters in the family.
+    src_filter: u8,
+    dst_filter: u8,
     /// The masks of the prefix lengths, on addresses as numbers.
     src_mask: u128,
     dst_mask: u128,
@@ -247,21 +306,45 @@ impl<A: Copy + Eq + Hash> Spd<A> {
             let bucket = (key(r.src.first).0, key(r.dst.first).0);
             tuples[i].1.entry(bucket).or_default().push(rank);
         }
-        let mut families: [Vec<Tuple<A>>; 2] = [Vec::new(), Vec::new()];
+        let mut families: [Family<A>; 2] = std::array::from_fn(|_| Family { tuples: vec![], src: vec![], dst: vec![] });
+        // Per family, source then destination: each length's masked
+        // addresses, for its filter.
+        type Lengths = Vec<(u8, Vec<u128>)>;
+        let mut lengths: [[Lengths; 2]; 2] = Default::default();
+        let index = |lens: &mut Lengths, len: u8| match lens.iter().position(|l| l.0 == len) {
+            Some(i) => i,
+            None => {
+                lens.push((len, Vec::new()));
+                lens.len() - 1
+            }
+        };
         for ((v4, src_len, dst_len), pairs) in tuples {
-            let width = if v4 { 32 } else { 128 };
+            let (width, f) = (if v4 { 32 } else { 128 }, usize::from(!v4));
             let full = if v4 { u32::MAX as u128 } else { u128::MAX };
-            families[usize::from(!v4)].push(Tuple {
+            let (si, di) = (index(&mut lengths[f][0], src_len), index(&mut lengths[f][1], dst_len));
+            for &(src, dst) in pairs.keys() {
+                lengths[f][0][si].1.push(src);
+                lengths[f][1][di].1.push(dst);
+            }
+            families[f].tuples.push(Tuple {
+                src_filter: si.min(255) as u8,
+                dst_filter: di.min(255) as u8,
                 src_mask: mask(full, src_len, width),
                 dst_mask: mask(full, dst_len, width),
                 best: pairs.values().map(|ranks| ranks[0]).min().expect("a tuple has rules"),
                 buckets: Buckets::new(pairs.into_iter().collect(), &rules),
             });
         }
-        for family in &mut families {
-            family.sort_by_key(|t| t.best);
+        for (f, family) in families.iter_mut().enumerate() {
+            let (width, full) = if f == 0 { (32, u32::MAX as u128) } else { (128, u128::MAX) };
+            let filters = |lens: &[(u8, Vec<u128>)]| {
+                lens.iter().map(|(len, values)| LengthFilter::new(mask(full, *len, width), values)).collect()
+            };
+            family.src = filters(&lengths[f][0]);
+            family.dst = filters(&lengths[f][1]);
+            family.tuples.sort_by_key(|t| t.best);
         }
-        Self { rules, tuples: families, others, by_action }
+        Self { rules, families, others, by_action }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -287,9 +370,14 @@ impl<A: Copy + Eq + Hash> Spd<A> {
             }
         };
         let (src, dst) = (key(t.src).0, key(t.dst).0);
-        for tuple in &self.tuples[usize::from(!t.src.is_ipv4())] {
+        let family = &self.families[usize::from(!t.src.is_ipv4())];
+        let (src_may, dst_may) = (may(&family.src, src), may(&family.dst, dst));
+        for tuple in &family.tuples {
             if !below(&best, tuple.best) {
                 break;
+            }
+            if !has(src_may, tuple.src_filter) || !has(dst_may, tuple.dst_filter) {
+                continue;
             }
             let Some(b) = tuple.buckets.get(src & tuple.src_mask, dst & tuple.dst_mask) else {
                 continue;
@@ -313,8 +401,12 @@ impl<A: Copy + Eq + Hash> Spd<A> {
     #[inline]
     pub fn prefetch(&self, t: &FiveTuple) {
         let (src, dst) = (key(t.src).0, key(t.dst).0);
-        for tuple in &self.tuples[usize::from(!t.src.is_ipv4())] {
-            tuple.buckets.prefetch(src & tuple.src_mask, dst & tuple.dst_mask);
+        let family = &self.families[usize::from(!t.src.is_ipv4())];
+        let (src_may, dst_may) = (may(&family.src, src), may(&family.dst, dst));
+        for tuple in &family.tuples {
+            if has(src_may, tuple.src_filter) && has(dst_may, tuple.dst_filter) {
+                tuple.buckets.prefetch(src & tuple.src_mask, dst & tuple.dst_mask);
+            }
         }
     }
 
