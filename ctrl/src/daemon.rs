@@ -35,6 +35,8 @@ pub struct Options {
     /// not pinned. Worker `w` serves the queues `q` with `q mod workers ==
     /// w` of every interface.
     pub cores: Vec<usize>,
+    /// Let idle workers sleep this long between turns (none: busy-poll).
+    pub idle_sleep: Option<Duration>,
     /// Where to write the counters (JSON, replaced atomically every second).
     pub stats_file: Option<PathBuf>,
 }
@@ -154,7 +156,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
                 queues: queues.iter().copied().max().unwrap_or(0),
             });
         }
-        let worker = Worker::new(w, ports, cell.clone(), &mailboxes);
+        let worker = Worker::new(w, ports, cell.clone(), &mailboxes).with_idle_sleep(opts.idle_sleep);
         shared.push(worker.shared());
         handles.push(worker.spawn(core, stop.clone()));
         log(&format!("worker {w} on {}", core.map_or("any CPU".to_string(), |c| format!("CPU {c}"))));

@@ -279,3 +279,41 @@ fn two_workers_share_the_queues_and_hand_off_to_the_tunnel_owner() {
     }
     assert!(tunnel(&cgw_report)["inbound"][0]["packets"].as_u64().unwrap() > 1000, "{cgw_report}");
 }
+
+/// CPU seconds (user and system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    let after_name = &stat[stat.rfind(')').expect("stat has the name in parentheses") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// `--idle-sleep-us`: an idle gateway naps instead of spinning a core, and
+/// still carries traffic the moment it comes.
+#[test]
+fn an_idle_gateway_with_idle_sleep_leaves_its_core_alone() {
+    let _turn = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up("idle");
+    let cfg = |name: &str| scripts().join(format!("lab/{name}.toml"));
+    let gw = lab.spawn("gw", &[VPNGW, "--config", cfg("gw").to_str().unwrap(), "--idle-sleep-us", "200", "--json"]);
+    let cgw = vpngw(&lab, "cgw", &cfg("cgw"));
+    std::thread::sleep(Duration::from_millis(500));
+    let (before, t) = (cpu_seconds(gw.pid()), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = (cpu_seconds(gw.pid()) - before) / t.elapsed().as_secs_f64();
+    let busy = {
+        let c = cpu_seconds(cgw.pid());
+        std::thread::sleep(Duration::from_secs(1));
+        cpu_seconds(cgw.pid()) - c
+    };
+    println!("idle: vpngw with --idle-sleep-us 200 used {used:.2} of a core; busy-polling vpngw {busy:.2}");
+    assert!(used < 0.3, "an idle napping gateway uses little CPU ({used:.2} of a core)");
+    assert!(busy > 0.5, "the busy-polling one spins ({busy:.2}): the measure is sound");
+    ping(&lab, "vpc", "172.16.1.9", 5);
+    ping(&lab, "idc", "10.1.0.5", 5);
+    let report = stop(gw);
+    assert!(tunnel(&report)["outbound"]["packets"].as_u64().unwrap() >= 5, "{report}");
+    drop(stop(cgw));
+}

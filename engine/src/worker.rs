@@ -109,7 +109,11 @@ pub struct Worker<P: Port> {
     tx_frames: u64,
     shared: Arc<WorkerShared>,
     reported: Instant,
+    idle_sleep: Option<Duration>,
 }
+
+/// Empty turns in a row after which a worker with an idle sleep naps.
+pub const IDLE_TURNS: u32 = 1 << 12;
 
 impl<P: Port> Worker<P> {
     /// Worker `index` of as many as `mailboxes` has, with its own `ports`
@@ -129,7 +133,17 @@ impl<P: Port> Worker<P> {
             tx_frames: 0,
             shared: Arc::new(WorkerShared::default()),
             reported: Instant::now(),
+            idle_sleep: None,
         }
+    }
+
+    /// After [`IDLE_TURNS`] empty turns in a row, sleep `nap` between turns
+    /// until traffic comes back (none: busy-poll always, the default). For
+    /// a worker that shares its CPU: a busy poller there takes the time the
+    /// others need, and loses packets whenever the scheduler takes it off.
+    pub fn with_idle_sleep(mut self, nap: Option<Duration>) -> Self {
+        self.idle_sleep = nap;
+        self
     }
 
     /// What this worker shares with the control thread.
@@ -194,10 +208,16 @@ impl<P: Port> Worker<P> {
                     }
                 }
                 let start = Instant::now();
-                let mut turns = 0u32;
+                let (mut turns, mut empty) = (0u32, 0u32);
                 while !stop.load(Ordering::Relaxed) {
                     if self.poll(start.elapsed().as_secs()) == 0 {
-                        std::hint::spin_loop();
+                        empty = empty.saturating_add(1);
+                        match self.idle_sleep {
+                            Some(nap) if empty >= IDLE_TURNS => std::thread::sleep(nap),
+                            _ => std::hint::spin_loop(),
+                        }
+                    } else {
+                        empty = 0;
                     }
                     turns = turns.wrapping_add(1);
                     if turns.is_multiple_of(64) && self.reported.elapsed() >= REPORT_EVERY {

@@ -179,6 +179,11 @@ impl Background {
         )
     }
 
+    /// The process id (`ip netns exec` runs the command in its own place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())

@@ -30,6 +30,11 @@ struct Cli {
     /// unpinned, on queue 0.
     #[arg(long, value_delimiter = ',')]
     cores: Vec<usize>,
+    /// Let a worker that found nothing to do for a while sleep this many
+    /// microseconds between turns, instead of busy-polling, until traffic
+    /// returns (for CPUs shared with other work; costs wake-up latency).
+    #[arg(long, value_name = "MICROSECONDS")]
+    idle_sleep_us: Option<u64>,
     /// Write the counters here as JSON, every second and on exit.
     #[arg(long)]
     stats_file: Option<PathBuf>,
@@ -57,7 +62,12 @@ fn main() -> ExitCode {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).expect("signal handlers install");
     }
-    let opts = Options { config: cli.config, cores: cli.cores, stats_file: cli.stats_file };
+    let opts = Options {
+        config: cli.config,
+        cores: cli.cores,
+        idle_sleep: cli.idle_sleep_us.map(std::time::Duration::from_micros),
+        stats_file: cli.stats_file,
+    };
     match daemon::run(&opts, stop, log) {
         Ok(report) => {
             if cli.json {
