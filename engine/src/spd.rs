@@ -410,20 +410,6 @@ impl<A: Copy + Eq + Hash> Spd<A> {
         }
     }
 
-    /// True if some rule has `action` (say, protects via a given tunnel).
-    pub fn has(&self, action: A) -> bool {
-        self.by_action.contains_key(&action)
-    }
-
-    /// True if a packet decrypted from a tunnel fits its inbound selectors:
-    /// the reverse of a rule whose action is `protect` (via that tunnel).
-    pub fn inbound_allows(&self, protect: A, t: &FiveTuple) -> bool {
-        let back = t.reversed();
-        self.by_action
-            .get(&protect)
-            .is_some_and(|ranks| ranks.iter().any(|&r| matches(&self.rules[r as usize].0, &back)))
-    }
-
     /// The inbound selectors of the tunnel the rules with action `protect`
     /// protect via: a copy a tunnel can keep at hand.
     pub fn selectors(&self, protect: A) -> Selectors {
@@ -601,8 +587,8 @@ mod tests {
         assert!(spd.classify(&flow("10.1.0.5", "172.16.1.9", proto::TCP, 5555, 80)).is_none());
         assert!(spd.classify(&flow("10.1.0.5", "172.16.1.9", proto::UDP, 5555, 443)).is_none());
         // Inbound, the reverse: from the remote's port 443 to anything local.
-        assert!(spd.inbound_allows(SpdAction::Protect(1), &flow("172.16.1.9", "10.1.0.5", proto::TCP, 443, 5555)));
-        assert!(!spd.inbound_allows(SpdAction::Protect(1), &flow("172.16.1.9", "10.1.0.5", proto::TCP, 80, 5555)));
+        assert!(spd.selectors(SpdAction::Protect(1)).allow(&flow("172.16.1.9", "10.1.0.5", proto::TCP, 443, 5555)));
+        assert!(!spd.selectors(SpdAction::Protect(1)).allow(&flow("172.16.1.9", "10.1.0.5", proto::TCP, 80, 5555)));
     }
 
     /// Scenario 6 (SCENARIOS.md): IDC1's tunnel lets IDC1 -> VPC in, not
@@ -613,11 +599,11 @@ mod tests {
             rule(1, "10.1.0.0/16", "172.16.1.0/24", SpdAction::Protect(1)),
             rule(1, "10.1.0.0/16", "172.16.2.0/24", SpdAction::Protect(2)),
         ]);
-        assert!(spd.has(SpdAction::Protect(1)) && !spd.has(SpdAction::Protect(3)));
-        assert!(spd.inbound_allows(SpdAction::Protect(1), &flow("172.16.1.9", "10.1.0.5", 1, 0, 0)));
-        assert!(!spd.inbound_allows(SpdAction::Protect(1), &flow("172.16.1.9", "172.16.3.5", 1, 0, 0)));
+        assert!(!spd.selectors(SpdAction::Protect(1)).is_empty() && spd.selectors(SpdAction::Protect(3)).is_empty());
+        assert!(spd.selectors(SpdAction::Protect(1)).allow(&flow("172.16.1.9", "10.1.0.5", 1, 0, 0)));
+        assert!(!spd.selectors(SpdAction::Protect(1)).allow(&flow("172.16.1.9", "172.16.3.5", 1, 0, 0)));
         assert!(
-            !spd.inbound_allows(SpdAction::Protect(2), &flow("172.16.1.9", "10.1.0.5", 1, 0, 0)),
+            !spd.selectors(SpdAction::Protect(2)).allow(&flow("172.16.1.9", "10.1.0.5", 1, 0, 0)),
             "not via tunnel 2's rules"
         );
     }
@@ -704,7 +690,6 @@ mod tests {
                 for a in 0..8 {
                     let action = SpdAction::Protect(a);
                     let linear = spd.rules.iter().any(|(r, x)| *x == action && matches(r, &t.reversed()));
-                    prop_assert_eq!(spd.inbound_allows(action, &t), linear);
                     prop_assert_eq!(spd.selectors(action).allow(&t), linear);
                 }
             }
