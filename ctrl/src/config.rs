@@ -57,17 +57,17 @@ use vpngw_engine::{Direction, InboundSa, NatT, OutboundSa, SaConfig, Suite};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default, rename = "interface")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "interface")]
     pub interfaces: Vec<Interface>,
-    #[serde(default, rename = "gateway")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "gateway")]
     pub gateways: Vec<Gateway>,
-    #[serde(default, rename = "customer_gateway")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "customer_gateway")]
     pub customer_gateways: Vec<CustomerGateway>,
-    #[serde(default, rename = "tunnel")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "tunnel")]
     pub tunnels: Vec<Tunnel>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spd: Vec<SpdRule>,
-    #[serde(default, rename = "route")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "route")]
     pub routes: Vec<Route>,
 }
 
@@ -403,6 +403,7 @@ impl Config {
                 mss_clamp: t.mss_clamp,
             });
         }
+        unique_spis(&cfg.tunnels)?;
         let tunnel = |object: &str, field, name: &str| {
             tunnels.get(name).copied().ok_or_else(|| invalid(object, field, name, "is not a tunnel"))
         };
@@ -440,6 +441,8 @@ impl Config {
             });
         }
 
+        ambiguous_mappings(&self.spd, &cfg.spd)?;
+
         for r in &self.routes {
             let object = format!("route {} (gateway {})", r.prefix, r.gateway);
             let (prefix, len) = parse_prefix(&r.prefix).map_err(|why| invalid(&object, "prefix", &r.prefix, why))?;
@@ -460,6 +463,77 @@ impl Config {
         }
         Ok(cfg)
     }
+}
+
+/// Two tunnels' SAs must not share an SPI where a receiver tells SAs apart
+/// by it: inbound, the SPI and our address; outbound, the SPI and the peer.
+fn unique_spis(tunnels: &[model::Tunnel]) -> Result<(), ConfigError> {
+    let mut inbound: HashMap<(u32, IpAddr), &str> = HashMap::new();
+    let mut outbound: HashMap<(u32, IpAddr), &str> = HashMap::new();
+    for t in tunnels {
+        let object = format!("tunnel {}", t.name);
+        let o = t.outbound.lock().expect("SA lock").cfg.clone();
+        if let Some(other) = outbound.insert((o.spi, o.remote), &t.name) {
+            let why = format!("tunnel {other} already sends to {} with this SPI", o.remote);
+            return Err(invalid(object, "outbound", format!("{:#x}", o.spi), why));
+        }
+        for sa in &t.inbound {
+            let i = sa.lock().expect("SA lock").cfg.clone();
+            if let Some(other) = inbound.insert((i.spi, i.local), &t.name) {
+                let whose = if other == t.name { "this tunnel".to_string() } else { format!("tunnel {other}") };
+                let why = format!("{whose} already receives on {} with this SPI", i.local);
+                return Err(invalid(object, "inbound", format!("{:#x}", i.spi), why));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses PROTECT rules of one gateway into different tunnels whose
+/// traffic overlaps (local and remote ranges, protocol and ports): which
+/// tunnel such a packet belongs to would be a matter of priority, and the
+/// peer's selectors could not agree (the product refuses them as
+/// ambiguous). BYPASS and DISCARD rules may overlap anything: priority
+/// orders them. `file` and `rules` are the same rules, as written and as
+/// parsed.
+fn ambiguous_mappings(file: &[SpdRule], rules: &[model::SpdRule]) -> Result<(), ConfigError> {
+    let mut protect: Vec<usize> =
+        (0..rules.len()).filter(|&i| matches!(rules[i].action, SpdAction::Protect(_))).collect();
+    // A sweep over the local ranges in order: only rules whose local range
+    // starts before this one's ends can overlap it.
+    protect.sort_by_key(|&i| (rules[i].gateway, rules[i].src.first));
+    for (n, &i) in protect.iter().enumerate() {
+        let a = &rules[i];
+        for &j in &protect[n + 1..] {
+            let b = &rules[j];
+            if b.gateway != a.gateway || b.src.first > a.src.last {
+                break;
+            }
+            let ranges = |x: &AddrRange, y: &AddrRange| x.first <= y.last && y.first <= x.last;
+            let ports = |x: &PortRange, y: &PortRange| x.first <= y.last && y.first <= x.last;
+            let protocols = a.protocol.is_none() || b.protocol.is_none() || a.protocol == b.protocol;
+            if a.action != b.action
+                && ranges(&a.dst, &b.dst)
+                && protocols
+                && ports(&a.src_ports, &b.src_ports)
+                && ports(&a.dst_ports, &b.dst_ports)
+            {
+                let (first, second) = (i.min(j), i.max(j));
+                let (f, s) = (&file[first], &file[second]);
+                let object = format!("spd rule {} (gateway {})", second + 1, s.gateway);
+                let why = format!(
+                    "overlaps spd rule {} ({} -> {}, {}) in both local and remote ranges: \
+                     the tunnel for that traffic would be ambiguous",
+                    first + 1,
+                    f.local,
+                    f.remote,
+                    f.action
+                );
+                return Err(invalid(object, "remote", &s.remote, why));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn role_name(r: Role) -> &'static str {

@@ -7,12 +7,21 @@
 //! `q` goes to worker `q mod workers`: an AF_XDP socket takes frames of its
 //! own queue only, so every queue needs one), one UMEM per worker so
 //! forwarding between its ports is zero-copy, each socket in its
-//! interface's socket map. Then the control loop:
-//! ask the kernel to resolve the next hops the worker found unresolved,
-//! follow the neighbour table into new snapshots, and write the counters.
-//! On stop: the worker finishes, the sockets close, the programs detach.
+//! interface's socket map. Then the control loop: answer the control
+//! socket's requests ([`crate::control`]), ask the kernel to resolve the
+//! next hops the workers found unresolved, follow the neighbour table into
+//! new snapshots, and write the counters. On stop: the workers finish, the
+//! sockets close, the programs detach.
+//!
+//! The configuration comes from the state file when there is one (the
+//! running configuration, written after every accepted change), else from
+//! the configuration file.
 
+use crate::api::{Request, Response};
 use crate::config::{Config, ConfigError, Link, Role};
+use crate::control::Control;
+use crate::server::{self, Access, Call};
+use crate::state;
 use crate::kernel::{Interface, Netlink};
 use crate::report::Report;
 use std::collections::HashMap;
@@ -30,7 +39,15 @@ use vpngw_engine::worker::{Mailboxes, Worker, WorkerReport, WorkerShared};
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub config: PathBuf,
+    /// The startup configuration: read when there is no state file yet.
+    pub config: Option<PathBuf>,
+    /// The state file: restored at start if present, rewritten after every
+    /// accepted change (none: changes are not kept across restarts).
+    pub state: Option<PathBuf>,
+    /// The control socket (none: no socket).
+    pub socket: Option<PathBuf>,
+    /// Who besides root may use the control socket.
+    pub access: Access,
     /// One worker per CPU listed, pinned to it; none listed: one worker,
     /// not pinned. Worker `w` serves the queues `q` with `q mod workers ==
     /// w` of every interface.
@@ -48,6 +65,12 @@ pub enum DaemonError {
     Read { path: String, source: std::io::Error },
     #[error("{path}: {source}")]
     Config { path: String, source: ConfigError },
+    #[error("no configuration: give a configuration file, or a state file that exists")]
+    NoConfig,
+    #[error("state file {0}")]
+    State(String),
+    #[error("control socket {path}: {source}")]
+    Socket { path: String, source: std::io::Error },
     #[error("the configuration is inconsistent: {0}")]
     Snapshot(String),
     #[error("netlink: {0}")]
@@ -84,7 +107,31 @@ fn config_error(path: &Path, source: ConfigError) -> DaemonError {
 
 /// Runs the gateway until `stop` is set; returns the last counters.
 pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<Report, DaemonError> {
-    let file = read(&opts.config)?;
+    let restored = match &opts.state {
+        Some(path) => state::load(path).map_err(DaemonError::State)?,
+        None => None,
+    };
+    let (file, source) = match (restored, &opts.config) {
+        (Some(file), config) => {
+            let state = opts.state.as_deref().expect("restored from a state file");
+            let ignored = config.as_ref().map_or(String::new(), |c| {
+                format!(" ({} not read: the state file wins; remove it to start from the file)", c.display())
+            });
+            log(&format!("restored the running configuration from {}{ignored}", state.display()));
+            (file, state.to_path_buf())
+        }
+        (None, Some(path)) => (read(path)?, path.clone()),
+        (None, None) => return Err(DaemonError::NoConfig),
+    };
+    // The socket first: a second daemon on the same socket stops here,
+    // before it touches any interface.
+    let listener = match &opts.socket {
+        Some(path) => Some(
+            server::bind(path, opts.access)
+                .map_err(|source| DaemonError::Socket { path: path.display().to_string(), source })?,
+        ),
+        None => None,
+    };
     let mut nl = Netlink::open().map_err(DaemonError::Kernel)?;
     let mut kernel: Vec<Interface> = Vec::new();
     for itf in &file.interfaces {
@@ -96,10 +143,10 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         Ok(Link { mac: k.mac, mtu: k.mtu, addrs, neighbours })
     };
     let index = |name: &str| kernel.iter().position(|k| k.name == name).expect("every interface was looked up");
-    let mut model = file
+    let model = file
         .to_model(|name| link(&mut nl, &kernel[index(name)]), 0)
-        .map_err(|source| config_error(&opts.config, source))?;
-    let mut generation = 1;
+        .map_err(|e| config_error(&source, e))?;
+    let generation = 1;
     let cell = Arc::new(SnapshotCell::new(
         Snapshot::build(&model, generation).map_err(|e| DaemonError::Snapshot(e.to_string()))?,
     ));
@@ -164,11 +211,22 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
     let reports = |shared: &[Arc<WorkerShared>]| -> Vec<WorkerReport> {
         shared.iter().map(|s| s.report.lock().expect("report lock").clone()).collect()
     };
+    let (mut control, resumed) = Control::new(file.clone(), model, cell.clone(), generation, opts.state.clone())
+        .map_err(|e| DaemonError::State(e.to_string()))?;
+    if resumed > 0 {
+        log(&format!("{resumed} outbound SA(s) resume their sequence numbers from the last run's marks"));
+    }
+    let (calls_tx, calls) = std::sync::mpsc::sync_channel::<Call>(256);
+    let acceptor = listener.map(|l| server::serve(l, calls_tx, opts.access, stop.clone()));
+    if let Some(path) = &opts.socket {
+        log(&format!("control socket {}", path.display()));
+    }
     log("forwarding");
 
     // The control loop. The next hops known in advance (each port's
     // router, or the customer gateways themselves on a routerless outside
     // port) are resolved now, before the first packet needs them.
+    let model = control.model();
     let port_index: HashMap<PortId, usize> = model.ports.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
     let mut asked: HashMap<(PortId, IpAddr), Instant> = HashMap::new();
     for (i, port) in model.ports.iter().enumerate() {
@@ -194,7 +252,12 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
     }
     let (mut last_neigh, mut last_stats) = (Instant::now(), Instant::now());
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(20));
+        if let Ok(call) = calls.recv_timeout(Duration::from_millis(20)) {
+            answer(&mut control, call, &reports(&shared), &mut steering, &log);
+            while let Ok(call) = calls.try_recv() {
+                answer(&mut control, call, &reports(&shared), &mut steering, &log);
+            }
+        }
         while let Some((port, ip)) = shared.iter().find_map(|s| s.unresolved.pop()) {
             let again = asked.get(&(port, ip)).is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
             if let (true, Some(&i)) = (again, port_index.get(&port)) {
@@ -209,26 +272,36 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         }
         if last_neigh.elapsed() >= Duration::from_millis(200) {
             last_neigh = Instant::now();
-            if refresh_neighbours(&mut nl, &kernel, &mut model) {
-                generation += 1;
-                match Snapshot::build(&model, generation) {
-                    Ok(s) => cell.publish(s),
-                    Err(e) => log(&format!("neighbour update not applied: {e}")),
+            if refresh_neighbours(&mut nl, &kernel, control.model_mut()) {
+                if let Err(e) = control.republish() {
+                    log(&format!("neighbour update not applied: {e}"));
                 }
             }
         }
-        if let Some(path) = &opts.stats_file {
-            if last_stats.elapsed() >= Duration::from_secs(1) {
-                last_stats = Instant::now();
-                let report = Report::gather(&model, &reports(&shared));
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            control.sample(&reports(&shared));
+            if let Err(e) = control.mark_sequences() {
+                log(&format!("sequence marks not written: {e}"));
+            }
+            if let Some(path) = &opts.stats_file {
+                let report = Report::gather(control.model(), &reports(&shared));
                 write_atomically(path, &report).map_err(DaemonError::Io)?;
             }
         }
     }
+    // Clients still waiting hear that the daemon is going.
+    drop(calls);
+    if let Some(a) = acceptor {
+        let _ = a.join();
+    }
+    if let Some(path) = &opts.socket {
+        let _ = std::fs::remove_file(path);
+    }
     for handle in handles {
         drop(handle.join().expect("a worker thread ends cleanly"));
     }
-    let report = Report::gather(&model, &reports(&shared));
+    let report = Report::gather(control.model(), &reports(&shared));
     if let Some(path) = &opts.stats_file {
         write_atomically(path, &report).map_err(DaemonError::Io)?;
     }
@@ -236,6 +309,36 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         s.detach()?;
     }
     Ok(report)
+}
+
+/// Answers one request from the control socket; after an accepted change,
+/// brings the outside interfaces' steered addresses in line with the
+/// gateways' public addresses.
+fn answer(control: &mut Control, call: Call, workers: &[WorkerReport], steering: &mut [Steering], log: &impl Fn(&str)) {
+    let before = control.steered();
+    let result = control.handle(&call.envelope.request, workers);
+    if let (Ok(_), Request::Apply { .. }) = (&result, &call.envelope.request) {
+        let after = control.steered();
+        for s in steering.iter_mut().filter(|s| s.role() == vpngw_ebpf::Role::Outside) {
+            let (old, new) = (before.get(s.ifname()), after.get(s.ifname()));
+            let (old, new) = (old.map_or(&[][..], Vec::as_slice), new.map_or(&[][..], Vec::as_slice));
+            for a in old.iter().filter(|a| !new.contains(a)) {
+                if let Err(e) = s.remove_addr(*a) {
+                    log(&format!("{}: no longer steering {a}: {e}", s.ifname()));
+                }
+            }
+            for a in new.iter().filter(|a| !old.contains(a)) {
+                if let Err(e) = s.add_addr(*a) {
+                    log(&format!("{}: steering {a}: {e}", s.ifname()));
+                }
+            }
+        }
+    }
+    let id = call.envelope.id;
+    let _ = call.reply.send(match result {
+        Ok(v) => Response::ok(id, v),
+        Err(e) => Response::error(id, e),
+    });
 }
 
 /// How many receive queues interface `name` has (sysfs; 1 if unknown).

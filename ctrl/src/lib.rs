@@ -1,8 +1,12 @@
-//! vpngw's control plane: the configuration schema and the helpers the
-//! daemon and operator tools share.
+//! vpngw's control plane: the configuration schema, the daemon and its
+//! control socket, and the helpers the daemon and operator tools share.
 
+pub mod api;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod hex;
 pub mod kernel;
 pub mod report;
+pub mod server;
+pub mod state;

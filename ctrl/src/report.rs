@@ -2,14 +2,15 @@
 //! tunnel) and the workers' published reports, as data a script reads
 //! (JSON) and a table a person reads.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use vpngw_engine::model;
-use vpngw_engine::stats::{DropCounters, Traffic};
+use vpngw_engine::stats::{self, DropCounters};
 use vpngw_engine::worker::WorkerReport;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaStats {
     pub spi: u32,
     pub packets: u64,
@@ -17,7 +18,7 @@ pub struct SaStats {
     pub drops: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelStats {
     pub name: String,
     pub gateway: String,
@@ -28,7 +29,7 @@ pub struct TunnelStats {
     pub inbound: Vec<SaStats>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStats {
     pub worker: usize,
     pub rx_frames: u64,
@@ -43,7 +44,7 @@ pub struct WorkerStats {
     pub ports: BTreeMap<u16, BTreeMap<String, u64>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub tunnels: Vec<TunnelStats>,
     pub workers: Vec<WorkerStats>,
@@ -55,7 +56,7 @@ fn named(d: &DropCounters) -> BTreeMap<String, u64> {
     d.nonzero().map(|(r, n)| (r.name().to_string(), n)).collect()
 }
 
-fn sa_stats(spi: u32, traffic: Traffic, drops: &DropCounters) -> SaStats {
+fn sa_stats(spi: u32, traffic: stats::Traffic, drops: &DropCounters) -> SaStats {
     SaStats { spi, packets: traffic.packets, bytes: traffic.bytes, drops: named(drops) }
 }
 
@@ -168,5 +169,120 @@ impl Report {
             let _ = writeln!(s, "gateway {g}: drops {}", drops(d));
         }
         s
+    }
+}
+
+/// Packets and bytes each way, and their rates over the last sample
+/// interval (zero until there are two samples).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bps: f64,
+    pub tx_pps: f64,
+    pub rx_bps: f64,
+    pub rx_pps: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TunnelTraffic {
+    pub name: String,
+    pub gateway: String,
+    pub up: bool,
+    #[serde(flatten)]
+    pub traffic: Traffic,
+    /// Drops on the tunnel's SAs, by reason.
+    pub drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayTraffic {
+    pub name: String,
+    pub tunnels: usize,
+    pub tunnels_up: usize,
+    /// The sum over its tunnels.
+    #[serde(flatten)]
+    pub traffic: Traffic,
+    /// Drops by reason: the workers' for this gateway and its tunnels' SAs.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Traffic per gateway and per tunnel: `vpnctl stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub gateways: Vec<GatewayTraffic>,
+    pub tunnels: Vec<TunnelTraffic>,
+}
+
+fn totals(t: &TunnelStats) -> (u64, u64, u64, u64) {
+    let (rx_p, rx_b) = t.inbound.iter().fold((0, 0), |(p, b), sa| (p + sa.packets, b + sa.bytes));
+    (t.outbound.packets, t.outbound.bytes, rx_p, rx_b)
+}
+
+fn add_drops(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (r, n) in from {
+        *into.entry(r.clone()).or_default() += n;
+    }
+}
+
+impl Stats {
+    /// The totals of `now`, with rates from the samples `(earlier, later,
+    /// interval)` when there are two.
+    pub fn new(cfg: &model::Config, now: &Report, rates: Option<(&Report, &Report, Duration)>) -> Stats {
+        let rate = |name: &str| -> (f64, f64, f64, f64) {
+            let Some((a, b, dt)) = rates else { return (0.0, 0.0, 0.0, 0.0) };
+            let secs = dt.as_secs_f64();
+            let find = |r: &Report| r.tunnels.iter().find(|t| t.name == name).map(totals);
+            match (find(a), find(b)) {
+                (Some(x), Some(y)) if secs > 0.0 => {
+                    let per_s = |from: u64, to: u64| to.saturating_sub(from) as f64 / secs;
+                    (per_s(x.1, y.1) * 8.0, per_s(x.0, y.0), per_s(x.3, y.3) * 8.0, per_s(x.2, y.2))
+                }
+                _ => (0.0, 0.0, 0.0, 0.0),
+            }
+        };
+        let tunnels: Vec<TunnelTraffic> = now
+            .tunnels
+            .iter()
+            .map(|t| {
+                let (tx_packets, tx_bytes, rx_packets, rx_bytes) = totals(t);
+                let (tx_bps, tx_pps, rx_bps, rx_pps) = rate(&t.name);
+                let mut drops = t.outbound.drops.clone();
+                for sa in &t.inbound {
+                    add_drops(&mut drops, &sa.drops);
+                }
+                TunnelTraffic {
+                    name: t.name.clone(),
+                    gateway: t.gateway.clone(),
+                    up: t.up,
+                    traffic: Traffic { tx_packets, tx_bytes, rx_packets, rx_bytes, tx_bps, tx_pps, rx_bps, rx_pps },
+                    drops,
+                }
+            })
+            .collect();
+        let gateways = cfg
+            .gateways
+            .iter()
+            .map(|g| {
+                let mut s = GatewayTraffic { name: g.name.clone(), ..Default::default() };
+                for t in tunnels.iter().filter(|t| t.gateway == g.name) {
+                    s.tunnels += 1;
+                    s.tunnels_up += usize::from(t.up);
+                    let (a, b) = (&mut s.traffic, &t.traffic);
+                    (a.tx_packets, a.tx_bytes, a.rx_packets, a.rx_bytes) =
+                        (a.tx_packets + b.tx_packets, a.tx_bytes + b.tx_bytes, a.rx_packets + b.rx_packets, a.rx_bytes + b.rx_bytes);
+                    (a.tx_bps, a.tx_pps, a.rx_bps, a.rx_pps) =
+                        (a.tx_bps + b.tx_bps, a.tx_pps + b.tx_pps, a.rx_bps + b.rx_bps, a.rx_pps + b.rx_pps);
+                    add_drops(&mut s.drops, &t.drops);
+                }
+                if let Some(d) = now.gateway_drops.get(&g.name) {
+                    add_drops(&mut s.drops, d);
+                }
+                s
+            })
+            .collect();
+        Stats { gateways, tunnels }
     }
 }

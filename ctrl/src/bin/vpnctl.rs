@@ -1,0 +1,986 @@
+//! `vpnctl`: manages a running vpngw over its control socket — gateways,
+//! customer gateways, tunnels, SPD rules and routes — and shows its
+//! traffic. Every change is checked by the daemon and applied whole or not
+//! at all; tables for people, `--json` for scripts.
+//!
+//! Exit status: 0 done; 1 the daemon refused the request (the reason is
+//! printed); 2 bad arguments; 3 the daemon could not be reached.
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use vpngw_ctrl::api::{self, Change, Envelope, Key, Kind, Object, Request, Response, RouteKey, SpdKey};
+use vpngw_ctrl::config::{
+    AttachmentKind, Config, CustomerGateway, Gateway, LimitConfig, NatTConfig, Route, SpdRule, StaticSa, Tunnel,
+};
+use vpngw_ctrl::report::{Report, Stats, TunnelStats, WorkerStats};
+
+/// Manage a running vpngw gateway: its gateways, customer gateways,
+/// tunnels, SPD rules and routes, and watch its traffic.
+///
+/// Examples:
+///   vpnctl gateway add gw1 --attachment vpc --outside gw-out --inside gw-in --address 192.0.2.1
+///   vpnctl customer-gateway add idc1 --address 198.51.100.1
+///   vpnctl tunnel add t1 --gateway gw1 --customer-gateway idc1 --suite aes-gcm-128 \
+///       --outbound 0x1001:<key+salt hex> --inbound 0x2001:<key+salt hex>
+///   vpnctl route add 172.16.1.0/24 --gateway gw1 --via tunnel:t1 --priority 0
+///   vpnctl spd add --gateway gw1 --local 10.1.0.0/16 --remote 172.16.2.0/24 --action protect:t2
+///   vpnctl tunnel set t1 --down            # routes fail over to the next priority
+///   vpnctl route lookup 172.16.1.9 --gateway gw1
+///   vpnctl stats --watch 1
+///   vpnctl export > running.toml
+///
+/// Exit status: 0 done, 1 refused by the daemon, 2 bad arguments,
+/// 3 daemon not reachable.
+#[derive(Parser)]
+#[command(name = "vpnctl", version, verbatim_doc_comment)]
+struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, default_value = "/run/vpngw/vpngw.sock", env = "VPNGW_SOCKET")]
+    socket: PathBuf,
+    /// Print the daemon's answer as JSON (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// VPN gateways: a public address, an outside and an inside interface.
+    #[command(subcommand)]
+    Gateway(GatewayCmd),
+    /// Customer gateways: the IPsec devices in the data centres.
+    #[command(subcommand, alias = "cgw")]
+    CustomerGateway(CustomerGatewayCmd),
+    /// Tunnels between a gateway and a customer gateway, with their SAs.
+    #[command(subcommand)]
+    Tunnel(TunnelCmd),
+    /// SPD rules: traffic selectors that send traffic into a tunnel (or
+    /// bypass, or discard it), before the route table.
+    #[command(subcommand)]
+    Spd(SpdCmd),
+    /// Routes: destination prefixes to tunnels, the inside network or the
+    /// cloud-connect network, by priority.
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Traffic per gateway and per tunnel: packets, bytes, rates, drops.
+    Stats {
+        /// Refresh every this many seconds until interrupted.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<u64>,
+    },
+    /// The SAs of every tunnel with their counters.
+    Sas,
+    /// The workers: frames, drops, burst latency, port counters.
+    Workers,
+    /// Print the running configuration (the configuration file's schema).
+    Export,
+    /// Apply a batch of changes from a JSON file (`-` for stdin) as one
+    /// step: a list of {"add"|"set"|"delete": {...}} objects, as in the
+    /// socket protocol.
+    Apply {
+        file: PathBuf,
+        /// Deleting an object also deletes what refers to it.
+        #[arg(long)]
+        cascade: bool,
+    },
+    /// Print shell completions (bash, zsh, fish, ...).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum GatewayCmd {
+    Add {
+        name: String,
+        #[command(flatten)]
+        spec: GatewaySpec,
+    },
+    /// Change a gateway (the options given replace the current values).
+    Set {
+        name: String,
+        #[command(flatten)]
+        spec: GatewaySet,
+    },
+    Delete {
+        name: String,
+        /// Also delete its tunnels, SPD rules and routes.
+        #[arg(long)]
+        cascade: bool,
+    },
+    Show {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Args)]
+struct GatewaySpec {
+    /// vpc, cloud-connect, or cloud-connect-unassociated (no network behind).
+    #[arg(long, value_parser = parse_attachment)]
+    attachment: AttachmentKind,
+    /// The outside (public) interface.
+    #[arg(long)]
+    outside: String,
+    /// The inside interface (not for cloud-connect-unassociated).
+    #[arg(long)]
+    inside: Option<String>,
+    /// A public address: a tunnel endpoint (repeat for more).
+    #[arg(long = "address", required = true)]
+    addresses: Vec<IpAddr>,
+}
+
+#[derive(Args)]
+struct GatewaySet {
+    #[arg(long, value_parser = parse_attachment)]
+    attachment: Option<AttachmentKind>,
+    #[arg(long)]
+    outside: Option<String>,
+    #[arg(long)]
+    inside: Option<String>,
+    #[arg(long = "address")]
+    addresses: Vec<IpAddr>,
+}
+
+#[derive(Subcommand)]
+enum CustomerGatewayCmd {
+    Add {
+        name: String,
+        /// Its public address.
+        #[arg(long)]
+        address: IpAddr,
+    },
+    Set {
+        name: String,
+        #[arg(long)]
+        address: IpAddr,
+    },
+    Delete {
+        name: String,
+        /// Also delete its tunnels (and their SPD rules and routes).
+        #[arg(long)]
+        cascade: bool,
+    },
+    Show {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum TunnelCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        customer_gateway: String,
+        /// aes-gcm-128, aes-gcm-256 or chacha20-poly1305.
+        #[arg(long)]
+        suite: String,
+        /// The outbound SA: SPI:KEY (key and 4-byte salt in hex).
+        #[arg(long, value_parser = parse_sa)]
+        outbound: StaticSa,
+        /// An inbound SA: SPI:KEY (repeat, up to 4).
+        #[arg(long, value_parser = parse_sa, required = true)]
+        inbound: Vec<StaticSa>,
+        #[command(flatten)]
+        options: TunnelOptions,
+    },
+    /// Change a tunnel (the options given replace the current values).
+    Set {
+        name: String,
+        #[arg(long)]
+        suite: Option<String>,
+        #[arg(long, value_parser = parse_sa)]
+        outbound: Option<StaticSa>,
+        /// Replaces all inbound SAs (repeat).
+        #[arg(long, value_parser = parse_sa)]
+        inbound: Vec<StaticSa>,
+        #[command(flatten)]
+        options: TunnelOptions,
+        /// Bring it up (routes through it are used again).
+        #[arg(long, conflicts_with = "down")]
+        up: bool,
+    },
+    Delete {
+        name: String,
+        /// Also delete its SPD rules and routes.
+        #[arg(long)]
+        cascade: bool,
+    },
+    Show {
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct TunnelOptions {
+    /// ESP in UDP, port 4500 both ways.
+    #[arg(long)]
+    nat_t: bool,
+    /// ESP in UDP with these ports (SRC:DST).
+    #[arg(long, value_name = "SRC:DST", conflicts_with = "nat_t")]
+    nat_t_ports: Option<String>,
+    /// 64-bit extended sequence numbers.
+    #[arg(long)]
+    esn: bool,
+    /// Anti-replay window in packets.
+    #[arg(long)]
+    replay_window: Option<u32>,
+    /// Clamp the MSS of TCP SYNs entering the tunnel.
+    #[arg(long)]
+    mss_clamp: Option<u16>,
+    /// Soft SA lifetime: e.g. seconds=3000,bytes=1000000000.
+    #[arg(long, value_parser = parse_limit)]
+    soft_lifetime: Option<LimitConfig>,
+    /// Hard SA lifetime: e.g. seconds=3600,packets=1000000.
+    #[arg(long, value_parser = parse_limit)]
+    hard_lifetime: Option<LimitConfig>,
+    /// Administratively down: no route through it is used.
+    #[arg(long)]
+    down: bool,
+}
+
+#[derive(Args, Clone)]
+struct Selectors {
+    #[arg(long)]
+    gateway: String,
+    /// Inside addresses: a prefix, first-last, an address, or any/any6.
+    #[arg(long)]
+    local: String,
+    /// Remote (data-centre) addresses, written the same way.
+    #[arg(long)]
+    remote: String,
+    /// tcp, udp, icmp, icmpv6 or a number; default any.
+    #[arg(long)]
+    protocol: Option<String>,
+    /// A port or first-last; default any.
+    #[arg(long)]
+    local_ports: Option<String>,
+    #[arg(long)]
+    remote_ports: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum SpdCmd {
+    Add {
+        #[command(flatten)]
+        selectors: Selectors,
+        /// protect:<tunnel>, bypass or discard.
+        #[arg(long)]
+        action: String,
+        /// Lower wins.
+        #[arg(long, default_value_t = 0)]
+        priority: u32,
+    },
+    /// Change the action or priority of the rule with these selectors.
+    Set {
+        #[command(flatten)]
+        selectors: Selectors,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        priority: Option<u32>,
+    },
+    Delete {
+        #[command(flatten)]
+        selectors: Selectors,
+    },
+    List {
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct RouteId {
+    /// The destination prefix, e.g. 172.16.1.0/24.
+    prefix: String,
+    #[arg(long)]
+    gateway: String,
+    /// tunnel:<name>, inside, or cloud-connect.
+    #[arg(long)]
+    via: String,
+}
+
+#[derive(Subcommand)]
+enum RouteCmd {
+    Add {
+        #[command(flatten)]
+        id: RouteId,
+        /// Lower wins among routes to one prefix.
+        #[arg(long, default_value_t = 0)]
+        priority: u32,
+        /// Add it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Change a route's priority, or enable or disable it.
+    Set {
+        #[command(flatten)]
+        id: RouteId,
+        #[arg(long)]
+        priority: Option<u32>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    Delete {
+        #[command(flatten)]
+        id: RouteId,
+    },
+    List {
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// What carries traffic to ADDRESS now: the SPD rule (with --from) or
+    /// the active route, and the standby candidates.
+    Lookup {
+        address: IpAddr,
+        #[arg(long)]
+        gateway: String,
+        /// The source address, to check the SPD first.
+        #[arg(long)]
+        from: Option<IpAddr>,
+    },
+}
+
+fn parse_attachment(s: &str) -> Result<AttachmentKind, String> {
+    serde_json::from_value(json!(s)).map_err(|_| "expected vpc, cloud-connect or cloud-connect-unassociated".into())
+}
+
+fn parse_sa(s: &str) -> Result<StaticSa, String> {
+    let (spi, key) = s.split_once(':').ok_or("expected SPI:KEY, e.g. 0x1001:0102...")?;
+    let spi = match spi.strip_prefix("0x") {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => spi.parse(),
+    }
+    .map_err(|_| format!("{spi:?} is not an SPI (a 32-bit number, decimal or 0x hex)"))?;
+    vpngw_ctrl::hex::decode(key).map_err(|e| format!("the key: {e}"))?;
+    Ok(StaticSa { spi, key: key.to_string() })
+}
+
+fn parse_limit(s: &str) -> Result<LimitConfig, String> {
+    let mut l = LimitConfig::default();
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').ok_or("expected seconds=N,bytes=N,packets=N")?;
+        let n: u64 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
+        match k {
+            "seconds" => l.seconds = Some(n),
+            "bytes" => l.bytes = Some(n),
+            "packets" => l.packets = Some(n),
+            _ => return Err(format!("{k:?}: expected seconds, bytes or packets")),
+        }
+    }
+    Ok(l)
+}
+
+/// Why vpnctl stopped.
+enum Failure {
+    /// The daemon answered no.
+    Refused(api::ApiError),
+    /// Bad arguments found after parsing.
+    Usage(String),
+    /// No daemon to talk to.
+    Unreachable(String),
+}
+
+struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    fn call(&self, request: Request) -> Result<Value, Failure> {
+        let path = self.socket.display();
+        let mut stream = UnixStream::connect(&self.socket).map_err(|e| {
+            Failure::Unreachable(match e.kind() {
+                std::io::ErrorKind::NotFound => format!("{path}: no such socket; is vpngw running? (--socket)"),
+                std::io::ErrorKind::ConnectionRefused => format!("{path}: vpngw is not running (a stale socket)"),
+                std::io::ErrorKind::PermissionDenied => {
+                    format!("{path}: permission denied; run as root or as a member of the socket's group")
+                }
+                _ => format!("{path}: {e}"),
+            })
+        })?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+        let envelope = Envelope { version: api::VERSION, id: Some(1), request };
+        let line = serde_json::to_string(&envelope).expect("a request serializes") + "\n";
+        stream.write_all(line.as_bytes()).map_err(|e| Failure::Unreachable(format!("{path}: {e}")))?;
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).map_err(|e| Failure::Unreachable(format!("{path}: {e}")))?;
+        if reply.is_empty() {
+            return Err(Failure::Unreachable(format!("{path}: the daemon closed the connection")));
+        }
+        let r: Response = serde_json::from_str(&reply)
+            .map_err(|e| Failure::Unreachable(format!("{path}: not a vpngw reply ({e})")))?;
+        match (r.ok, r.error) {
+            (true, _) => Ok(r.result.unwrap_or(Value::Null)),
+            (false, Some(e)) => Err(Failure::Refused(e)),
+            (false, None) => Err(Failure::Unreachable(format!("{path}: a refusal without a reason"))),
+        }
+    }
+
+    fn apply(&self, changes: Vec<Change>, cascade: bool) -> Result<Value, Failure> {
+        self.call(Request::Apply { changes, cascade })
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, kind: Kind, name: &str) -> Result<T, Failure> {
+        let v = self.call(Request::Show { kind, name: name.to_string() })?;
+        serde_json::from_value(v).map_err(|e| Failure::Unreachable(format!("an unexpected reply: {e}")))
+    }
+
+    fn list<T: serde::de::DeserializeOwned>(&self, kind: Kind, gateway: Option<String>) -> Result<Vec<T>, Failure> {
+        let v = self.call(Request::List { kind, gateway })?;
+        serde_json::from_value(v).map_err(|e| Failure::Unreachable(format!("an unexpected reply: {e}")))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = Client { socket: cli.socket.clone() };
+    match run(&cli, &client) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(e)) => {
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&json!({ "ok": false, "error": e })).expect("json"));
+            }
+            eprintln!("vpnctl: refused: {}", e.message);
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("vpnctl: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Unreachable(e)) => {
+            eprintln!("vpnctl: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
+    let done = |v: Value| print_done(cli.json, &v);
+    match &cli.command {
+        Command::Gateway(cmd) => match cmd {
+            GatewayCmd::Add { name, spec } => {
+                let g = Gateway {
+                    name: name.clone(),
+                    attachment: spec.attachment,
+                    outside: spec.outside.clone(),
+                    inside: spec.inside.clone(),
+                    addresses: spec.addresses.clone(),
+                };
+                done(c.apply(vec![Change::Add(Object::Gateway(g))], false)?)
+            }
+            GatewayCmd::Set { name, spec } => {
+                let mut g: Gateway = c.get(Kind::Gateway, name)?;
+                if let Some(a) = spec.attachment {
+                    g.attachment = a;
+                }
+                if let Some(o) = &spec.outside {
+                    g.outside = o.clone();
+                }
+                if let Some(i) = &spec.inside {
+                    g.inside = Some(i.clone());
+                }
+                if !spec.addresses.is_empty() {
+                    g.addresses = spec.addresses.clone();
+                }
+                done(c.apply(vec![Change::Set(Object::Gateway(g))], false)?)
+            }
+            GatewayCmd::Delete { name, cascade } => {
+                done(c.apply(vec![Change::Delete(Key::Gateway(name.clone()))], *cascade)?)
+            }
+            GatewayCmd::Show { name } => show(cli.json, c.call(Request::Show { kind: Kind::Gateway, name: name.clone() })?),
+            GatewayCmd::List => {
+                let v = c.call(Request::List { kind: Kind::Gateway, gateway: None })?;
+                let gws: Vec<Gateway> = from(&v)?;
+                table(cli.json, &v, &["gateway", "attachment", "outside", "inside", "addresses"], gws.iter().map(|g| {
+                    vec![
+                        g.name.clone(),
+                        word(&g.attachment),
+                        g.outside.clone(),
+                        g.inside.clone().unwrap_or("-".into()),
+                        join(&g.addresses),
+                    ]
+                }))
+            }
+        },
+        Command::CustomerGateway(cmd) => match cmd {
+            CustomerGatewayCmd::Add { name, address } => {
+                let cg = CustomerGateway { name: name.clone(), address: *address };
+                done(c.apply(vec![Change::Add(Object::CustomerGateway(cg))], false)?)
+            }
+            CustomerGatewayCmd::Set { name, address } => {
+                let cg = CustomerGateway { name: name.clone(), address: *address };
+                done(c.apply(vec![Change::Set(Object::CustomerGateway(cg))], false)?)
+            }
+            CustomerGatewayCmd::Delete { name, cascade } => {
+                done(c.apply(vec![Change::Delete(Key::CustomerGateway(name.clone()))], *cascade)?)
+            }
+            CustomerGatewayCmd::Show { name } => {
+                show(cli.json, c.call(Request::Show { kind: Kind::CustomerGateway, name: name.clone() })?)
+            }
+            CustomerGatewayCmd::List => {
+                let v = c.call(Request::List { kind: Kind::CustomerGateway, gateway: None })?;
+                let cgws: Vec<CustomerGateway> = from(&v)?;
+                table(cli.json, &v, &["customer gateway", "address"], cgws.iter().map(|g| {
+                    vec![g.name.clone(), g.address.to_string()]
+                }))
+            }
+        },
+        Command::Tunnel(cmd) => match cmd {
+            TunnelCmd::Add { name, gateway, customer_gateway, suite, outbound, inbound, options } => {
+                let mut t = Tunnel {
+                    name: name.clone(),
+                    gateway: gateway.clone(),
+                    customer_gateway: customer_gateway.clone(),
+                    suite: suite.clone(),
+                    up: true,
+                    nat_t: None,
+                    esn: false,
+                    replay_window: None,
+                    mss_clamp: None,
+                    soft_lifetime: None,
+                    hard_lifetime: None,
+                    outbound: outbound.clone(),
+                    inbound: inbound.clone(),
+                };
+                options.apply_to(&mut t)?;
+                done(c.apply(vec![Change::Add(Object::Tunnel(t))], false)?)
+            }
+            TunnelCmd::Set { name, suite, outbound, inbound, options, up } => {
+                let mut t: Tunnel = c.get(Kind::Tunnel, name)?;
+                if let Some(s) = suite {
+                    t.suite = s.clone();
+                }
+                if let Some(o) = outbound {
+                    t.outbound = o.clone();
+                }
+                if !inbound.is_empty() {
+                    t.inbound = inbound.clone();
+                }
+                options.apply_to(&mut t)?;
+                if *up {
+                    t.up = true;
+                }
+                done(c.apply(vec![Change::Set(Object::Tunnel(t))], false)?)
+            }
+            TunnelCmd::Delete { name, cascade } => {
+                done(c.apply(vec![Change::Delete(Key::Tunnel(name.clone()))], *cascade)?)
+            }
+            TunnelCmd::Show { name } => {
+                let mut v = c.call(Request::Show { kind: Kind::Tunnel, name: name.clone() })?;
+                hide_keys(&mut v);
+                show(cli.json, v)
+            }
+            TunnelCmd::List { gateway } => {
+                let mut v = c.call(Request::List { kind: Kind::Tunnel, gateway: gateway.clone() })?;
+                let tunnels: Vec<Tunnel> = from(&v)?;
+                if let Value::Array(items) = &mut v {
+                    items.iter_mut().for_each(hide_keys);
+                }
+                table(cli.json, &v, &["tunnel", "gateway", "customer gw", "suite", "up", "out spi", "in spis", "nat-t"], tunnels.iter().map(|t| {
+                    vec![
+                        t.name.clone(),
+                        t.gateway.clone(),
+                        t.customer_gateway.clone(),
+                        t.suite.clone(),
+                        yes_no(t.up),
+                        format!("{:#x}", t.outbound.spi),
+                        t.inbound.iter().map(|s| format!("{:#x}", s.spi)).collect::<Vec<_>>().join(","),
+                        match t.nat_t {
+                            None | Some(NatTConfig::Enabled(false)) => "-".into(),
+                            Some(NatTConfig::Enabled(true)) => "4500:4500".into(),
+                            Some(NatTConfig::Ports { src_port, dst_port }) => format!("{src_port}:{dst_port}"),
+                        },
+                    ]
+                }))
+            }
+        },
+        Command::Spd(cmd) => match cmd {
+            SpdCmd::Add { selectors, action, priority } => {
+                let r = selectors.rule(action.clone(), *priority);
+                done(c.apply(vec![Change::Add(Object::Spd(r))], false)?)
+            }
+            SpdCmd::Set { selectors, action, priority } => {
+                let key = selectors.key();
+                let rules: Vec<SpdRule> = c.list(Kind::Spd, Some(selectors.gateway.clone()))?;
+                let mut r = rules
+                    .into_iter()
+                    .find(|r| SpdKey::of(r) == key)
+                    .ok_or_else(|| Failure::Refused(not_found(&key)))?;
+                if let Some(a) = action {
+                    r.action = a.clone();
+                }
+                if let Some(p) = priority {
+                    r.priority = *p;
+                }
+                done(c.apply(vec![Change::Set(Object::Spd(r))], false)?)
+            }
+            SpdCmd::Delete { selectors } => done(c.apply(vec![Change::Delete(Key::Spd(selectors.key()))], false)?),
+            SpdCmd::List { gateway } => {
+                let v = c.call(Request::List { kind: Kind::Spd, gateway: gateway.clone() })?;
+                let rules: Vec<SpdRule> = from(&v)?;
+                let any = |s: &Option<String>| s.clone().unwrap_or("any".into());
+                table(cli.json, &v, &["gateway", "priority", "local", "remote", "protocol", "local ports", "remote ports", "action"], rules.iter().map(|r| {
+                    vec![
+                        r.gateway.clone(),
+                        r.priority.to_string(),
+                        r.local.clone(),
+                        r.remote.clone(),
+                        any(&r.protocol),
+                        any(&r.local_ports),
+                        any(&r.remote_ports),
+                        r.action.clone(),
+                    ]
+                }))
+            }
+        },
+        Command::Route(cmd) => match cmd {
+            RouteCmd::Add { id, priority, disabled } => {
+                let r = Route {
+                    gateway: id.gateway.clone(),
+                    prefix: id.prefix.clone(),
+                    via: id.via.clone(),
+                    priority: *priority,
+                    enabled: !disabled,
+                };
+                done(c.apply(vec![Change::Add(Object::Route(r))], false)?)
+            }
+            RouteCmd::Set { id, priority, enable, disable } => {
+                let key = RouteKey { gateway: id.gateway.clone(), prefix: id.prefix.clone(), via: id.via.clone() };
+                let routes: Vec<Route> = c.list(Kind::Route, Some(id.gateway.clone()))?;
+                let mut r = routes
+                    .into_iter()
+                    .find(|r| RouteKey::of(r) == key)
+                    .ok_or_else(|| Failure::Refused(not_found(&key)))?;
+                if let Some(p) = priority {
+                    r.priority = *p;
+                }
+                if *enable || *disable {
+                    r.enabled = *enable;
+                }
+                done(c.apply(vec![Change::Set(Object::Route(r))], false)?)
+            }
+            RouteCmd::Delete { id } => {
+                let key = RouteKey { gateway: id.gateway.clone(), prefix: id.prefix.clone(), via: id.via.clone() };
+                done(c.apply(vec![Change::Delete(Key::Route(key))], false)?)
+            }
+            RouteCmd::List { gateway } => {
+                let v = c.call(Request::List { kind: Kind::Route, gateway: gateway.clone() })?;
+                let routes: Vec<Route> = from(&v)?;
+                table(cli.json, &v, &["gateway", "prefix", "via", "priority", "enabled"], routes.iter().map(|r| {
+                    vec![r.gateway.clone(), r.prefix.clone(), r.via.clone(), r.priority.to_string(), yes_no(r.enabled)]
+                }))
+            }
+            RouteCmd::Lookup { address, gateway, from: source } => {
+                let v = c.call(Request::Lookup { gateway: gateway.clone(), address: *address, source: *source })?;
+                if cli.json {
+                    return show(true, v);
+                }
+                match v["by"].as_str() {
+                    Some("spd") => println!("{address}: SPD rule {}", compact(&v["rule"])),
+                    Some("route") => println!("{address}: route {}", compact(&v["route"])),
+                    _ => println!("{address}: no route (dropped)"),
+                }
+                for cand in v["candidates"].as_array().into_iter().flatten() {
+                    let state = if cand["usable"].as_bool() == Some(true) { "usable" } else { "unusable" };
+                    println!("  candidate {} ({state})", compact(&cand["route"]));
+                }
+                Ok(())
+            }
+        },
+        Command::Stats { watch } => loop {
+            let v = c.call(Request::Stats)?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&v).expect("json"));
+            } else {
+                let s: Stats = from(&v)?;
+                if watch.is_some() {
+                    print!("\x1b[H\x1b[2J");
+                }
+                print_stats(&s);
+            }
+            let _ = std::io::stdout().flush();
+            match watch {
+                Some(secs) => std::thread::sleep(Duration::from_secs((*secs).max(1))),
+                None => return Ok(()),
+            }
+        },
+        Command::Sas => {
+            let v = c.call(Request::Sas)?;
+            let tunnels: Vec<TunnelStats> = from(&v)?;
+            let mut rows = Vec::new();
+            for t in &tunnels {
+                let drops = |d: &std::collections::BTreeMap<String, u64>| {
+                    if d.is_empty() {
+                        "-".into()
+                    } else {
+                        d.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" ")
+                    }
+                };
+                rows.push(vec![
+                    t.name.clone(),
+                    "out".into(),
+                    format!("{:#x}", t.outbound.spi),
+                    t.outbound.packets.to_string(),
+                    t.outbound.bytes.to_string(),
+                    drops(&t.outbound.drops),
+                ]);
+                for sa in &t.inbound {
+                    rows.push(vec![
+                        t.name.clone(),
+                        "in".into(),
+                        format!("{:#x}", sa.spi),
+                        sa.packets.to_string(),
+                        sa.bytes.to_string(),
+                        drops(&sa.drops),
+                    ]);
+                }
+            }
+            table(cli.json, &v, &["tunnel", "dir", "spi", "packets", "bytes", "drops"], rows.into_iter())
+        }
+        Command::Workers => {
+            let v = c.call(Request::Workers)?;
+            let workers: Vec<WorkerStats> = from(&v)?;
+            if cli.json {
+                return show(true, v);
+            }
+            print!("{}", Report { workers, ..Default::default() }.table());
+            Ok(())
+        }
+        Command::Export => {
+            let v = c.call(Request::Export)?;
+            if cli.json {
+                let cfg: Config = v["toml"].as_str().unwrap_or_default().parse().map_err(|e| {
+                    Failure::Unreachable(format!("the daemon exported an unreadable configuration: {e}"))
+                })?;
+                return show(true, serde_json::to_value(cfg).expect("json"));
+            }
+            print!("{}", v["toml"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Command::Apply { file, cascade } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| Failure::Usage(format!("stdin: {e}")))?
+            } else {
+                std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?
+            };
+            let changes: Vec<Change> = serde_json::from_str(&text)
+                .map_err(|e| Failure::Usage(format!("{}: not a JSON list of changes: {e}", file.display())))?;
+            done(c.apply(changes, *cascade)?)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "vpnctl", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+impl TunnelOptions {
+    fn apply_to(&self, t: &mut Tunnel) -> Result<(), Failure> {
+        if self.nat_t {
+            t.nat_t = Some(NatTConfig::Enabled(true));
+        }
+        if let Some(p) = &self.nat_t_ports {
+            let port = |s: &str| s.parse::<u16>().map_err(|_| Failure::Usage(format!("--nat-t-ports {p}: {s:?} is not a port")));
+            let (a, b) = p.split_once(':').ok_or_else(|| Failure::Usage(format!("--nat-t-ports {p}: expected SRC:DST")))?;
+            t.nat_t = Some(NatTConfig::Ports { src_port: port(a)?, dst_port: port(b)? });
+        }
+        if self.esn {
+            t.esn = true;
+        }
+        if let Some(w) = self.replay_window {
+            t.replay_window = Some(w);
+        }
+        if let Some(m) = self.mss_clamp {
+            t.mss_clamp = Some(m);
+        }
+        if let Some(l) = self.soft_lifetime {
+            t.soft_lifetime = Some(l);
+        }
+        if let Some(l) = self.hard_lifetime {
+            t.hard_lifetime = Some(l);
+        }
+        if self.down {
+            t.up = false;
+        }
+        Ok(())
+    }
+}
+
+impl Selectors {
+    fn key(&self) -> SpdKey {
+        SpdKey {
+            gateway: self.gateway.clone(),
+            local: self.local.clone(),
+            remote: self.remote.clone(),
+            protocol: self.protocol.clone(),
+            local_ports: self.local_ports.clone(),
+            remote_ports: self.remote_ports.clone(),
+        }
+    }
+
+    fn rule(&self, action: String, priority: u32) -> SpdRule {
+        let k = self.key();
+        SpdRule {
+            gateway: k.gateway,
+            priority,
+            local: k.local,
+            remote: k.remote,
+            protocol: k.protocol,
+            local_ports: k.local_ports,
+            remote_ports: k.remote_ports,
+            action,
+        }
+    }
+}
+
+fn not_found(what: &impl std::fmt::Display) -> api::ApiError {
+    api::ApiError::new(api::ErrorKind::NotFound, format!("{what} does not exist"))
+}
+
+fn from<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Failure> {
+    serde_json::from_value(v.clone()).map_err(|e| Failure::Unreachable(format!("an unexpected reply: {e}")))
+}
+
+/// Keys stay in the daemon's answer for `export`, not on the screen.
+fn hide_keys(v: &mut Value) {
+    if let Some(k) = v.get_mut("outbound").and_then(|o| o.get_mut("key")) {
+        *k = json!("(hidden)");
+    }
+    for sa in v.get_mut("inbound").and_then(Value::as_array_mut).into_iter().flatten() {
+        sa["key"] = json!("(hidden)");
+    }
+}
+
+fn print_done(json: bool, v: &Value) -> Result<(), Failure> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "ok": true, "result": v })).expect("json"));
+    } else {
+        println!("ok (configuration generation {})", v["generation"]);
+    }
+    Ok(())
+}
+
+fn show(json: bool, v: Value) -> Result<(), Failure> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else if let Value::Object(m) = &v {
+        for (k, val) in m {
+            println!("{k:<18} {}", compact(val));
+        }
+    }
+    Ok(())
+}
+
+fn compact(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn word<T: serde::Serialize>(v: &T) -> String {
+    compact(&serde_json::to_value(v).expect("json"))
+}
+
+fn join(a: &[IpAddr]) -> String {
+    a.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn yes_no(b: bool) -> String {
+    (if b { "yes" } else { "no" }).to_string()
+}
+
+/// A table with aligned columns (or the JSON, with --json).
+fn table(json: bool, v: &Value, head: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<(), Failure> {
+    if json {
+        return show(true, v.clone());
+    }
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells.iter().zip(&width).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(head.iter().map(|h| h.to_string()).collect());
+    if rows.is_empty() {
+        println!("(none)");
+    }
+    for r in rows {
+        line(r);
+    }
+    Ok(())
+}
+
+fn rate(bps: f64) -> String {
+    match bps {
+        b if b >= 1e9 => format!("{:.2}G", b / 1e9),
+        b if b >= 1e6 => format!("{:.2}M", b / 1e6),
+        b if b >= 1e3 => format!("{:.1}k", b / 1e3),
+        b => format!("{b:.0}"),
+    }
+}
+
+fn print_stats(s: &Stats) {
+    let drops = |d: &std::collections::BTreeMap<String, u64>| {
+        if d.is_empty() {
+            "-".to_string()
+        } else {
+            d.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" ")
+        }
+    };
+    let head = ["", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "tx bit/s", "tx pkt/s", "rx bit/s", "rx pkt/s", "drops"];
+    let mut rows = Vec::new();
+    for g in &s.gateways {
+        let t = &g.traffic;
+        rows.push(vec![
+            format!("gateway {}", g.name),
+            format!("{}/{}", g.tunnels_up, g.tunnels),
+            t.tx_packets.to_string(),
+            t.tx_bytes.to_string(),
+            t.rx_packets.to_string(),
+            t.rx_bytes.to_string(),
+            rate(t.tx_bps),
+            rate(t.tx_pps),
+            rate(t.rx_bps),
+            rate(t.rx_pps),
+            drops(&g.drops),
+        ]);
+        for tu in s.tunnels.iter().filter(|x| x.gateway == g.name) {
+            let t = &tu.traffic;
+            rows.push(vec![
+                format!("  tunnel {}", tu.name),
+                yes_no(tu.up),
+                t.tx_packets.to_string(),
+                t.tx_bytes.to_string(),
+                t.rx_packets.to_string(),
+                t.rx_bytes.to_string(),
+                rate(t.tx_bps),
+                rate(t.tx_pps),
+                rate(t.rx_bps),
+                rate(t.rx_pps),
+                drops(&tu.drops),
+            ]);
+        }
+    }
+    let _ = table(false, &Value::Null, &head, rows.into_iter());
+}
