@@ -32,8 +32,8 @@ ip netns exec "$P-vpc" ping -c1 -W1 172.16.1.9 >/dev/null 2>&1 && { echo "the VP
 echo "without vpngw, the VPC host cannot reach the IDC host (nothing forwards)"
 
 say "starting vpngw on both gateways (XDP steering, AF_XDP sockets, one worker each)"
-ip netns exec "$P-gw" "$vpngw" -c scripts/lab/gw.toml >"$work/gw.out" 2>"$work/gw.err" &
-ip netns exec "$P-cgw" "$vpngw" -c scripts/lab/cgw.toml >"$work/cgw.out" 2>"$work/cgw.err" &
+ip netns exec "$P-gw" "$vpngw" -c scripts/lab/gw.toml --no-state --socket "$work/gw.sock" >"$work/gw.out" 2>"$work/gw.err" &
+ip netns exec "$P-cgw" "$vpngw" -c scripts/lab/cgw.toml --no-state --socket "$work/cgw.sock" >"$work/cgw.out" 2>"$work/cgw.err" &
 sleep 1
 cat "$work/gw.err"
 ip netns exec "$P-inet" tshark -q -i inet0 -w "$work/internet.pcap" 2>/dev/null &

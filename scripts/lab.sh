@@ -19,15 +19,20 @@
 # Usage: scripts/lab.sh up [PREFIX]     build it (tearing down any old one)
 #        scripts/lab.sh down [PREFIX]   delete it (quietly, whatever is left)
 # PREFIX defaults to vpngw-lab; tests pass their own. LAB_QUEUES=N gives
-# every veth N queues (one per vpngw worker; default 1).
+# every veth N queues (one per vpngw worker; default 1). LAB_IDCS=N (2 or
+# 3; default 1) adds data centres: customer gateway i at 198.51.100.i on
+# the internet's segment (then a bridge in PREFIX-inet), its IDC host
+# 172.16.i.9/24, in PREFIX-cgwI and PREFIX-idcI (interfaces named as in
+# the first: cgw-out, cgw-in, idc0).
 set -euo pipefail
 
 cmd=${1:-}
 P=${2:-vpngw-lab}
 QUEUES=${LAB_QUEUES:-1}
+IDCS=${LAB_IDCS:-1}
 
 down() {
-  for n in vpc gw inet cgw idc; do
+  for n in vpc gw inet cgw idc cgw2 idc2 cgw3 idc3; do
     # Kill anything still running in the namespace, then delete it (with
     # its interfaces).
     if ip netns list | grep -qw "$P-$n"; then
@@ -63,7 +68,15 @@ up() {
   addr gw gw-in 10.1.0.1/16
   addr gw gw-out 192.0.2.1/24
   addr inet inet0 192.0.2.254/24
-  addr inet inet1 198.51.100.254/24
+  if [ "$IDCS" -gt 1 ]; then
+    # One segment for every customer gateway.
+    ip -n "$P-inet" link add br0 type bridge
+    ip -n "$P-inet" link set inet1 master br0
+    ip -n "$P-inet" link set br0 up
+    addr inet br0 198.51.100.254/24
+  else
+    addr inet inet1 198.51.100.254/24
+  fi
   addr cgw cgw-out 198.51.100.1/24
   addr cgw cgw-in 172.16.1.1/24
   addr idc idc0 172.16.1.9/24
@@ -77,6 +90,23 @@ up() {
   done
   ip netns exec "$P-vpc" ethtool -K vpc0 tx off >/dev/null
   ip netns exec "$P-idc" ethtool -K idc0 tx off >/dev/null
+  for i in $(seq 2 "$IDCS"); do
+    for n in cgw$i idc$i; do
+      ip netns add "$P-$n"
+      ip -n "$P-$n" link set lo up
+      ip netns exec "$P-$n" sysctl -qw net.ipv6.conf.default.accept_ra=0 net.ipv6.conf.all.accept_ra=0
+    done
+    pair inet "inet$i" "cgw$i" cgw-out
+    ip -n "$P-inet" link set "inet$i" master br0
+    pair "cgw$i" cgw-in "idc$i" idc0
+    addr "cgw$i" cgw-out "198.51.100.$i/24"
+    addr "cgw$i" cgw-in "172.16.$i.1/24"
+    addr "idc$i" idc0 "172.16.$i.9/24"
+    ip -n "$P-cgw$i" route add default via 198.51.100.254
+    ip -n "$P-idc$i" route add default via "172.16.$i.1"
+    ip netns exec "$P-cgw$i" sysctl -qw net.ipv4.ip_forward=0
+    ip netns exec "$P-idc$i" ethtool -K idc0 tx off >/dev/null
+  done
   trap - ERR
 }
 

@@ -17,9 +17,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use vpngw_engine::model::{self, AddrRange, NextHop};
+use vpngw_engine::model::{self, AddrRange, NextHop, SaHandle};
 use vpngw_engine::snapshot::{Snapshot, SnapshotCell};
 use vpngw_engine::worker::WorkerReport;
+use vpngw_engine::{OutboundSa, SaConfig};
 
 /// The running configuration and where it is published.
 pub struct Control {
@@ -49,19 +50,6 @@ impl Control {
         generation: u64,
         state: Option<PathBuf>,
     ) -> std::io::Result<(Self, usize)> {
-        let mut resumed = 0;
-        if let Some(path) = &state {
-            state::save(path, &file)?;
-            let marks = state::load_marks(&state::marks_path(path))
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            for t in &model.tunnels {
-                let mut sa = t.outbound.lock().expect("SA lock");
-                if let Some(m) = marks.get(&t.name).filter(|m| m.spi == sa.cfg.spi) {
-                    sa.state.next_seq = sa.state.next_seq.max(m.resume_at);
-                    resumed += 1;
-                }
-            }
-        }
         let mut control = Control {
             file,
             model,
@@ -72,35 +60,60 @@ impl Control {
             samples: [None, None],
             marks: BTreeMap::new(),
         };
+        let mut resumed = 0;
+        if let Some(path) = &control.state {
+            state::save(path, &control.file)?;
+            let marks = state::load_marks(&state::marks_path(path))
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            control.marks = marks.into_iter().map(|(k, m)| (k, (m.resume_at, m))).collect();
+            let tunnels = control.model.tunnels.clone();
+            for t in &tunnels {
+                resumed += usize::from(control.resume(&t.outbound));
+            }
+        }
         control.mark_sequences()?;
         Ok((control, resumed))
     }
 
-    /// Writes the sequence marks if any moved (once a second): each
-    /// outbound SA's next sequence number plus twice what it sent since
-    /// the last mark (at least 65,536).
+    /// Starts a new outbound SA above every sequence number an SA with its
+    /// SPI and peer used before (in this run or an earlier one): the peer
+    /// would drop lower ones as replays, and with the same key they would
+    /// repeat nonces. True if it had a mark.
+    fn resume(&self, sa: &SaHandle<OutboundSa>) -> bool {
+        let mut sa = sa.lock().expect("SA lock");
+        match self.marks.get(&mark_key(&sa.cfg)) {
+            Some((_, m)) => {
+                sa.state.next_seq = sa.state.next_seq.max(m.resume_at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Writes the sequence marks if any moved (once a second, and after a
+    /// change): each outbound SA's next sequence number plus twice what it
+    /// sent since the last mark (at least 65,536). Marks of SAs that are
+    /// gone are kept, for an SA made again with the same SPI and peer.
     pub fn mark_sequences(&mut self) -> std::io::Result<()> {
         let Some(path) = &self.state else { return Ok(()) };
-        let mut next = BTreeMap::new();
+        let mut changed = false;
         for t in &self.model.tunnels {
             let sa = t.outbound.lock().expect("SA lock");
-            let (seq, spi) = (sa.state.next_seq, sa.cfg.spi);
-            let before = self.marks.get(&t.name).filter(|(_, m)| m.spi == spi).map_or(seq, |(s, _)| *s);
+            let (seq, k) = (sa.state.next_seq, mark_key(&sa.cfg));
+            let (before, old) = self.marks.get(&k).map_or((seq, None), |(s, m)| (*s, Some(*m)));
+            if old.is_some() && before == seq {
+                continue;
+            }
             let ahead = (2 * seq.saturating_sub(before)).max(1 << 16);
-            let unchanged = self.marks.get(&t.name).filter(|(s, m)| m.spi == spi && *s == seq);
-            let mark = match unchanged {
-                Some((_, m)) => *m,
-                None => state::SeqMark { spi, resume_at: seq.saturating_add(ahead).min(sa.cfg.max_seq()) },
-            };
-            next.insert(t.name.clone(), (seq, mark));
+            let resume_at = seq.saturating_add(ahead).min(sa.cfg.max_seq()).max(old.map_or(0, |m| m.resume_at));
+            self.marks.insert(k, (seq, state::SeqMark { spi: sa.cfg.spi, resume_at }));
+            changed = true;
         }
-        let changed = next.len() != self.marks.len()
-            || next.iter().any(|(k, (_, m))| self.marks.get(k).is_none_or(|(_, old)| old != m));
         if changed {
-            let marks: BTreeMap<String, state::SeqMark> = next.iter().map(|(k, (_, m))| (k.clone(), *m)).collect();
+            let marks: BTreeMap<String, state::SeqMark> =
+                self.marks.iter().map(|(k, (_, m))| (k.clone(), *m)).collect();
             state::save_marks(&state::marks_path(path), &marks)?;
         }
-        self.marks = next;
         Ok(())
     }
 
@@ -178,6 +191,11 @@ impl Control {
         }
         let mut model = next.to_model(link, self.started.elapsed().as_secs())?;
         keep_sas(&mut model, &next, &self.model, &self.file);
+        for t in &model.tunnels {
+            if !self.model.tunnels.iter().any(|o| Arc::ptr_eq(&o.outbound, &t.outbound)) {
+                self.resume(&t.outbound);
+            }
+        }
         let snapshot = Snapshot::build(&model, self.generation + 1)
             .map_err(|e| ApiError::new(ErrorKind::Invalid, e.to_string()))?;
         if let Some(path) = &self.state {
@@ -187,8 +205,29 @@ impl Control {
         }
         self.generation += 1;
         self.cell.publish(snapshot);
+        // The SAs that are gone: their last numbers, for SAs made again.
+        let gone: Vec<SaHandle<OutboundSa>> = self
+            .model
+            .tunnels
+            .iter()
+            .filter(|o| !model.tunnels.iter().any(|t| Arc::ptr_eq(&o.outbound, &t.outbound)))
+            .map(|o| o.outbound.clone())
+            .collect();
         self.file = next;
         self.model = model;
+        for sa in gone {
+            let sa = sa.lock().expect("SA lock");
+            // Workers on the old snapshot may send a few more.
+            let resume_at = sa.state.next_seq.saturating_add(1 << 16).min(sa.cfg.max_seq());
+            let m = self.marks.entry(mark_key(&sa.cfg)).or_insert((0, state::SeqMark { spi: sa.cfg.spi, resume_at }));
+            m.1.resume_at = m.1.resume_at.max(resume_at);
+        }
+        if let Err(e) = self.mark_sequences() {
+            return Err(ApiError::new(
+                ErrorKind::Persist,
+                format!("applied, but the sequence marks were not written: {e}"),
+            ));
+        }
         Ok(json!({ "generation": self.generation, "changes": changes.len() }))
     }
 
@@ -196,9 +235,12 @@ impl Control {
     /// `gateway` now: the SPD rule that matches first (for any protocol
     /// and port), else the best usable route, with the other candidates.
     fn lookup(&self, gateway: &str, address: IpAddr, source: Option<IpAddr>) -> Result<Value, ApiError> {
-        let g = self.model.gateways.iter().find(|g| g.name == gateway).ok_or_else(|| {
-            ApiError::new(ErrorKind::NotFound, format!("gateway {gateway} does not exist"))
-        })?;
+        let g = self
+            .model
+            .gateways
+            .iter()
+            .find(|g| g.name == gateway)
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("gateway {gateway} does not exist")))?;
         let tunnel_name = |id| self.model.tunnels.iter().find(|t| t.id == id).map(|t| t.name.as_str());
         if let Some(src) = source {
             let best = self
@@ -240,6 +282,11 @@ impl Control {
             None => Ok(json!({ "by": "none", "dropped": "no-route", "candidates": all })),
         }
     }
+}
+
+/// What sequence marks are kept by: an outbound SA's SPI and peer.
+fn mark_key(cfg: &SaConfig) -> String {
+    format!("{:#x}@{}", cfg.spi, cfg.remote)
 }
 
 /// Carries each SA of `old` whose configuration and key are unchanged in

@@ -20,10 +20,10 @@
 use crate::api::{Request, Response};
 use crate::config::{Config, ConfigError, Link, Role};
 use crate::control::Control;
-use crate::server::{self, Access, Call};
-use crate::state;
 use crate::kernel::{Interface, Netlink};
 use crate::report::Report;
+use crate::server::{self, Access, Call};
+use crate::state;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -143,9 +143,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         Ok(Link { mac: k.mac, mtu: k.mtu, addrs, neighbours })
     };
     let index = |name: &str| kernel.iter().position(|k| k.name == name).expect("every interface was looked up");
-    let model = file
-        .to_model(|name| link(&mut nl, &kernel[index(name)]), 0)
-        .map_err(|e| config_error(&source, e))?;
+    let model = file.to_model(|name| link(&mut nl, &kernel[index(name)]), 0).map_err(|e| config_error(&source, e))?;
     let generation = 1;
     let cell = Arc::new(SnapshotCell::new(
         Snapshot::build(&model, generation).map_err(|e| DaemonError::Snapshot(e.to_string()))?,

@@ -3,9 +3,9 @@
 //! (JSON) and a table a person reads.
 
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::Duration;
 use vpngw_engine::model;
 use vpngw_engine::stats::{self, DropCounters};
 use vpngw_engine::worker::WorkerReport;
@@ -271,8 +271,12 @@ impl Stats {
                     s.tunnels += 1;
                     s.tunnels_up += usize::from(t.up);
                     let (a, b) = (&mut s.traffic, &t.traffic);
-                    (a.tx_packets, a.tx_bytes, a.rx_packets, a.rx_bytes) =
-                        (a.tx_packets + b.tx_packets, a.tx_bytes + b.tx_bytes, a.rx_packets + b.rx_packets, a.rx_bytes + b.rx_bytes);
+                    (a.tx_packets, a.tx_bytes, a.rx_packets, a.rx_bytes) = (
+                        a.tx_packets + b.tx_packets,
+                        a.tx_bytes + b.tx_bytes,
+                        a.rx_packets + b.rx_packets,
+                        a.rx_bytes + b.rx_bytes,
+                    );
                     (a.tx_bps, a.tx_pps, a.rx_bps, a.rx_pps) =
                         (a.tx_bps + b.tx_bps, a.tx_pps + b.tx_pps, a.rx_bps + b.rx_bps, a.rx_pps + b.rx_pps);
                     add_drops(&mut s.drops, &t.drops);

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Clients served at once.
-pub const MAX_CLIENTS: usize = 64;
+pub const MAX_CLIENTS: usize = 512;
 
 /// A client that sends no complete request for this long is disconnected.
 pub const IDLE: Duration = Duration::from_secs(10);
@@ -92,10 +92,12 @@ pub fn serve(listener: UnixListener, calls: SyncSender<Call>, access: Access, st
                     continue;
                 }
                 let (calls, count, stop) = (calls.clone(), clients.clone(), stop.clone());
-                let spawned = std::thread::Builder::new().name("vpngw-ctl-client".into()).spawn(move || {
-                    client(stream, &calls, &stop);
-                    count.fetch_sub(1, Ordering::SeqCst);
-                });
+                let spawned = std::thread::Builder::new().name("vpngw-ctl-client".into()).stack_size(256 << 10).spawn(
+                    move || {
+                        client(stream, &calls, &stop);
+                        count.fetch_sub(1, Ordering::SeqCst);
+                    },
+                );
                 if spawned.is_err() {
                     clients.fetch_sub(1, Ordering::SeqCst);
                 }

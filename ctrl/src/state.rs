@@ -9,10 +9,11 @@
 //! then renamed over the old one (atomic on POSIX file systems), and the
 //! directory is synced so the rename itself survives a crash.
 //!
-//! Beside it, the sequence marks (`<state>.seq`): for each tunnel's
-//! outbound SA, a sequence number it may resume from after a restart. A
-//! static-keyed SA that restarted at 1 would have every packet dropped as a
-//! replay by its peer; the marks are written every second, each a
+//! Beside it, the sequence marks (`<state>.seq`): for each outbound SA
+//! (by SPI and peer), a sequence number it may resume from after a restart
+//! or when it is made again. A static-keyed SA that restarted at 1 would
+//! have every packet dropped as a replay by its peer, and would repeat
+//! nonces under its key; the marks are written every second, each a
 //! projection ahead of the SA's counter (twice the last second's packets,
 //! at least 65,536), so a daemon killed at any moment resumes above every
 //! number it used.
@@ -74,7 +75,7 @@ pub fn marks_path(state: &Path) -> PathBuf {
     state.with_file_name(name)
 }
 
-/// Writes the marks (by tunnel name) atomically, like the state file.
+/// Writes the marks (by `SPI@peer`) atomically, like the state file.
 pub fn save_marks(path: &Path, marks: &BTreeMap<String, SeqMark>) -> std::io::Result<()> {
     write_atomically(path, (serde_json::to_string_pretty(marks).expect("marks serialize") + "\n").as_bytes())
 }

@@ -47,9 +47,18 @@ fn config(lab: &Lab, name: &str, suite: &str, natt: bool) -> PathBuf {
     path
 }
 
-/// A vpngw daemon in `role`'s namespace, started and waited for.
+/// Where the daemon in `role`'s namespace serves its control socket.
+fn socket(lab: &Lab, role: &str) -> String {
+    std::env::temp_dir().join(format!("{}-{role}.sock", lab.prefix)).display().to_string()
+}
+
+/// A vpngw daemon in `role`'s namespace (no state file), started and
+/// waited for.
 fn vpngw(lab: &Lab, role: &str, config: &Path) -> Background {
-    let mut d = lab.spawn(role, &[VPNGW, "--config", config.to_str().unwrap(), "--json"]);
+    let mut d = lab.spawn(
+        role,
+        &[VPNGW, "--config", config.to_str().unwrap(), "--json", "--no-state", "--socket", &socket(lab, role)],
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.running(), "vpngw in {role} is running");
     d
@@ -249,7 +258,20 @@ fn two_workers_share_the_queues_and_hand_off_to_the_tunnel_owner() {
     let _turn = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::up_with_queues("mq", 2);
     let gw_cfg = scripts().join("lab/gw.toml");
-    let mut gw = lab.spawn("gw", &[VPNGW, "--config", gw_cfg.to_str().unwrap(), "--cores", "0,1", "--json"]);
+    let mut gw = lab.spawn(
+        "gw",
+        &[
+            VPNGW,
+            "--config",
+            gw_cfg.to_str().unwrap(),
+            "--cores",
+            "0,1",
+            "--json",
+            "--no-state",
+            "--socket",
+            &socket(&lab, "gw"),
+        ],
+    );
     let cgw = vpngw(&lab, "cgw", &scripts().join("lab/cgw.toml"));
     std::thread::sleep(Duration::from_millis(300));
     assert!(gw.running(), "vpngw with two workers is running");
@@ -297,7 +319,20 @@ fn an_idle_gateway_with_idle_sleep_leaves_its_core_alone() {
     let _turn = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::up("idle");
     let cfg = |name: &str| scripts().join(format!("lab/{name}.toml"));
-    let gw = lab.spawn("gw", &[VPNGW, "--config", cfg("gw").to_str().unwrap(), "--idle-sleep-us", "200", "--json"]);
+    let gw = lab.spawn(
+        "gw",
+        &[
+            VPNGW,
+            "--config",
+            cfg("gw").to_str().unwrap(),
+            "--idle-sleep-us",
+            "200",
+            "--json",
+            "--no-state",
+            "--socket",
+            &socket(&lab, "gw"),
+        ],
+    );
     let cgw = vpngw(&lab, "cgw", &cfg("cgw"));
     std::thread::sleep(Duration::from_millis(500));
     let (before, t) = (cpu_seconds(gw.pid()), Instant::now());

@@ -63,7 +63,8 @@ fn gw_config(lab: &Lab, natt: bool) -> TempFile {
 
 /// vpngw in the gateway namespace, reporting as JSON on exit.
 fn start_vpngw(lab: &Lab, config: &TempFile) -> Background {
-    let mut d = lab.spawn("gw", &[VPNGW, "--config", config.path(), "--json"]);
+    let socket = std::env::temp_dir().join(format!("{}-gw.sock", lab.prefix)).display().to_string();
+    let mut d = lab.spawn("gw", &[VPNGW, "--config", config.path(), "--json", "--no-state", "--socket", &socket]);
     std::thread::sleep(Duration::from_millis(300));
     if !d.running() {
         let (_, out, err) = d.stop(Duration::from_secs(1));

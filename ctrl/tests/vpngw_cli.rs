@@ -51,7 +51,17 @@ fn a_daemon_without_its_interfaces_says_so_and_exits() {
     let path = std::env::temp_dir().join(format!("vpngw-cli-{}-missing.toml", std::process::id()));
     std::fs::write(&path, lab_config()).unwrap();
     let out = Command::new("ip")
-        .args(["netns", "exec", ns.name(), VPNGW, "--config", path.to_str().unwrap()])
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            VPNGW,
+            "--config",
+            path.to_str().unwrap(),
+            "--no-state",
+            "--socket",
+            "/tmp/vpngw-cli-missing.sock",
+        ])
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&path);

@@ -986,7 +986,8 @@ impl Daemon {
         let file = |p: &Path| fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns(name), "nice", "-n", &opts.nice.to_string()]);
-        cmd.arg(bin).arg("--config").arg(config).arg("--json");
+        cmd.arg(bin).arg("--config").arg(config).arg("--json").arg("--no-state");
+        cmd.arg("--socket").arg(lab.dir.join(format!("{name}.sock")));
         if let Some(c) = core {
             cmd.args([pin_flag(bin)?, &c.to_string()]);
         }

@@ -89,6 +89,7 @@ pub fn veth(na: &Netns, a: &str, mac_a: &str, nb: &Netns, b: &str, mac_b: &str) 
 pub struct Lab {
     pub prefix: String,
     queues: usize,
+    idcs: usize,
 }
 
 impl Lab {
@@ -100,8 +101,19 @@ impl Lab {
 
     /// The lab with `queues` queues on every veth (for several workers).
     pub fn up_with_queues(test: &str, queues: usize) -> Lab {
+        Self::build(test, queues, 1)
+    }
+
+    /// The lab with `idcs` data centres (1 to 3): customer gateway `cgwI`
+    /// at 198.51.100.I and IDC host `idcI` at 172.16.I.9 (the first are
+    /// `cgw` and `idc`).
+    pub fn up_with_idcs(test: &str, idcs: usize) -> Lab {
+        Self::build(test, 1, idcs)
+    }
+
+    fn build(test: &str, queues: usize, idcs: usize) -> Lab {
         let prefix = format!("vt{}-{test}", std::process::id());
-        let lab = Lab { prefix, queues };
+        let lab = Lab { prefix, queues, idcs };
         lab.script("up");
         lab
     }
@@ -111,6 +123,7 @@ impl Lab {
         let out = Command::new("bash")
             .args([script, what, &self.prefix])
             .env("LAB_QUEUES", self.queues.to_string())
+            .env("LAB_IDCS", self.idcs.to_string())
             .output()
             .expect("run scripts/lab.sh");
         assert!(out.status.success(), "lab.sh {what}: {}", String::from_utf8_lossy(&out.stderr));
@@ -177,6 +190,16 @@ impl Background {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Waits up to `timeout` for the process to end by itself (then
+    /// stops it); its exit success and output.
+    pub fn stop_after_exit(mut self, timeout: std::time::Duration) -> (bool, String, String) {
+        let start = std::time::Instant::now();
+        while self.running() && start.elapsed() < timeout {
+            thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.stop(std::time::Duration::from_secs(1))
     }
 
     /// The process id (`ip netns exec` runs the command in its own place).

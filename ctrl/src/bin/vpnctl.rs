@@ -502,19 +502,26 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             GatewayCmd::Delete { name, cascade } => {
                 done(c.apply(vec![Change::Delete(Key::Gateway(name.clone()))], *cascade)?)
             }
-            GatewayCmd::Show { name } => show(cli.json, c.call(Request::Show { kind: Kind::Gateway, name: name.clone() })?),
+            GatewayCmd::Show { name } => {
+                show(cli.json, c.call(Request::Show { kind: Kind::Gateway, name: name.clone() })?)
+            }
             GatewayCmd::List => {
                 let v = c.call(Request::List { kind: Kind::Gateway, gateway: None })?;
                 let gws: Vec<Gateway> = from(&v)?;
-                table(cli.json, &v, &["gateway", "attachment", "outside", "inside", "addresses"], gws.iter().map(|g| {
-                    vec![
-                        g.name.clone(),
-                        word(&g.attachment),
-                        g.outside.clone(),
-                        g.inside.clone().unwrap_or("-".into()),
-                        join(&g.addresses),
-                    ]
-                }))
+                table(
+                    cli.json,
+                    &v,
+                    &["gateway", "attachment", "outside", "inside", "addresses"],
+                    gws.iter().map(|g| {
+                        vec![
+                            g.name.clone(),
+                            word(&g.attachment),
+                            g.outside.clone(),
+                            g.inside.clone().unwrap_or("-".into()),
+                            join(&g.addresses),
+                        ]
+                    }),
+                )
             }
         },
         Command::CustomerGateway(cmd) => match cmd {
@@ -535,9 +542,12 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             CustomerGatewayCmd::List => {
                 let v = c.call(Request::List { kind: Kind::CustomerGateway, gateway: None })?;
                 let cgws: Vec<CustomerGateway> = from(&v)?;
-                table(cli.json, &v, &["customer gateway", "address"], cgws.iter().map(|g| {
-                    vec![g.name.clone(), g.address.to_string()]
-                }))
+                table(
+                    cli.json,
+                    &v,
+                    &["customer gateway", "address"],
+                    cgws.iter().map(|g| vec![g.name.clone(), g.address.to_string()]),
+                )
             }
         },
         Command::Tunnel(cmd) => match cmd {
@@ -591,22 +601,27 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 if let Value::Array(items) = &mut v {
                     items.iter_mut().for_each(hide_keys);
                 }
-                table(cli.json, &v, &["tunnel", "gateway", "customer gw", "suite", "up", "out spi", "in spis", "nat-t"], tunnels.iter().map(|t| {
-                    vec![
-                        t.name.clone(),
-                        t.gateway.clone(),
-                        t.customer_gateway.clone(),
-                        t.suite.clone(),
-                        yes_no(t.up),
-                        format!("{:#x}", t.outbound.spi),
-                        t.inbound.iter().map(|s| format!("{:#x}", s.spi)).collect::<Vec<_>>().join(","),
-                        match t.nat_t {
-                            None | Some(NatTConfig::Enabled(false)) => "-".into(),
-                            Some(NatTConfig::Enabled(true)) => "4500:4500".into(),
-                            Some(NatTConfig::Ports { src_port, dst_port }) => format!("{src_port}:{dst_port}"),
-                        },
-                    ]
-                }))
+                table(
+                    cli.json,
+                    &v,
+                    &["tunnel", "gateway", "customer gw", "suite", "up", "out spi", "in spis", "nat-t"],
+                    tunnels.iter().map(|t| {
+                        vec![
+                            t.name.clone(),
+                            t.gateway.clone(),
+                            t.customer_gateway.clone(),
+                            t.suite.clone(),
+                            yes_no(t.up),
+                            format!("{:#x}", t.outbound.spi),
+                            t.inbound.iter().map(|s| format!("{:#x}", s.spi)).collect::<Vec<_>>().join(","),
+                            match t.nat_t {
+                                None | Some(NatTConfig::Enabled(false)) => "-".into(),
+                                Some(NatTConfig::Enabled(true)) => "4500:4500".into(),
+                                Some(NatTConfig::Ports { src_port, dst_port }) => format!("{src_port}:{dst_port}"),
+                            },
+                        ]
+                    }),
+                )
             }
         },
         Command::Spd(cmd) => match cmd {
@@ -634,18 +649,23 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 let v = c.call(Request::List { kind: Kind::Spd, gateway: gateway.clone() })?;
                 let rules: Vec<SpdRule> = from(&v)?;
                 let any = |s: &Option<String>| s.clone().unwrap_or("any".into());
-                table(cli.json, &v, &["gateway", "priority", "local", "remote", "protocol", "local ports", "remote ports", "action"], rules.iter().map(|r| {
-                    vec![
-                        r.gateway.clone(),
-                        r.priority.to_string(),
-                        r.local.clone(),
-                        r.remote.clone(),
-                        any(&r.protocol),
-                        any(&r.local_ports),
-                        any(&r.remote_ports),
-                        r.action.clone(),
-                    ]
-                }))
+                table(
+                    cli.json,
+                    &v,
+                    &["gateway", "priority", "local", "remote", "protocol", "local ports", "remote ports", "action"],
+                    rules.iter().map(|r| {
+                        vec![
+                            r.gateway.clone(),
+                            r.priority.to_string(),
+                            r.local.clone(),
+                            r.remote.clone(),
+                            any(&r.protocol),
+                            any(&r.local_ports),
+                            any(&r.remote_ports),
+                            r.action.clone(),
+                        ]
+                    }),
+                )
             }
         },
         Command::Route(cmd) => match cmd {
@@ -681,9 +701,20 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             RouteCmd::List { gateway } => {
                 let v = c.call(Request::List { kind: Kind::Route, gateway: gateway.clone() })?;
                 let routes: Vec<Route> = from(&v)?;
-                table(cli.json, &v, &["gateway", "prefix", "via", "priority", "enabled"], routes.iter().map(|r| {
-                    vec![r.gateway.clone(), r.prefix.clone(), r.via.clone(), r.priority.to_string(), yes_no(r.enabled)]
-                }))
+                table(
+                    cli.json,
+                    &v,
+                    &["gateway", "prefix", "via", "priority", "enabled"],
+                    routes.iter().map(|r| {
+                        vec![
+                            r.gateway.clone(),
+                            r.prefix.clone(),
+                            r.via.clone(),
+                            r.priority.to_string(),
+                            yes_no(r.enabled),
+                        ]
+                    }),
+                )
             }
             RouteCmd::Lookup { address, gateway, from: source } => {
                 let v = c.call(Request::Lookup { gateway: gateway.clone(), address: *address, source: *source })?;
@@ -795,8 +826,11 @@ impl TunnelOptions {
             t.nat_t = Some(NatTConfig::Enabled(true));
         }
         if let Some(p) = &self.nat_t_ports {
-            let port = |s: &str| s.parse::<u16>().map_err(|_| Failure::Usage(format!("--nat-t-ports {p}: {s:?} is not a port")));
-            let (a, b) = p.split_once(':').ok_or_else(|| Failure::Usage(format!("--nat-t-ports {p}: expected SRC:DST")))?;
+            let port = |s: &str| {
+                s.parse::<u16>().map_err(|_| Failure::Usage(format!("--nat-t-ports {p}: {s:?} is not a port")))
+            };
+            let (a, b) =
+                p.split_once(':').ok_or_else(|| Failure::Usage(format!("--nat-t-ports {p}: expected SRC:DST")))?;
             t.nat_t = Some(NatTConfig::Ports { src_port: port(a)?, dst_port: port(b)? });
         }
         if self.esn {
@@ -948,7 +982,9 @@ fn print_stats(s: &Stats) {
             d.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" ")
         }
     };
-    let head = ["", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "tx bit/s", "tx pkt/s", "rx bit/s", "rx pkt/s", "drops"];
+    let head = [
+        "", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "tx bit/s", "tx pkt/s", "rx bit/s", "rx pkt/s", "drops",
+    ];
     let mut rows = Vec::new();
     for g in &s.gateways {
         let t = &g.traffic;
