@@ -423,8 +423,7 @@ fn delete(cfg: &mut Config, k: &Key, cascade: bool) -> Result<(), ApiError> {
     match k {
         Key::Gateway(n) => {
             // The gateway's tunnels take their SPD rules and routes along.
-            let tunnels: Vec<String> =
-                cfg.tunnels.iter().filter(|t| &t.gateway == n).map(|t| t.name.clone()).collect();
+            let tunnels: Vec<String> = cfg.tunnels.iter().filter(|t| &t.gateway == n).map(|t| t.name.clone()).collect();
             for t in tunnels {
                 delete(cfg, &Key::Tunnel(t), true)?;
             }
