@@ -16,6 +16,7 @@
 
 use crate::config::{Config, ConfigError, CustomerGateway, Gateway, Route, SpdRule, Tunnel};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// The protocol version this daemon speaks.
@@ -113,7 +114,7 @@ pub enum Key {
 }
 
 /// An SPD rule's identity: its gateway and selectors.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpdKey {
     pub gateway: String,
@@ -128,7 +129,7 @@ pub struct SpdKey {
 }
 
 /// A route's identity: its gateway, prefix and next hop.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteKey {
     pub gateway: String,
@@ -296,14 +297,71 @@ pub fn parse(line: &[u8]) -> Result<Envelope, ApiError> {
 /// (values are checked when the result is turned into a model).
 pub fn apply(cfg: &Config, changes: &[Change], cascade: bool) -> Result<Config, ApiError> {
     let mut next = cfg.clone();
+    // Built when first needed, dropped when a delete moves positions.
+    let mut index: Option<Index> = None;
     for change in changes {
         match change {
-            Change::Add(o) => add(&mut next, o)?,
-            Change::Set(o) => set(&mut next, o)?,
-            Change::Delete(k) => delete(&mut next, k, cascade)?,
+            Change::Add(o) | Change::Set(o) => {
+                let ix = index.get_or_insert_with(|| Index::of(&next));
+                if matches!(change, Change::Add(_)) {
+                    add(&mut next, ix, o)?
+                } else {
+                    set(&mut next, ix, o)?
+                }
+            }
+            Change::Delete(k) => {
+                delete(&mut next, k, cascade)?;
+                index = None;
+            }
         }
     }
     Ok(next)
+}
+
+/// Where each object is in its list, by identity: a batch of thousands of
+/// adds finds duplicates without scanning the lists for each.
+struct Index {
+    gateways: HashMap<String, usize>,
+    customer_gateways: HashMap<String, usize>,
+    tunnels: HashMap<String, usize>,
+    spd: HashMap<SpdKey, usize>,
+    routes: HashMap<RouteKey, usize>,
+}
+
+impl Index {
+    fn of(cfg: &Config) -> Self {
+        let named = |names: Vec<&String>| names.into_iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        Index {
+            gateways: named(cfg.gateways.iter().map(|x| &x.name).collect()),
+            customer_gateways: named(cfg.customer_gateways.iter().map(|x| &x.name).collect()),
+            tunnels: named(cfg.tunnels.iter().map(|x| &x.name).collect()),
+            spd: cfg.spd.iter().enumerate().map(|(i, r)| (SpdKey::of(r), i)).collect(),
+            routes: cfg.routes.iter().enumerate().map(|(i, r)| (RouteKey::of(r), i)).collect(),
+        }
+    }
+
+    /// Where the object with `o`'s identity is in its list.
+    fn position(&self, o: &Object) -> Option<usize> {
+        match o {
+            Object::Gateway(g) => self.gateways.get(&g.name),
+            Object::CustomerGateway(c) => self.customer_gateways.get(&c.name),
+            Object::Tunnel(t) => self.tunnels.get(&t.name),
+            Object::Spd(r) => self.spd.get(&SpdKey::of(r)),
+            Object::Route(r) => self.routes.get(&RouteKey::of(r)),
+        }
+        .copied()
+    }
+
+    /// Records `o` at position `i`.
+    fn insert(&mut self, o: &Object, i: usize) {
+        match o {
+            Object::Gateway(g) => self.gateways.insert(g.name.clone(), i),
+            Object::CustomerGateway(c) => self.customer_gateways.insert(c.name.clone(), i),
+            Object::Tunnel(t) => self.tunnels.insert(t.name.clone(), i),
+            Object::Spd(r) => self.spd.insert(SpdKey::of(r), i),
+            Object::Route(r) => self.routes.insert(RouteKey::of(r), i),
+        };
+    }
 }
 
 fn exists(what: impl std::fmt::Display) -> ApiError {
@@ -314,22 +372,23 @@ fn not_found(what: impl std::fmt::Display) -> ApiError {
     ApiError { object: Some(what.to_string()), ..ApiError::new(ErrorKind::NotFound, format!("{what} does not exist")) }
 }
 
-fn add(cfg: &mut Config, o: &Object) -> Result<(), ApiError> {
-    if position(cfg, o).is_some() {
+fn add(cfg: &mut Config, index: &mut Index, o: &Object) -> Result<(), ApiError> {
+    if index.position(o).is_some() {
         return Err(exists(describe(o)));
     }
-    match o.clone() {
-        Object::Gateway(g) => cfg.gateways.push(g),
-        Object::CustomerGateway(c) => cfg.customer_gateways.push(c),
-        Object::Tunnel(t) => cfg.tunnels.push(t),
-        Object::Spd(r) => cfg.spd.push(r),
-        Object::Route(r) => cfg.routes.push(r),
-    }
+    let at = match o.clone() {
+        Object::Gateway(g) => (cfg.gateways.len(), cfg.gateways.push(g)).0,
+        Object::CustomerGateway(c) => (cfg.customer_gateways.len(), cfg.customer_gateways.push(c)).0,
+        Object::Tunnel(t) => (cfg.tunnels.len(), cfg.tunnels.push(t)).0,
+        Object::Spd(r) => (cfg.spd.len(), cfg.spd.push(r)).0,
+        Object::Route(r) => (cfg.routes.len(), cfg.routes.push(r)).0,
+    };
+    index.insert(o, at);
     Ok(())
 }
 
-fn set(cfg: &mut Config, o: &Object) -> Result<(), ApiError> {
-    let i = position(cfg, o).ok_or_else(|| not_found(describe(o)))?;
+fn set(cfg: &mut Config, index: &mut Index, o: &Object) -> Result<(), ApiError> {
+    let i = index.position(o).ok_or_else(|| not_found(describe(o)))?;
     match o.clone() {
         Object::Gateway(g) => cfg.gateways[i] = g,
         Object::CustomerGateway(c) => cfg.customer_gateways[i] = c,
@@ -338,23 +397,6 @@ fn set(cfg: &mut Config, o: &Object) -> Result<(), ApiError> {
         Object::Route(r) => cfg.routes[i] = r,
     }
     Ok(())
-}
-
-/// Where the object with `o`'s identity is in its list.
-fn position(cfg: &Config, o: &Object) -> Option<usize> {
-    match o {
-        Object::Gateway(g) => cfg.gateways.iter().position(|x| x.name == g.name),
-        Object::CustomerGateway(c) => cfg.customer_gateways.iter().position(|x| x.name == c.name),
-        Object::Tunnel(t) => cfg.tunnels.iter().position(|x| x.name == t.name),
-        Object::Spd(r) => {
-            let k = SpdKey::of(r);
-            cfg.spd.iter().position(|x| SpdKey::of(x) == k)
-        }
-        Object::Route(r) => {
-            let k = RouteKey::of(r);
-            cfg.routes.iter().position(|x| RouteKey::of(x) == k)
-        }
-    }
 }
 
 fn describe(o: &Object) -> String {

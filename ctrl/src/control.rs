@@ -36,6 +36,8 @@ pub struct Control {
     /// Each tunnel's outbound SA: its next sequence number at the last
     /// mark, and the mark written.
     marks: BTreeMap<String, (u64, state::SeqMark)>,
+    /// A mark changed that the marks file does not have yet.
+    marks_dirty: bool,
 }
 
 impl Control {
@@ -59,6 +61,7 @@ impl Control {
             started: Instant::now(),
             samples: [None, None],
             marks: BTreeMap::new(),
+            marks_dirty: false,
         };
         let mut resumed = 0;
         if let Some(path) = &control.state {
@@ -95,8 +98,6 @@ impl Control {
     /// sent since the last mark (at least 65,536). Marks of SAs that are
     /// gone are kept, for an SA made again with the same SPI and peer.
     pub fn mark_sequences(&mut self) -> std::io::Result<()> {
-        let Some(path) = &self.state else { return Ok(()) };
-        let mut changed = false;
         for t in &self.model.tunnels {
             let sa = t.outbound.lock().expect("SA lock");
             let (seq, k) = (sa.state.next_seq, mark_key(&sa.cfg));
@@ -107,12 +108,15 @@ impl Control {
             let ahead = (2 * seq.saturating_sub(before)).max(1 << 16);
             let resume_at = seq.saturating_add(ahead).min(sa.cfg.max_seq()).max(old.map_or(0, |m| m.resume_at));
             self.marks.insert(k, (seq, state::SeqMark { spi: sa.cfg.spi, resume_at }));
-            changed = true;
+            self.marks_dirty = true;
         }
-        if changed {
+        // Without a state file the marks still serve SAs made again in this
+        // run; with one, they are written when they changed.
+        if let (Some(path), true) = (&self.state, self.marks_dirty) {
             let marks: BTreeMap<String, state::SeqMark> =
                 self.marks.iter().map(|(k, (_, m))| (k.clone(), *m)).collect();
             state::save_marks(&state::marks_path(path), &marks)?;
+            self.marks_dirty = false;
         }
         Ok(())
     }
@@ -191,11 +195,6 @@ impl Control {
         }
         let mut model = next.to_model(link, self.started.elapsed().as_secs())?;
         keep_sas(&mut model, &next, &self.model, &self.file);
-        for t in &model.tunnels {
-            if !self.model.tunnels.iter().any(|o| Arc::ptr_eq(&o.outbound, &t.outbound)) {
-                self.resume(&t.outbound);
-            }
-        }
         let snapshot = Snapshot::build(&model, self.generation + 1)
             .map_err(|e| ApiError::new(ErrorKind::Invalid, e.to_string()))?;
         if let Some(path) = &self.state {
@@ -203,25 +202,26 @@ impl Control {
                 ApiError::new(ErrorKind::Persist, format!("{}: {e}; the change was not applied", path.display()))
             })?;
         }
-        self.generation += 1;
-        self.cell.publish(snapshot);
-        // The SAs that are gone: their last numbers, for SAs made again.
-        let gone: Vec<SaHandle<OutboundSa>> = self
-            .model
-            .tunnels
-            .iter()
-            .filter(|o| !model.tunnels.iter().any(|t| Arc::ptr_eq(&o.outbound, &t.outbound)))
-            .map(|o| o.outbound.clone())
-            .collect();
-        self.file = next;
-        self.model = model;
-        for sa in gone {
-            let sa = sa.lock().expect("SA lock");
-            // Workers on the old snapshot may send a few more.
+        // Accepted. The outbound SAs that are gone leave their numbers in
+        // the marks (workers on the old snapshot may send a few more: 2^16
+        // ahead); the new ones start above any mark of their SPI and peer.
+        let fresh = |sa: &SaHandle<OutboundSa>, among: &model::Config| {
+            !among.tunnels.iter().any(|t| Arc::ptr_eq(&t.outbound, sa))
+        };
+        for t in self.model.tunnels.iter().filter(|t| fresh(&t.outbound, &model)) {
+            let sa = t.outbound.lock().expect("SA lock");
             let resume_at = sa.state.next_seq.saturating_add(1 << 16).min(sa.cfg.max_seq());
             let m = self.marks.entry(mark_key(&sa.cfg)).or_insert((0, state::SeqMark { spi: sa.cfg.spi, resume_at }));
             m.1.resume_at = m.1.resume_at.max(resume_at);
+            self.marks_dirty = true;
         }
+        for t in model.tunnels.iter().filter(|t| fresh(&t.outbound, &self.model)) {
+            self.resume(&t.outbound);
+        }
+        self.generation += 1;
+        self.cell.publish(snapshot);
+        self.file = next;
+        self.model = model;
         if let Err(e) = self.mark_sequences() {
             return Err(ApiError::new(
                 ErrorKind::Persist,

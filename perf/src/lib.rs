@@ -2,6 +2,7 @@
 //! compares (so a noisy neighbour hurts both sides of a ratio alike), and
 //! reports as a readable table and as JSON.
 
+pub mod ctl;
 pub mod esp;
 pub mod fib;
 pub mod pipeline;

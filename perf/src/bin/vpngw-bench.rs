@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use vpngw_perf::{esp, fib, pipeline, spd, wire};
+use vpngw_perf::{ctl, esp, fib, pipeline, spd, wire};
 
 /// Benchmarks of the vpngw data plane. Ratios are measured within one run,
 /// interleaved, so they hold on a shared, noisy machine; absolute numbers
@@ -53,6 +53,21 @@ enum Command {
         /// Routes in the table (default 1000000; --quick 10000).
         #[arg(long)]
         routes: Option<usize>,
+    },
+    /// The configuration rate while forwarding: routes and tunnels
+    /// installed through the control socket (JSON, checks, snapshot build,
+    /// state file synced) while a worker forwards over an existing tunnel;
+    /// objects/s, the slowest request, and the packets lost meanwhile.
+    Ctl {
+        /// Routes to install (default 100000; --quick 2000).
+        #[arg(long)]
+        routes: Option<usize>,
+        /// Tunnels to install (default 10000; --quick 200).
+        #[arg(long)]
+        tunnels: Option<usize>,
+        /// Objects per request (default 1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        batch: u64,
     },
     /// On the wire, in the namespace lab (root; trafgen from netsniff-ng):
     /// 64 and 1400-byte UDP from a generator to a sink through the gateway
@@ -103,6 +118,14 @@ fn main() -> ExitCode {
             let sizes = if size.is_empty() { esp::SIZES.to_vec() } else { size.into_iter().map(usize::from).collect() };
             let report = esp::run(&suites, &sizes, rounds, round, progress);
             esp::print(&report);
+            serde_json::to_string_pretty(&report)
+        }
+        Command::Ctl { routes, tunnels, batch } => {
+            let routes = routes.unwrap_or(if cli.quick { 2000 } else { 100_000 });
+            let tunnels = tunnels.unwrap_or(if cli.quick { 200 } else { 10_000 });
+            let single = if cli.quick { 50 } else { 1000 };
+            let report = ctl::run(routes, tunnels, batch as usize, single, progress);
+            ctl::print(&report);
             serde_json::to_string_pretty(&report)
         }
         Command::Pipeline { tunnels, routes } => {
