@@ -44,6 +44,7 @@ pub struct Phase {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub bench: &'static str,
     pub phases: Vec<Phase>,
     /// Packets offered to the worker while the updates were applied.
     pub sent: u64,
@@ -281,13 +282,13 @@ pub fn run(routes: usize, tunnels: usize, batch: usize, single: usize, progress:
             met: lost == 0,
         },
         Target {
-            what: "routes/s through the API (VPP's maintainers cite ~300,000)".into(),
-            want: "(reported)".into(),
+            what: "routes/s through the API, batched (anchor: VPP's ~300,000)".into(),
+            want: ">= 300000".into(),
             got: format!("{:.0}", rate_of("routes")),
-            met: true,
+            met: rate_of("routes") >= 300_000.0,
         },
     ];
-    Report { phases, sent, forwarded, lost, drops, targets }
+    Report { bench: "ctl", phases, sent, forwarded, lost, drops, targets }
 }
 
 pub fn print(r: &Report) {

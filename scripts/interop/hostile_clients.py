@@ -7,7 +7,8 @@ Sends what a careless or malicious client would: garbage lines, a wrong
 protocol version, unknown fields, invalid UTF-8, an oversized line, many
 connections that stall mid-request, and a flood of connect/close. Between
 the attacks, and while the stalled connections are held, a well-formed
-request on a fresh connection must still be answered. Prints one JSON
+request on a fresh connection must still be answered; then 50 clients at
+once, ten requests each. Prints one JSON
 object with what each attack got back; exits 1 if the daemon misbehaved.
 """
 import json
@@ -105,6 +106,36 @@ good("after-flood")
 for c in stalled:
     c.close()
 good("after-stalled-closed")
+
+# Many well-behaved clients at once, each with several requests on its
+# connection: every one answered, in order.
+import threading
+
+answered = []
+
+
+def polite(n):
+    try:
+        c = conn()
+        for k in range(10):
+            c.sendall(b'{"version":1,"id":%d,"request":"stats"}\n' % (n * 100 + k))
+            r = lines(c, 1)
+            if not (r and r[0].get("ok") and r[0].get("id") == n * 100 + k):
+                return
+        c.close()
+        answered.append(n)
+    except OSError:
+        pass
+
+
+threads = [threading.Thread(target=polite, args=(n,)) for n in range(50)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+report["concurrent_clients_answered"] = len(answered)
+if len(answered) != 50:
+    failed.append("concurrent")
 
 report["failed"] = failed
 print(json.dumps(report))

@@ -123,7 +123,7 @@ fn main() -> ExitCode {
         Command::Ctl { routes, tunnels, batch } => {
             let routes = routes.unwrap_or(if cli.quick { 2000 } else { 100_000 });
             let tunnels = tunnels.unwrap_or(if cli.quick { 200 } else { 10_000 });
-            let single = if cli.quick { 50 } else { 1000 };
+            let single = if cli.quick { 20 } else { 100 };
             let report = ctl::run(routes, tunnels, batch as usize, single, progress);
             ctl::print(&report);
             serde_json::to_string_pretty(&report)

@@ -1,0 +1,116 @@
+//! vpnctl's behaviour at the edges, without a gateway: bad arguments,
+//! no daemon, a stale socket, a peer that is not a vpngw, completions, and
+//! help with examples.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::process::Command;
+
+const VPNCTL: &str = env!("CARGO_BIN_EXE_vpnctl");
+
+fn vpnctl(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(VPNCTL).args(args).env_remove("VPNGW_SOCKET").output().expect("run vpnctl");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vpnctl-cli-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn bad_arguments_exit_2_naming_the_problem() {
+    let (code, _, err) = vpnctl(&["route", "add", "10.0.0.0/8", "--gateway", "gw1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--via"), "{err}");
+    let (code, _, err) = vpnctl(&[
+        "tunnel",
+        "add",
+        "t1",
+        "--gateway",
+        "g",
+        "--customer-gateway",
+        "c",
+        "--suite",
+        "aes-gcm-128",
+        "--outbound",
+        "0x1001",
+        "--inbound",
+        "0x2001:00",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("SPI:KEY"), "{err}");
+    let (code, _, err) = vpnctl(&[
+        "tunnel",
+        "add",
+        "t1",
+        "--gateway",
+        "g",
+        "--customer-gateway",
+        "c",
+        "--suite",
+        "aes-gcm-128",
+        "--outbound",
+        "0x1001:zz",
+        "--inbound",
+        "0x2001:00",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not hex"), "{err}");
+    let (code, _, err) =
+        vpnctl(&["gateway", "add", "g", "--attachment", "moon", "--outside", "o", "--address", "192.0.2.1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cloud-connect"), "{err}");
+}
+
+#[test]
+fn no_daemon_exits_3_saying_why() {
+    let missing = tmp("missing.sock");
+    let (code, _, err) = vpnctl(&["--socket", missing.to_str().unwrap(), "stats"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("no such socket") && err.contains("is vpngw running"), "{err}");
+
+    // A socket file nobody listens on: a daemon that died.
+    let stale = tmp("stale.sock");
+    drop(UnixListener::bind(&stale).unwrap());
+    let (code, _, err) = vpnctl(&["--socket", stale.to_str().unwrap(), "stats"]);
+    let _ = std::fs::remove_file(&stale);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("not running"), "{err}");
+}
+
+#[test]
+fn a_peer_that_is_not_vpngw_is_reported_not_trusted() {
+    let path = tmp("impostor.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(s.try_clone().unwrap()).read_line(&mut line).unwrap();
+        (&s).write_all(b"HTTP/1.1 400 Bad Request\n").unwrap();
+        line
+    });
+    let (code, _, err) = vpnctl(&["--socket", path.to_str().unwrap(), "export"]);
+    let request = server.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        request.contains("\"version\":1") && request.contains("\"export\""),
+        "vpnctl speaks the protocol: {request}"
+    );
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("not a vpngw reply"), "{err}");
+}
+
+#[test]
+fn help_has_examples_and_completions_are_generated() {
+    let (code, out, _) = vpnctl(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Examples:") && out.contains("vpnctl route add 172.16.1.0/24"), "{out}");
+    assert!(out.contains("Exit status"), "{out}");
+    let (code, out, _) = vpnctl(&["completions", "bash"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("complete") && out.contains("customer-gateway"), "the bash completion knows the subcommands");
+}
