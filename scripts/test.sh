@@ -44,6 +44,15 @@ fi
 grep -E "^stat::(number_of_executed_units|new_units_added)" "$fuzz_log"
 rm -f "$fuzz_log"
 
+step "fuzz control socket requests for ${FUZZ_SECONDS}s"
+fuzz_log=$(mktemp)
+if ! (cd engine && cargo +nightly fuzz run control_request -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$fuzz_log" 2>&1; then
+  tail -60 "$fuzz_log"
+  exit 1
+fi
+grep -E "^stat::(number_of_executed_units|new_units_added)" "$fuzz_log"
+rm -f "$fuzz_log"
+
 step "benchmark smoke run (numbers not asserted)"
 out=$(mktemp)
 target/release/vpngw-bench --quick --json "$out" esp --size 64 --size 1400 >/dev/null
