@@ -114,3 +114,53 @@ fn help_has_examples_and_completions_are_generated() {
     assert_eq!(code, Some(0));
     assert!(out.contains("complete") && out.contains("customer-gateway"), "the bash completion knows the subcommands");
 }
+
+/// The daemon's side of permissions: even with the socket file opened to
+/// everyone, a peer that is neither root, the daemon's user nor in the
+/// socket's group is refused after SO_PEERCRED, and vpnctl says so.
+#[test]
+fn a_peer_without_permission_is_refused_by_its_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{mpsc, Arc};
+    use vpngw_ctrl::server::{self, Access, Call};
+    assert_eq!(unsafe_free_euid(), 0, "the control-socket permission test runs as root (as CI does)");
+    let dir = tmp("perm");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("vpngw.sock");
+    let listener = server::bind(&path, Access::default()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (tx, calls) = mpsc::sync_channel::<Call>(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = server::serve(listener, tx, Access::default(), stop.clone());
+    // A control thread that answers every request it is handed.
+    let answered = std::thread::spawn(move || {
+        let mut n = 0;
+        while let Ok(call) = calls.recv_timeout(std::time::Duration::from_secs(5)) {
+            let _ = call.reply.send(vpngw_ctrl::api::Response::ok(call.envelope.id, serde_json::json!({})));
+            n += 1;
+        }
+        n
+    });
+    let socket = path.to_str().unwrap();
+    let as_nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", VPNCTL, "--socket", socket, "export"])
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&as_nobody.stderr);
+    assert_eq!(as_nobody.status.code(), Some(1), "{err}");
+    assert!(err.contains("may not manage this gateway"), "{err}");
+    let (code, _, err) = vpnctl(&["--socket", socket, "export"]);
+    assert_eq!(code, Some(0), "root is served: {err}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    acceptor.join().unwrap();
+    assert_eq!(answered.join().unwrap(), 1, "only root's request reached the control thread");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn unsafe_free_euid() -> u32 {
+    // The owner of /proc/self is the effective user.
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
