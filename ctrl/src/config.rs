@@ -396,11 +396,21 @@ impl Config {
                 };
                 c.esn = t.esn;
                 c.replay_window = t.replay_window.unwrap_or(c.replay_window);
-                let limit = |l: Option<LimitConfig>| {
+                let limit = |field: &'static str, l: Option<LimitConfig>| {
                     let l = l.unwrap_or_default();
-                    Limit { bytes: l.bytes, packets: l.packets, seconds: l.seconds }
+                    // TOML integers are 64-bit signed: the state file must
+                    // hold what is accepted.
+                    for v in [l.bytes, l.packets, l.seconds].into_iter().flatten() {
+                        if v > i64::MAX as u64 {
+                            return Err(invalid(&object, field, v, "a lifetime is at most 9223372036854775807"));
+                        }
+                    }
+                    Ok(Limit { bytes: l.bytes, packets: l.packets, seconds: l.seconds })
                 };
-                c.lifetimes = Lifetimes { soft: limit(t.soft_lifetime), hard: limit(t.hard_lifetime) };
+                c.lifetimes = Lifetimes {
+                    soft: limit("soft_lifetime", t.soft_lifetime)?,
+                    hard: limit("hard_lifetime", t.hard_lifetime)?,
+                };
                 let key = crate::hex::decode(&s.key).map_err(|e| invalid(&object, field, "(key)", e))?;
                 Ok::<_, ConfigError>((c, key))
             };
@@ -570,7 +580,23 @@ fn inline_toml(v: &serde_json::Value) -> String {
     use serde_json::Value;
     match v {
         Value::Null => "\"\"".into(),
-        Value::Bool(_) | Value::Number(_) | Value::String(_) => v.to_string(),
+        Value::Bool(_) | Value::Number(_) => v.to_string(),
+        Value::String(s) => {
+            // A basic string: quotes, backslashes and every control
+            // character (DEL too, which JSON leaves bare) escaped.
+            let mut out = String::with_capacity(s.len() + 2);
+            out.push('"');
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
         Value::Array(a) => format!("[{}]", a.iter().map(inline_toml).collect::<Vec<_>>().join(", ")),
         Value::Object(m) => {
             let fields: Vec<String> =

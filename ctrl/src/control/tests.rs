@@ -531,7 +531,6 @@ fn list_show_and_export_answer_from_the_running_configuration() {
 /// unescaped, TOML forbids it raw) are accepted, and their state file does
 /// not load.
 #[test]
-#[ignore = "bug: lifetimes above i64::MAX and names with U+007F are accepted but the state file does not load"]
 fn every_accepted_change_leaves_a_state_file_that_loads() {
     let dir = TempDir::new("every_accepted_change_leaves_a_state_file_that_loads");
     let mut big_lifetime = file().tunnels[1].clone();
