@@ -52,6 +52,15 @@ pub struct Report {
     pub gateway_drops: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+/// Drops by reason as `reason=n ...`, or `-` for none.
+pub fn drops_text(d: &BTreeMap<String, u64>) -> String {
+    if d.is_empty() {
+        "-".to_string()
+    } else {
+        d.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" ")
+    }
+}
+
 fn named(d: &DropCounters) -> BTreeMap<String, u64> {
     d.nonzero().map(|(r, n)| (r.name().to_string(), n)).collect()
 }
@@ -116,13 +125,7 @@ impl Report {
     /// The report as a table.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let drops = |d: &BTreeMap<String, u64>| {
-            if d.is_empty() {
-                "-".to_string()
-            } else {
-                d.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" ")
-            }
-        };
+        let drops = drops_text;
         let _ = writeln!(
             s,
             "{:<12} {:<8} {:<4} {:>10} {:>12} {:>10} {:>12}  drops",

@@ -18,7 +18,7 @@ use vpngw_ctrl::api::{self, Change, Envelope, Key, Kind, Object, Request, Respon
 use vpngw_ctrl::config::{
     AttachmentKind, Config, CustomerGateway, Gateway, LimitConfig, NatTConfig, Route, SpdRule, StaticSa, Tunnel,
 };
-use vpngw_ctrl::report::{Report, Stats, TunnelStats, WorkerStats};
+use vpngw_ctrl::report::{drops_text, Report, Stats, TunnelStats, WorkerStats};
 
 /// Manage a running vpngw gateway: its gateways, customer gateways,
 /// tunnels, SPD rules and routes, and watch its traffic.
@@ -755,13 +755,7 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             let tunnels: Vec<TunnelStats> = from(&v)?;
             let mut rows = Vec::new();
             for t in &tunnels {
-                let drops = |d: &std::collections::BTreeMap<String, u64>| {
-                    if d.is_empty() {
-                        "-".into()
-                    } else {
-                        d.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" ")
-                    }
-                };
+                let drops = drops_text;
                 rows.push(vec![
                     t.name.clone(),
                     "out".into(),
@@ -975,13 +969,7 @@ fn rate(bps: f64) -> String {
 }
 
 fn print_stats(s: &Stats) {
-    let drops = |d: &std::collections::BTreeMap<String, u64>| {
-        if d.is_empty() {
-            "-".to_string()
-        } else {
-            d.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" ")
-        }
-    };
+    let drops = drops_text;
     let head = [
         "", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "tx bit/s", "tx pkt/s", "rx bit/s", "rx pkt/s", "drops",
     ];
