@@ -62,6 +62,8 @@ pub struct Gateway {
     pub outside_addrs: Vec<IpAddr>,
     /// The port towards the VPC or cloud-connect network, if attached.
     pub inside_port: Option<PortId>,
+    /// The bandwidth limit, bits per second, each way (none: unlimited).
+    pub bandwidth_bps: Option<u64>,
 }
 
 /// The IPsec device in an IDC.
@@ -85,6 +87,18 @@ pub struct Tunnel {
     pub up: bool,
     /// Clamp the MSS of TCP SYNs entering the tunnel to this value.
     pub mss_clamp: Option<u16>,
+    /// The tunnel's health-check addresses, if it has a health check.
+    pub probe: Option<Probe>,
+}
+
+/// A tunnel's health-check addresses: echo requests addressed to `local`
+/// that come out of the tunnel are answered into it, and replies to
+/// `local` are the probes' answers (the control thread sends the probes,
+/// from `local` to `remote`, and judges them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub local: IpAddr,
+    pub remote: IpAddr,
 }
 
 /// An inclusive range of addresses of one family.

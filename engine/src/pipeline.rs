@@ -1,8 +1,11 @@
 //! What happens to a burst of frames received on one port: strip the link
 //! header, decrypt (outside port), check the tunnel's inbound selectors,
-//! decide (SPD first, then the route table, else drop), decrement the TTL,
-//! encrypt (into a tunnel), and write the next hop's link header. Every
-//! drop has a reason, counted per worker and per gateway.
+//! decide (SPD first, then the route table, else drop), police the
+//! gateway's bandwidth, decrement the TTL, encrypt (into a tunnel), and
+//! write the next hop's link header. Every drop has a reason, counted per
+//! worker and per gateway. Health-check echoes addressed to a tunnel's
+//! probe address are answered into the tunnel (requests) or reported
+//! (replies); a capture in progress gets copies.
 //!
 //! The pipeline owns no ports: it turns received frames into frames to send
 //! (with their port), frames to recycle, and frames to hand to the worker
@@ -12,18 +15,21 @@ use crate::buf::PacketBuf;
 use crate::esp;
 use crate::lifetime::{LifetimeEvent, Seconds};
 use crate::model::{GatewayId, PortId};
-use crate::prefetch;
+use crate::probe::{ProbeEcho, ProbeRequest};
 use crate::snapshot::{Hop, PortView, Side, Snapshot, Verdict};
+use crate::tap::{Tap, TapPoint};
+use crate::{policer, prefetch};
 use crate::spd::{FiveTuple, FlowCache};
 use crate::stats::{DropCounters, DropReason};
 use crate::wire::ether::{self, ethertype, EthernetFrame};
 use crate::wire::icmp::{self, IcmpError};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use crate::wire::ipv6::Ipv6Packet;
-use crate::wire::{proto, tcp};
+use crate::wire::{echo, proto, tcp};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// One worker's pipeline state: who it is among the workers (each tunnel's
 /// SAs have one owning worker), its counters, and the lifetime events its
@@ -39,6 +45,10 @@ pub struct Pipeline {
     /// control thread to ask the kernel to resolve; at most
     /// [`MAX_UNRESOLVED`] until taken.
     pub unresolved: Vec<(PortId, IpAddr)>,
+    /// Echo replies to tunnels' probe addresses, for the control thread.
+    pub probes: Vec<ProbeEcho>,
+    /// The capture in progress, if any.
+    pub tap: Option<Arc<Tap>>,
     flows: FlowCache<Verdict>,
     /// Per-burst scratch, kept to reuse its memory: each packet's step,
     /// the destinations for the route table and what it answered.
@@ -104,6 +114,8 @@ enum Next {
     Send(usize),
     /// To this worker, to resume at this stage.
     HandOff(usize, Stage),
+    /// Taken by the gateway itself (a probe's answer): not a drop.
+    Consumed,
 }
 
 /// What became of an outer ESP packet on arrival.
@@ -139,12 +151,14 @@ enum Step {
 }
 
 /// Where a packet is being handled: the snapshot, its gateway, the port it
-/// arrived on (ICMP errors are sourced there), and the time.
+/// arrived on (ICMP errors are sourced there), and the time (in seconds,
+/// and in the policers' ticks).
 struct At<'s> {
     snap: &'s Arc<Snapshot>,
     g: usize,
     rx_port: usize,
     now: Seconds,
+    clock: u64,
 }
 
 impl Pipeline {
@@ -158,6 +172,8 @@ impl Pipeline {
             gateway_drops: HashMap::new(),
             events: Vec::new(),
             unresolved: Vec::new(),
+            probes: Vec::new(),
+            tap: None,
             // 64 K recent flows per worker: 4 MiB.
             flows: FlowCache::new(16),
             steps: Vec::new(),
@@ -196,7 +212,7 @@ impl Pipeline {
             }
             return;
         };
-        let at = At { snap, g, rx_port, now };
+        let at = At { snap, g, rx_port, now, clock: policer::now() };
         let mut steps = std::mem::take(&mut self.steps);
         steps.clear();
         // Link headers; on the outside, which SA.
@@ -230,8 +246,12 @@ impl Pipeline {
         // Admission (selectors), then policy: the flow cache, and the SPD
         // for what it does not know, each prefetched a stage ahead.
         let (spd, generation) = (&snap.gateways[g].spd, snap.generation);
-        for (pkt, step) in burst.iter().zip(&mut steps) {
+        for (pkt, step) in burst.iter_mut().zip(&mut steps) {
             if let Step::Admit { from } = *step {
+                if let Some(done) = from.and_then(|t| self.probe(&at, pkt, t)) {
+                    *step = Step::Done(done);
+                    continue;
+                }
                 *step = match self.admit(&at, pkt, from) {
                     Ok(flow) => {
                         self.flows.prefetch(g, &flow);
@@ -314,12 +334,36 @@ impl Pipeline {
     /// Continues a packet another worker handed to this one, its owner.
     pub fn resume<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, h: HandOff<B>, out: &mut Out<B>) {
         let HandOff { mut pkt, stage, snap, g, rx_port, now } = h;
-        let at = At { snap: &snap, g, rx_port, now };
+        let at = At { snap: &snap, g, rx_port, now, clock: policer::now() };
         let r = match stage {
             Stage::Decrypt => self.decrypt_and_route(&at, &mut pkt, out),
             Stage::Encrypt { tunnel, protocol } => self.encrypt(&at, tunnel, &mut pkt, protocol, out).map(Next::Send),
         };
         self.finish(&at, r, pkt, out);
+    }
+
+    /// Sends the health-check probe `req` into its tunnel (or hands it to
+    /// the tunnel's owner), in a frame from `out.alloc`. False if the
+    /// tunnel is not in `snap` or no frame is free.
+    pub fn send_probe<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        snap: &Arc<Snapshot>,
+        req: &ProbeRequest,
+        now: Seconds,
+        out: &mut Out<B>,
+    ) -> bool {
+        let Some(t) = snap.tunnel(req.tunnel) else { return false };
+        let Some(mut pkt) = (out.alloc)().filter(|f| f.tailroom() >= req.wire_len()) else { return false };
+        pkt.push_back(req.wire_len()).expect("tailroom checked");
+        req.emit(pkt.data_mut());
+        let g = snap.tunnels[t].gateway;
+        let at = At { snap, g, rx_port: snap.gateways[g].outside_port, now, clock: policer::now() };
+        let r = match self.owner(t) {
+            owner if owner != self.worker => Ok(Next::HandOff(owner, Stage::Encrypt { tunnel: t, protocol: proto::ICMP })),
+            _ => self.send_into_tunnel(&at, t, &mut pkt, proto::ICMP).map(Next::Send),
+        };
+        self.finish(&at, r, pkt, out);
+        true
     }
 
     /// Sends, hands off, or counts and recycles `pkt`, as `r` says.
@@ -332,6 +376,7 @@ impl Pipeline {
     ) {
         let reason = match r {
             Ok(Next::Send(port)) => return out.tx.push((at.snap.ports[port].id, pkt)),
+            Ok(Next::Consumed) => return out.recycle.push(pkt.into_frame()),
             Ok(Next::HandOff(owner, stage)) => {
                 let h = HandOff { pkt, stage, snap: at.snap.clone(), g: at.g, rx_port: at.rx_port, now: at.now };
                 match (out.hand_off)(owner, h) {
@@ -379,8 +424,41 @@ impl Pipeline {
         spi: u32,
     ) -> Result<(), DropReason> {
         let loc = esp::locate(pkt.data())?;
-        let mut sa = at.snap.inbound[&spi].sa.lock().expect("SA lock");
-        esp::decap(&mut sa, pkt, &loc, at.now, &mut self.events).map(|_seq| ())
+        let inbound = &at.snap.inbound[&spi];
+        let tunnel = at.snap.tunnels[inbound.tunnel].id;
+        self.tap(tunnel, TapPoint::Outer, pkt.data(), false);
+        let mut sa = inbound.sa.lock().expect("SA lock");
+        esp::decap(&mut sa, pkt, &loc, at.now, &mut self.events)?;
+        self.tap(tunnel, TapPoint::Inner, pkt.data(), false);
+        Ok(())
+    }
+
+    /// Gives the capture in progress a copy of `data`, if it wants one.
+    #[inline]
+    fn tap(&self, tunnel: crate::model::TunnelId, point: TapPoint, data: &[u8], outbound: bool) {
+        if let Some(tap) = self.tap.as_ref().filter(|t| t.wants(tunnel, point)) {
+            tap.copy(data, outbound);
+        }
+    }
+
+    /// A health-check echo addressed to tunnel `t`'s probe address, just
+    /// decrypted from it: a request is answered into the tunnel, a reply is
+    /// reported to the control thread. `None`: not one.
+    fn probe<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        at: &At,
+        pkt: &mut PacketBuf<B>,
+        t: usize,
+    ) -> Option<Result<Next, DropReason>> {
+        let tunnel = &at.snap.tunnels[t];
+        let probe = tunnel.probe?;
+        let e = echo::parse(pkt.data()).filter(|e| e.dst == probe.local)?;
+        if !e.request {
+            self.probes.push(ProbeEcho { tunnel: tunnel.id, ident: e.ident, seq: e.seq, at: Instant::now() });
+            return Some(Ok(Next::Consumed));
+        }
+        echo::answer_in_place(pkt.data_mut());
+        Some(self.send_into_tunnel(at, t, pkt, proto::ICMP).map(Next::Send))
     }
 
     /// Decrypts the ESP packet in `pkt` (or hands it to the worker that
@@ -396,7 +474,10 @@ impl Pipeline {
             Arrival::Theirs(owner) => Ok(Next::HandOff(owner, Stage::Decrypt)),
             Arrival::Mine { spi, tunnel } => {
                 self.decrypt(at, pkt, spi)?;
-                self.route(at, pkt, Some(tunnel), out)
+                match self.probe(at, pkt, tunnel) {
+                    Some(done) => done,
+                    None => self.route(at, pkt, Some(tunnel), out),
+                }
             }
         }
     }
@@ -431,6 +512,11 @@ impl Pipeline {
             let selectors = &at.snap.tunnels[t].selectors;
             if !selectors.is_empty() && !selectors.allow(&flow) {
                 return Err(DropReason::Selector);
+            }
+            if let Some(b) = &at.snap.gateways[at.g].bandwidth {
+                if !b.inbound.admit(pkt.len(), at.clock) {
+                    return Err(DropReason::BandwidthLimit);
+                }
             }
         }
         Ok(flow)
@@ -471,6 +557,11 @@ impl Pipeline {
         // refused, and the sender is told the size that fits (RFC 1191,
         // RFC 8201).
         if let Hop::Tunnel(t) = hop {
+            if let Some(b) = &snap.gateways[at.g].bandwidth {
+                if !b.outbound.admit(pkt.len(), at.clock) {
+                    return Err(DropReason::BandwidthLimit);
+                }
+            }
             let max = snap.tunnels[t].max_inner;
             let may_fragment = Ipv4Packet::new_checked(pkt.data()).is_ok_and(|p| !p.dont_frag());
             if pkt.len() > max && !may_fragment {
@@ -528,10 +619,12 @@ impl Pipeline {
         if let (Some(mss), proto::TCP) = (tunnel.mss_clamp, protocol) {
             clamp_mss(pkt.data_mut(), mss);
         }
+        self.tap(tunnel.id, TapPoint::Inner, pkt.data(), true);
         {
             let mut sa = tunnel.outbound.lock().expect("SA lock");
             esp::encap(&mut sa, pkt, at.now, &mut self.events)?;
         }
+        self.tap(tunnel.id, TapPoint::Outer, pkt.data(), true);
         self.link_header(at.snap, pkt, gw.outside_port, tunnel.peer)?;
         Ok(gw.outside_port)
     }

@@ -10,8 +10,9 @@
 
 use crate::fib::{FibError, Ipv4Fib, Ipv6Fib, NO_ROUTE};
 use crate::model::{
-    Attachment, Config, GatewayId, NextHop, PortId, Route, SaHandle, SpdAction, TunnelId, MAX_INBOUND_SAS,
+    Attachment, Config, GatewayId, NextHop, PortId, Probe, Route, SaHandle, SpdAction, TunnelId, MAX_INBOUND_SAS,
 };
+use crate::policer::{self, Policer};
 use crate::sa::{InboundSa, OutboundSa};
 use crate::spd::{Selectors, Spd};
 use crate::wire::ether::MacAddr;
@@ -153,6 +154,25 @@ pub struct GatewayView {
     pub inside_port: Option<usize>,
     pub spd: Spd<Verdict>,
     pub routes: RouteTable,
+    /// The bandwidth limit's policers, if the gateway has one. Made anew
+    /// with each snapshot: a rebuild lets at most one more burst through.
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// A gateway's bandwidth limit, one policer per direction: into its
+/// tunnels (outbound), and out of them (inbound). Inner packets are
+/// counted, as the tunnels' traffic counters count them.
+#[derive(Debug)]
+pub struct Bandwidth {
+    pub outbound: Policer,
+    pub inbound: Policer,
+}
+
+impl Bandwidth {
+    pub fn new(rate_bps: u64) -> Self {
+        let burst = policer::default_burst(rate_bps);
+        Self { outbound: Policer::new(rate_bps, burst), inbound: Policer::new(rate_bps, burst) }
+    }
 }
 
 #[derive(Debug)]
@@ -170,6 +190,7 @@ pub struct TunnelView {
     pub mss_clamp: Option<u16>,
     /// The largest inner packet whose encapsulation fits the outside MTU.
     pub max_inner: usize,
+    pub probe: Option<Probe>,
 }
 
 /// An inbound SA and the tunnel it belongs to.
@@ -187,6 +208,7 @@ pub struct Snapshot {
     port_index: HashMap<PortId, usize>,
     pub gateways: Vec<GatewayView>,
     pub tunnels: Vec<TunnelView>,
+    tunnel_index: FxHashMap<TunnelId, usize>,
     pub inbound: FxHashMap<u32, InboundRef>,
 }
 
@@ -292,6 +314,9 @@ impl Snapshot {
                 let mtu = cfg.ports.iter().find(|p| p.id == gateway.outside_port).map_or(0, |p| p.mtu);
                 crate::esp::max_inner_len(&sa.cfg, mtu as usize)
             };
+            if let Some(p) = t.probe.filter(|p| p.local.is_ipv4() != p.remote.is_ipv4() || p.local == p.remote) {
+                return Err(invalid(&object, "probe remote", p.remote, "is not another address of the local one's family"));
+            }
             if t.inbound.len() > MAX_INBOUND_SAS {
                 return Err(invalid(&object, "inbound", t.inbound.len(), "exceeds 4 SAs"));
             }
@@ -312,6 +337,7 @@ impl Snapshot {
                 selectors: Selectors::default(),
                 mss_clamp: t.mss_clamp,
                 max_inner,
+                probe: t.probe,
             });
         }
 
@@ -373,12 +399,22 @@ impl Snapshot {
                 inside_port: gw.inside_port.map(|p| port_index[&p]),
                 spd: Spd::new(std::mem::take(&mut spd_rules[g])),
                 routes: table,
+                bandwidth: match gw.bandwidth_bps {
+                    Some(0) => return Err(invalid(format!("gateway {}", gw.name), "bandwidth", 0, "is not a limit")),
+                    rate => rate.map(Bandwidth::new),
+                },
             });
         }
         for (t, tunnel) in tunnels.iter_mut().enumerate() {
             tunnel.selectors = gateways[tunnel.gateway].spd.selectors(Verdict::Protect(t));
         }
-        Ok(Snapshot { generation, ports, port_index, gateways, tunnels, inbound })
+        let tunnel_index = tunnel_index.into_iter().collect();
+        Ok(Snapshot { generation, ports, port_index, gateways, tunnels, tunnel_index, inbound })
+    }
+
+    /// The index of tunnel `id` in [`Self::tunnels`].
+    pub fn tunnel(&self, id: TunnelId) -> Option<usize> {
+        self.tunnel_index.get(&id).copied()
     }
 
     /// The index of port `id` in [`Self::ports`].

@@ -58,11 +58,13 @@ pub enum DropReason {
     HandOffFull,
     /// The encapsulated packet would exceed the maximum IP length.
     TooBig,
+    /// Over the gateway's bandwidth limit in its direction (the policer).
+    BandwidthLimit,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::NotIp,
@@ -85,6 +87,7 @@ impl DropReason {
         DropReason::NoPort,
         DropReason::HandOffFull,
         DropReason::TooBig,
+        DropReason::BandwidthLimit,
     ];
 
     /// The name operators see in counters and tool output.
@@ -112,6 +115,7 @@ impl DropReason {
             DropReason::NoPort => "no-port",
             DropReason::HandOffFull => "hand-off-full",
             DropReason::TooBig => "too-big",
+            DropReason::BandwidthLimit => "bandwidth-limit",
         }
     }
 }

@@ -1,16 +1,20 @@
 //! A worker: the busy-poll loop of one core. Each turn it loads the current
 //! snapshot once, resumes the packets other workers handed it (it owns
-//! their tunnels), takes a burst from each of its ports, runs the pipeline,
-//! sends what is to be sent on the right port, and hands dropped frames'
-//! buffers back. It never blocks.
+//! their tunnels), sends the health-check probes the control thread asked
+//! for, takes a burst from each of its ports, runs the pipeline, sends what
+//! is to be sent on the right port, and hands dropped frames' buffers back.
+//! It never blocks.
 
 use crate::buf::PacketBuf;
 use crate::io::Port;
 use crate::lifetime::{LifetimeEvent, Seconds};
 use crate::model::{GatewayId, PortId};
 use crate::pipeline::{HandOff, Out, Pipeline, Tx};
+use crate::probe::{ProbeEcho, ProbeRequest};
 use crate::snapshot::SnapshotCell;
 use crate::stats::{DropCounters, DropReason};
+use crate::tap::Tap;
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
@@ -75,13 +79,18 @@ pub struct WorkerReport {
 pub const REPORT_EVERY: Duration = Duration::from_millis(100);
 
 /// What a worker shares with the control thread: its report, the next
-/// hops it found unresolved (for the kernel to resolve), and its SAs'
-/// lifetime events. Bounded: when full, the oldest news waits.
+/// hops it found unresolved (for the kernel to resolve), its SAs' lifetime
+/// events, the probes to send and the probe replies it saw, and the
+/// capture in progress. Bounded: when full, the oldest news waits (a probe
+/// that does not fit is not sent, and counts as lost).
 #[derive(Debug)]
 pub struct WorkerShared {
     pub report: Mutex<WorkerReport>,
     pub unresolved: ArrayQueue<(PortId, IpAddr)>,
     pub events: ArrayQueue<LifetimeEvent>,
+    pub probe_requests: ArrayQueue<ProbeRequest>,
+    pub probe_echoes: ArrayQueue<ProbeEcho>,
+    pub tap: ArcSwapOption<Tap>,
 }
 
 impl Default for WorkerShared {
@@ -90,6 +99,9 @@ impl Default for WorkerShared {
             report: Mutex::new(WorkerReport::default()),
             unresolved: ArrayQueue::new(256),
             events: ArrayQueue::new(1024),
+            probe_requests: ArrayQueue::new(4096),
+            probe_echoes: ArrayQueue::new(4096),
+            tap: ArcSwapOption::empty(),
         }
     }
 }
@@ -240,10 +252,47 @@ impl<P: Port> Worker<P> {
             .expect("a worker thread starts")
     }
 
-    /// One turn: the hand-off queue, then every port; returns the packets
-    /// taken in.
+    /// One turn: the hand-off queue, the probes asked for, then every
+    /// port; returns the packets taken in.
     pub fn poll(&mut self, now: Seconds) -> usize {
-        self.resume_handed_off() + self.poll_ports(now)
+        let tap = self.shared.tap.load();
+        let same = match (&*tap, &self.pipeline.tap) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same {
+            self.pipeline.tap = Option::clone(&tap);
+        }
+        let n = self.resume_handed_off() + self.send_probes(now) + self.poll_ports(now);
+        for e in self.pipeline.probes.drain(..) {
+            let _ = self.shared.probe_echoes.push(e);
+        }
+        n
+    }
+
+    /// Sends the probes the control thread asked for (frames from the first
+    /// port); returns how many.
+    fn send_probes(&mut self, now: Seconds) -> usize {
+        if self.shared.probe_requests.is_empty() {
+            return 0;
+        }
+        let snap = self.snapshots.load();
+        let mailboxes = &self.mailboxes;
+        let mut hand_off = |owner: usize, h: HandOff<P::Buf>| mailboxes.push(owner, h);
+        let mut sent = 0;
+        while let Some(req) = self.shared.probe_requests.pop() {
+            let port = &mut self.ports[0];
+            let mut out = Out {
+                tx: &mut self.tx,
+                recycle: &mut self.recycle,
+                alloc: &mut || port.alloc(),
+                hand_off: &mut hand_off,
+            };
+            sent += usize::from(self.pipeline.send_probe(&snap, &req, now, &mut out));
+        }
+        self.tx_frames += self.tx.len() as u64;
+        Self::flush(&mut self.ports, &mut self.tx, &mut self.recycle, &mut self.pipeline, 0);
+        sent
     }
 
     /// Resumes up to a burst of the packets other workers handed to this
@@ -361,6 +410,7 @@ mod tests {
                 outside_port: 2,
                 outside_addrs: vec![ip("192.0.2.1")],
                 inside_port: Some(1),
+                bandwidth_bps: None,
             }],
             routes: with_route
                 .then(|| Route {

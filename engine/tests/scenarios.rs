@@ -102,6 +102,7 @@ impl Lab {
             outside_port: OUTSIDE,
             outside_addrs: vec![ip(GW_ADDR)],
             inside_port: inside.then_some(INSIDE),
+            bandwidth_bps: None,
         });
         let snap = Arc::new(Snapshot::build(&cfg, 0).unwrap());
         Lab { cfg, peers: Vec::new(), pipeline: Pipeline::default(), snap, generation: 0 }
@@ -136,6 +137,7 @@ impl Lab {
             ))],
             up: true,
             mss_clamp: None,
+            probe: None,
         });
         self.peers.push(Peer {
             tunnel: id,
@@ -721,4 +723,137 @@ fn ipv6_inside_ipv4_tunnels() {
     assert_reached(lab.idc_sends(2, IDC2_6, VPC6), IDC2_6, VPC6, None);
     assert_eq!(lab.idc_sends(2, IDC2_6, IDC1_6), Outcome::Dropped(DropReason::Selector), "SPD tunnel: VPC only");
     assert_eq!(lab.inside_sends(VPC6, "2001:db8:77::1"), Outcome::Dropped(DropReason::NoRoute));
+}
+
+/// Health checks, the bandwidth limit and capture, through the pipeline.
+mod monitoring {
+    use super::*;
+    use vpngw_engine::probe::{ProbeRequest, PAYLOAD};
+    use vpngw_engine::tap::{Tap, TapPoint};
+    use vpngw_engine::wire::echo;
+
+    const ME: &str = "169.254.10.1";
+    const PEER: &str = "169.254.10.2";
+
+    fn with_probe() -> Lab {
+        let mut lab = Lab::new(Attachment::Vpc);
+        lab.tunnel(1, "198.51.100.1").route("172.16.1.0/24", NextHop::Tunnel(1), 0);
+        lab.cfg.tunnels[0].probe = Some(Probe { local: ip(ME), remote: ip(PEER) });
+        lab.rebuild();
+        lab
+    }
+
+    fn echo_request(src: &str, dst: &str, seq: u16) -> Vec<u8> {
+        let mut buf = vec![0u8; 200];
+        let n = echo::emit_request(&mut buf, ip(src), ip(dst), 0x77, seq, PAYLOAD);
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn the_peers_probes_are_answered_into_the_tunnel_even_when_it_is_down() {
+        let mut lab = with_probe();
+        for up in [true, false] {
+            lab.set_up(1, up);
+            let sealed = lab.sealed_by_idc(1, &echo_request(PEER, ME, 5));
+            let Outcome::Tunnel(1, reply) = lab.run(OUTSIDE, ROUTER_MAC, GW_OUTSIDE_MAC, &sealed) else {
+                panic!("answered into the tunnel (up: {up})")
+            };
+            let e = echo::parse(&reply).expect("an echo reply");
+            assert_eq!((e.request, e.src, e.dst, e.seq), (false, ip(ME), ip(PEER), 5));
+        }
+        // Without a probe address, an echo to it is ordinary traffic.
+        lab.cfg.tunnels[0].probe = None;
+        lab.rebuild();
+        let sealed = lab.sealed_by_idc(1, &echo_request(PEER, ME, 6));
+        assert_eq!(lab.run(OUTSIDE, ROUTER_MAC, GW_OUTSIDE_MAC, &sealed), Outcome::Dropped(DropReason::NoRoute));
+    }
+
+    #[test]
+    fn a_probe_goes_into_the_tunnel_and_its_reply_is_reported_not_forwarded() {
+        let mut lab = with_probe();
+        let req = ProbeRequest { tunnel: 1, src: ip(ME), dst: ip(PEER), ident: 0x77, seq: 9 };
+        let (mut tx, mut recycle) = (Vec::new(), Vec::new());
+        let mut alloc = || Some(PacketBuf::new(vec![0u8; 2048], 256, 0).unwrap());
+        let mut hand_off = |_, h| Err(h);
+        let mut out = Out { tx: &mut tx, recycle: &mut recycle, alloc: &mut alloc, hand_off: &mut hand_off };
+        assert!(lab.pipeline.send_probe(&lab.snap, &req, 0, &mut out));
+        let unknown = ProbeRequest { tunnel: 99, ..req };
+        assert!(!lab.pipeline.send_probe(&lab.snap, &unknown, 0, &mut out), "no such tunnel");
+        assert_eq!(tx.len(), 1);
+        let frame = tx[0].1.data().to_vec();
+        let payload = EthernetFrame::new_checked(&frame[..]).unwrap().payload().to_vec();
+        let loc = esp::locate(&payload).unwrap();
+        let mut p = PacketBuf::<Vec<u8>>::with_room(&payload, 0, 0);
+        esp::decap(&mut lab.peers[0].inb, &mut p, &loc, 0, &mut Vec::new()).unwrap();
+        let e = echo::parse(p.data()).expect("the probe is an echo request");
+        assert_eq!((e.request, e.src, e.dst, e.ident, e.seq), (true, ip(ME), ip(PEER), 0x77, 9));
+
+        // The peer answers; the reply is taken, counted nowhere as a drop.
+        let mut reply = p.data().to_vec();
+        echo::answer_in_place(&mut reply);
+        let sealed = lab.sealed_by_idc(1, &reply);
+        let drops = lab.pipeline.drops.total();
+        let (sent, recycled) = lab.burst(OUTSIDE, &[(ROUTER_MAC, GW_OUTSIDE_MAC, sealed)]);
+        assert!(sent.is_empty() && recycled == 1);
+        assert_eq!(lab.pipeline.drops.total(), drops, "not a drop");
+        let got: Vec<_> = lab.pipeline.probes.drain(..).map(|e| (e.tunnel, e.ident, e.seq)).collect();
+        assert_eq!(got, [(1, 0x77, 9)]);
+    }
+
+    #[test]
+    fn the_bandwidth_limit_drops_what_is_over_it_each_way_and_counts_it() {
+        let mut lab = with_probe();
+        lab.route("10.1.0.0/16", NextHop::Inside, 0);
+        // 8 Mbit/s: a burst of 16 full-size frames (24,224 bytes), then 1 byte a microsecond.
+        lab.cfg.gateways[0].bandwidth_bps = Some(8_000_000);
+        lab.rebuild();
+        let frames: Vec<_> = (0..100)
+            .map(|_| (host_mac(VPC), GW_INSIDE_MAC, udp_sized(VPC, IDC1, 64, 1000, true)))
+            .collect();
+        let (sent, dropped) = lab.burst(INSIDE, &frames);
+        assert!((25..=40).contains(&sent.len()), "the burst, and a little for the time it took: {}", sent.len());
+        assert_eq!(dropped, 100 - sent.len());
+        assert_eq!(lab.pipeline.drops.get(DropReason::BandwidthLimit), dropped as u64);
+        // Inbound has its own bucket, full.
+        let sealed: Vec<_> = (0..100)
+            .map(|_| (ROUTER_MAC, GW_OUTSIDE_MAC, lab.sealed_by_idc(1, &udp_sized(IDC1, VPC, 64, 1000, true))))
+            .collect();
+        let (sent, _) = lab.burst(OUTSIDE, &sealed);
+        assert!((25..=40).contains(&sent.len()), "inbound: {}", sent.len());
+        // Unlimited again.
+        lab.cfg.gateways[0].bandwidth_bps = None;
+        lab.rebuild();
+        let (sent, _) = lab.burst(INSIDE, &frames);
+        assert_eq!(sent.len(), 100);
+    }
+
+    #[test]
+    fn a_capture_copies_the_tunnels_packets_inner_or_outer() {
+        let mut lab = with_probe();
+        lab.route("10.1.0.0/16", NextHop::Inside, 0);
+        for point in [TapPoint::Inner, TapPoint::Outer] {
+            let tap = Arc::new(Tap::new(1, point, 2, 1000));
+            lab.pipeline.tap = Some(tap.clone());
+            let out = udp_any(VPC, IDC1, 64);
+            let Outcome::Tunnel(1, _) = lab.inside_sends(VPC, IDC1) else { panic!("into the tunnel") };
+            assert_eq!(lab.idc_sends(1, IDC1, VPC), Outcome::Inside(host_mac(VPC), forwarded(IDC1, VPC)));
+            lab.inside_sends(VPC, IDC1); // the third: not wanted
+            let got = tap.take();
+            assert_eq!(got.len(), 2, "{point:?}");
+            assert_eq!((got[0].outbound, got[1].outbound), (true, false));
+            match point {
+                TapPoint::Inner => {
+                    assert_eq!(got[0].data, forwarded(VPC, IDC1), "the packet as it enters");
+                    assert_eq!(got[1].data, udp_any(IDC1, VPC, 64), "the packet as it leaves");
+                    assert_ne!(got[0].data, out, "after the TTL");
+                }
+                TapPoint::Outer => {
+                    for c in &got {
+                        assert_eq!(esp::locate(&c.data).unwrap().dst, if c.outbound { ip("198.51.100.1") } else { ip(GW_ADDR) });
+                    }
+                }
+            }
+        }
+    }
 }

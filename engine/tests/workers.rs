@@ -49,6 +49,7 @@ fn setup() -> (Arc<SnapshotCell>, Vec<(InboundSa, OutboundSa)>) {
             outside_port: OUTSIDE,
             outside_addrs: vec![ip(GW)],
             inside_port: Some(INSIDE),
+            bandwidth_bps: None,
         }],
         routes: vec![Route {
             gateway: 1,
@@ -78,6 +79,7 @@ fn setup() -> (Arc<SnapshotCell>, Vec<(InboundSa, OutboundSa)>) {
             ))],
             up: true,
             mss_clamp: None,
+            probe: None,
         });
         let r =
             Route { gateway: 1, prefix: ip(idc(t)), len: 24, next_hop: NextHop::Tunnel(t), priority: 0, enabled: true };

@@ -88,6 +88,7 @@ fn lab(tunnels: usize, routes: usize) -> Lab {
             outside_port: OUTSIDE,
             outside_addrs: vec![ip(GW_ADDR)],
             inside_port: Some(INSIDE),
+            bandwidth_bps: None,
         }],
         ..Config::default()
     };
@@ -117,6 +118,7 @@ fn lab(tunnels: usize, routes: usize) -> Lab {
             inbound: vec![Arc::new(Mutex::new(inb))],
             up: true,
             mss_clamp: None,
+            probe: None,
         });
         peers.push(OutboundSa::new(sa(spi_in, Direction::Outbound, peer(i), GW_ADDR), &key, 0).unwrap());
         cfg.spd.push(SpdRule {

@@ -3,7 +3,8 @@
 use super::{be16, checksum, Result, WireError};
 use std::net::Ipv4Addr;
 
-mod field {
+/// Byte offsets of the header's fields.
+pub mod field {
     pub const VER_IHL: usize = 0;
     pub const TOS: usize = 1;
     pub const LEN: usize = 2;

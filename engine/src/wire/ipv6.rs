@@ -4,7 +4,8 @@
 use super::{be16, be32, proto, Result, WireError};
 use std::net::Ipv6Addr;
 
-mod field {
+/// Byte offsets of the header's fields.
+pub mod field {
     use core::ops::Range;
     pub const VER_TC_FL: usize = 0;
     pub const PAYLOAD_LEN: usize = 4;

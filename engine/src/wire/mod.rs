@@ -4,6 +4,7 @@
 //! Malformed input gives a [`WireError`], never a panic.
 
 pub mod checksum;
+pub mod echo;
 pub mod esp;
 pub mod ether;
 pub mod icmp;
