@@ -71,6 +71,39 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<IpAddr>,
     },
+    /// The events after number `since` (all kept, if absent), at most
+    /// 1,000, and the number of the last one.
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    /// The counters in the Prometheus text format (what the metrics
+    /// endpoint serves).
+    Metrics,
+    /// Starts copying `count` packets of `tunnel` at `point`, at most `pps`
+    /// a second (default 10,000); one capture at a time. Answers its id.
+    Capture {
+        tunnel: String,
+        point: CapturePoint,
+        count: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pps: Option<u64>,
+    },
+    /// The packets a capture copied since the last read (at most 1,000),
+    /// hex-encoded, and whether it is done.
+    CaptureRead { id: u64 },
+    /// Ends a capture.
+    CaptureStop { id: u64 },
+}
+
+/// Where a capture copies a tunnel's packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapturePoint {
+    /// The IP packets inside the tunnel.
+    Inner,
+    /// The ESP packets.
+    Outer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

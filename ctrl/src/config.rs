@@ -112,6 +112,73 @@ pub struct Gateway {
     pub inside: Option<String>,
     /// The gateway's public addresses: tunnel endpoints.
     pub addresses: Vec<IpAddr>,
+    /// The bandwidth limit in Mbit/s, each way (the product's tiers run
+    /// from 5 to 3,000); absent: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mbps: Option<u32>,
+    /// Alarm when a tunnel's probe loss is above this percentage (default
+    /// 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_loss_percent: Option<u8>,
+    /// Alarm when the traffic either way is above this percentage of the
+    /// bandwidth limit (default 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_utilisation_percent: Option<u8>,
+}
+
+/// The alarm thresholds when a gateway sets none.
+pub const DEFAULT_ALARM_LOSS_PERCENT: u8 = 10;
+pub const DEFAULT_ALARM_UTILISATION_PERCENT: u8 = 90;
+
+/// A tunnel's health check, as the product has it: ICMP echo probes from
+/// `local` to `remote` through the tunnel every `interval_ms`; `failures`
+/// probes in a row unanswered within `timeout_ms` take the tunnel down
+/// (its routes fail over); answered probes for `hold_down_ms` bring it
+/// back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    /// 1,000 to 5,000.
+    #[serde(default = "HealthCheck::default_interval")]
+    pub interval_ms: u32,
+    /// 3 to 8.
+    #[serde(default = "HealthCheck::default_failures")]
+    pub failures: u8,
+    /// 10 to 5,000.
+    #[serde(default = "HealthCheck::default_timeout")]
+    pub timeout_ms: u32,
+    /// 0 to 600,000.
+    #[serde(default = "HealthCheck::default_hold_down")]
+    pub hold_down_ms: u32,
+}
+
+impl HealthCheck {
+    fn default_interval() -> u32 {
+        2000
+    }
+    fn default_failures() -> u8 {
+        3
+    }
+    fn default_timeout() -> u32 {
+        1000
+    }
+    fn default_hold_down() -> u32 {
+        10_000
+    }
+
+    /// A health check between two addresses with the default timings.
+    pub fn new(local: IpAddr, remote: IpAddr) -> Self {
+        Self {
+            local,
+            remote,
+            interval_ms: Self::default_interval(),
+            failures: Self::default_failures(),
+            timeout_ms: Self::default_timeout(),
+            hold_down_ms: Self::default_hold_down(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +243,8 @@ pub struct Tunnel {
     pub soft_lifetime: Option<LimitConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hard_lifetime: Option<LimitConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     pub outbound: StaticSa,
     /// Up to four (a rekey keeps the old ones a while).
     pub inbound: Vec<StaticSa>,
@@ -239,6 +308,26 @@ pub enum ConfigError {
     Parse(String),
     #[error("{object}: {field} = {value}: {why}")]
     Invalid { object: String, field: &'static str, value: String, why: String },
+}
+
+/// A health check's values, within the product's ranges.
+fn check_health(object: &str, h: &HealthCheck) -> Result<model::Probe, ConfigError> {
+    let field = "health_check";
+    if h.local.is_ipv4() != h.remote.is_ipv4() || h.local == h.remote {
+        return Err(invalid(object, field, h.remote, "remote is not another address of local's family"));
+    }
+    let ranges = [
+        ("interval_ms", h.interval_ms, 1000..=5000, "interval_ms is 1000 to 5000"),
+        ("failures", h.failures as u32, 3..=8, "failures is 3 to 8"),
+        ("timeout_ms", h.timeout_ms, 10..=5000, "timeout_ms is 10 to 5000"),
+        ("hold_down_ms", h.hold_down_ms, 0..=600_000, "hold_down_ms is 0 to 600000"),
+    ];
+    for (name, v, range, why) in ranges {
+        if !range.contains(&v) {
+            return Err(invalid(object, field, format!("{name} = {v}"), why));
+        }
+    }
+    Ok(model::Probe { local: h.local, remote: h.remote })
 }
 
 fn invalid(
@@ -345,6 +434,14 @@ impl Config {
             if g.addresses.is_empty() {
                 return Err(invalid(object, "addresses", "[]", "a gateway needs a public address"));
             }
+            if let Some(b) = g.bandwidth_mbps.filter(|b| !(1..=100_000).contains(b)) {
+                return Err(invalid(object, "bandwidth_mbps", b, "is 1 to 100000 (Mbit/s)"));
+            }
+            for (field, v) in [("alarm_loss_percent", g.alarm_loss_percent), ("alarm_utilisation_percent", g.alarm_utilisation_percent)] {
+                if let Some(v) = v.filter(|v| !(1..=100).contains(v)) {
+                    return Err(invalid(object, field, v, "is a percentage, 1 to 100"));
+                }
+            }
             cfg.gateways.push(model::Gateway {
                 id,
                 name: g.name.clone(),
@@ -352,6 +449,7 @@ impl Config {
                 outside_port,
                 outside_addrs: g.addresses.clone(),
                 inside_port,
+                bandwidth_bps: g.bandwidth_mbps.map(|m| m as u64 * 1_000_000),
             });
         }
         let gateway = |object: &str, name: &str| {
@@ -436,6 +534,7 @@ impl Config {
                 inbound,
                 up: t.up,
                 mss_clamp: t.mss_clamp,
+                probe: t.health_check.map(|h| check_health(&object, &h)).transpose()?,
             });
         }
         unique_spis(&cfg.tunnels)?;

@@ -6,21 +6,43 @@
 //! anything refused leaves all three as they were. SAs whose parameters
 //! and keys did not change are carried into the new model as they are, so
 //! their sequence numbers, replay windows and counters go on.
+//!
+//! It also runs the tunnels' health checks ([`crate::health`]): every tick
+//! it hands the workers the probes that are due and judges the answers
+//! they saw; a tunnel whose check fails is down in the model (with its
+//! routes withdrawn in the next snapshot) until the check brings it back.
+//! What happens is recorded as events ([`crate::events`]), alarms
+//! included, and a capture in progress is fed from the workers' taps.
 
-use crate::api::{self, ApiError, ErrorKind, Request};
-use crate::config::{Config, Link, StaticSa};
+use crate::api::{self, ApiError, CapturePoint, ErrorKind, Request};
+use crate::config::{self as file_config, Config, Link, StaticSa};
+use crate::events::Events;
+use crate::health::{Checker, Transition};
 use crate::report::{Report, Stats};
-use crate::state;
+use crate::{hex, metrics, state};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use vpngw_engine::model::{self, AddrRange, NextHop, SaHandle};
+use vpngw_engine::probe::ProbeRequest;
 use vpngw_engine::snapshot::{Snapshot, SnapshotCell};
-use vpngw_engine::worker::WorkerReport;
+use vpngw_engine::tap::{self, Tap, TapPoint};
+use vpngw_engine::worker::{WorkerReport, WorkerShared};
 use vpngw_engine::{OutboundSa, SaConfig};
+
+/// A capture unread this long is ended (its client went away).
+pub const CAPTURE_IDLE: Duration = Duration::from_secs(10);
+
+/// The capture in progress.
+struct Capture {
+    id: u64,
+    tap: Arc<Tap>,
+    read: Instant,
+    taken: u64,
+}
 
 /// The running configuration and where it is published.
 pub struct Control {
@@ -38,6 +60,17 @@ pub struct Control {
     marks: BTreeMap<String, (u64, state::SeqMark)>,
     /// A mark changed that the marks file does not have yet.
     marks_dirty: bool,
+    /// What the workers share with this thread (none in some tests).
+    workers: Vec<Arc<WorkerShared>>,
+    /// The health checks, by tunnel name.
+    health: BTreeMap<String, Checker>,
+    pub events: Events,
+    /// Alarms raised and not cleared: (what, of which object).
+    alarms: BTreeSet<(String, String)>,
+    /// Log lines for the daemon to write (the events, as they happen).
+    log: Vec<String>,
+    capture: Option<Capture>,
+    captures: u64,
 }
 
 impl Control {
@@ -62,7 +95,15 @@ impl Control {
             samples: [None, None],
             marks: BTreeMap::new(),
             marks_dirty: false,
+            workers: Vec::new(),
+            health: BTreeMap::new(),
+            events: Events::default(),
+            alarms: BTreeSet::new(),
+            log: Vec::new(),
+            capture: None,
+            captures: 0,
         };
+        control.health = control.next_checks(&control.file, Instant::now());
         let mut resumed = 0;
         if let Some(path) = &control.state {
             state::save(path, &control.file)?;
@@ -142,10 +183,272 @@ impl Control {
         Ok(())
     }
 
-    /// Takes a counter sample (once a second), for the rates in `stats`.
+    /// Takes a counter sample (once a second), for the rates in `stats`,
+    /// and raises or clears the alarms they cross.
     pub fn sample(&mut self, workers: &[WorkerReport]) {
         let now = Report::gather(&self.model, workers);
         self.samples = [self.samples[1].take(), Some((Instant::now(), now))];
+        self.check_alarms(workers);
+    }
+
+    /// The workers this thread hands probes and taps to, and hears from.
+    pub fn attach_workers(&mut self, workers: Vec<Arc<WorkerShared>>) {
+        self.workers = workers;
+    }
+
+    /// The log lines since the last call.
+    pub fn take_log(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn event(&mut self, kind: &str, gateway: Option<&str>, tunnel: Option<&str>, detail: String) {
+        let line = self.events.push(kind, gateway, tunnel, detail).log_line();
+        self.log.push(line);
+    }
+
+    /// The health checks `file` asks for: the running ones whose settings
+    /// are unchanged go on, the others start afresh (up).
+    fn next_checks(&self, file: &Config, now: Instant) -> BTreeMap<String, Checker> {
+        let mut next = BTreeMap::new();
+        for (i, t) in file.tunnels.iter().enumerate() {
+            let Some(h) = t.health_check else { continue };
+            let c = match self.health.get(&t.name) {
+                Some(c) if c.cfg == h => c.clone(),
+                _ => Checker::new(h, i as u16 ^ 0x5a5a, now),
+            };
+            next.insert(t.name.clone(), c);
+        }
+        next
+    }
+
+    /// Takes the tunnels whose health check failed down in `model` (an
+    /// administratively down tunnel stays down).
+    fn overlay_health(model: &mut model::Config, health: &BTreeMap<String, Checker>) {
+        for t in &mut model.tunnels {
+            if health.get(&t.name).is_some_and(|c| !c.is_up()) {
+                t.up = false;
+            }
+        }
+    }
+
+    /// Advances the health checks and the capture to `now`: the probe
+    /// answers the workers saw, the probes that are due (handed to the
+    /// workers), tunnels going down or up (a new snapshot), SA lifetime
+    /// events; a capture nobody reads is ended.
+    pub fn tick(&mut self, now: Instant) {
+        let ids: BTreeMap<u32, usize> = self.model.tunnels.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        let mut changes: Vec<(String, Transition)> = Vec::new();
+        for w in &self.workers {
+            while let Some(e) = w.probe_echoes.pop() {
+                let Some(&i) = ids.get(&e.tunnel) else { continue };
+                let name = &self.model.tunnels[i].name;
+                if let Some(c) = self.health.get_mut(name).filter(|c| c.ident == e.ident) {
+                    let mut ch = Vec::new();
+                    c.answer(e.seq, e.at, &mut ch);
+                    changes.extend(ch.into_iter().map(|t| (name.clone(), t)));
+                }
+            }
+        }
+        for (i, t) in self.model.tunnels.iter().enumerate() {
+            let Some(c) = self.health.get_mut(&t.name) else { continue };
+            let mut ch = Vec::new();
+            if let Some(seq) = c.tick(now, &mut ch) {
+                let req = ProbeRequest { tunnel: t.id, src: c.cfg.local, dst: c.cfg.remote, ident: c.ident, seq };
+                if let Some(w) = self.workers.get(i % self.workers.len().max(1)) {
+                    let _ = w.probe_requests.push(req);
+                }
+            }
+            changes.extend(ch.into_iter().map(|x| (t.name.clone(), x)));
+        }
+        let lifetimes: Vec<_> = self.workers.iter().flat_map(|w| std::iter::from_fn(|| w.events.pop())).collect();
+        for e in lifetimes {
+            let tunnel = self.model.tunnels.iter().find(|t| {
+                t.outbound.lock().expect("SA lock").cfg.spi == e.spi
+                    || t.inbound.iter().any(|sa| sa.lock().expect("SA lock").cfg.spi == e.spi)
+            });
+            let (gw, name) = match tunnel {
+                Some(t) => (self.gateway_name(t.gateway), Some(t.name.clone())),
+                None => (None, None),
+            };
+            let detail = format!("SA {:#x} {:?}: {:?} lifetime reached ({:?})", e.spi, e.direction, e.expiry, e.limit);
+            self.event("sa-lifetime", gw.as_deref(), name.as_deref(), detail);
+        }
+        if !changes.is_empty() {
+            self.health_changed(changes);
+        }
+        if self.capture.as_ref().is_some_and(|c| now.saturating_duration_since(c.read) >= CAPTURE_IDLE) {
+            self.end_capture();
+        }
+    }
+
+    fn gateway_name(&self, id: model::GatewayId) -> Option<String> {
+        self.model.gateways.iter().find(|g| g.id == id).map(|g| g.name.clone())
+    }
+
+    /// Records health transitions, and publishes a snapshot if a tunnel
+    /// went down or came up.
+    fn health_changed(&mut self, changes: Vec<(String, Transition)>) {
+        let mut republish = false;
+        for (name, change) in changes {
+            let Some(t) = self.model.tunnels.iter().position(|t| t.name == name) else { continue };
+            let gw = self.gateway_name(self.model.tunnels[t].gateway);
+            let admin_up = self.file.tunnels.iter().find(|f| f.name == name).is_some_and(|f| f.up);
+            let c = &self.health[&name].cfg;
+            let (interval, failures, hold) = (c.interval_ms, c.failures, c.hold_down_ms);
+            match change {
+                Transition::Failing => {
+                    self.event("health-failing", gw.as_deref(), Some(&name), "a probe went unanswered".into())
+                }
+                Transition::Recovering => self.event(
+                    "health-recovering",
+                    gw.as_deref(),
+                    Some(&name),
+                    format!("a probe was answered; up after {hold} ms answered throughout"),
+                ),
+                Transition::Down { lost } => {
+                    let why = format!("health check: {lost} probes in a row unanswered ({interval} ms apart, {failures} allowed)");
+                    if self.model.tunnels[t].up {
+                        self.model.tunnels[t].up = false;
+                        republish = true;
+                        self.event("tunnel-down", gw.as_deref(), Some(&name), why.clone());
+                        self.raise("tunnel-down", &name, gw.as_deref(), why);
+                    }
+                }
+                Transition::Up => {
+                    if admin_up && !self.model.tunnels[t].up {
+                        self.model.tunnels[t].up = true;
+                        republish = true;
+                        let why = format!("health check: probes answered for {hold} ms");
+                        self.event("tunnel-up", gw.as_deref(), Some(&name), why.clone());
+                        self.clear("tunnel-down", &name, gw.as_deref(), why);
+                    }
+                }
+            }
+        }
+        if republish {
+            if let Err(e) = self.republish() {
+                self.log.push(format!("tunnel state change not published: {e}"));
+            }
+        }
+    }
+
+    /// Raises alarm `what` on `object` unless it is raised.
+    fn raise(&mut self, what: &str, object: &str, gateway: Option<&str>, detail: String) {
+        if self.alarms.insert((what.to_string(), object.to_string())) {
+            let tunnel = (what != "utilisation").then_some(object);
+            self.event("alarm", gateway, tunnel, format!("{what}: {detail}"));
+        }
+    }
+
+    /// Clears alarm `what` on `object` if it is raised.
+    fn clear(&mut self, what: &str, object: &str, gateway: Option<&str>, detail: String) {
+        if self.alarms.remove(&(what.to_string(), object.to_string())) {
+            let tunnel = (what != "utilisation").then_some(object);
+            self.event("alarm-cleared", gateway, tunnel, format!("{what}: {detail}"));
+        }
+    }
+
+    /// Probe loss above the gateway's threshold, and traffic above its
+    /// share of the bandwidth limit, raise alarms; back below, they clear.
+    fn check_alarms(&mut self, workers: &[WorkerReport]) {
+        let stats = self.stats(workers);
+        let gw = |name: &str| self.file.gateways.iter().find(|g| g.name == name).cloned();
+        let mut todo = Vec::new();
+        for t in &stats.tunnels {
+            let (Some(h), Some(g)) = (&t.health, gw(&t.gateway)) else { continue };
+            let limit = g.alarm_loss_percent.unwrap_or(file_config::DEFAULT_ALARM_LOSS_PERCENT) as f64;
+            let detail = format!("probe loss {:.0}% (threshold {limit:.0}%)", h.loss_percent);
+            todo.push((h.loss_percent > limit, "loss", t.name.clone(), t.gateway.clone(), detail));
+        }
+        for g in &stats.gateways {
+            let (Some(tx), Some(rx), Some(f)) = (g.tx_utilisation_percent, g.rx_utilisation_percent, gw(&g.name))
+            else {
+                continue;
+            };
+            let limit = f.alarm_utilisation_percent.unwrap_or(file_config::DEFAULT_ALARM_UTILISATION_PERCENT) as f64;
+            let detail = format!("tx {tx:.0}% rx {rx:.0}% of the bandwidth limit (threshold {limit:.0}%)");
+            todo.push((tx.max(rx) > limit, "utilisation", g.name.clone(), g.name.clone(), detail));
+        }
+        for (above, what, object, gateway, detail) in todo {
+            if above {
+                self.raise(what, &object, Some(&gateway), detail);
+            } else {
+                self.clear(what, &object, Some(&gateway), detail);
+            }
+        }
+    }
+
+    /// Traffic per gateway and per tunnel, with rates and health.
+    fn stats(&self, workers: &[WorkerReport]) -> Stats {
+        let now = Report::gather(&self.model, workers);
+        let rates = match &self.samples {
+            [Some((t0, a)), Some((t1, b))] => Some((a, b, t1.duration_since(*t0))),
+            _ => None,
+        };
+        let mut stats = Stats::new(&self.model, &now, rates);
+        for t in &mut stats.tunnels {
+            t.health = self.health.get(&t.name).map(Checker::view);
+        }
+        stats
+    }
+
+    /// Starts a capture on every worker.
+    fn start_capture(&mut self, tunnel: &str, point: CapturePoint, count: u64, pps: Option<u64>) -> Result<Value, ApiError> {
+        if let Some(c) = &self.capture {
+            return Err(ApiError::new(ErrorKind::Busy, format!("capture {} is running; one at a time", c.id)));
+        }
+        let t = self.model.tunnels.iter().find(|t| t.name == tunnel).ok_or_else(|| {
+            ApiError::new(ErrorKind::NotFound, format!("tunnel {tunnel} does not exist"))
+        })?;
+        if count == 0 || pps == Some(0) {
+            return Err(ApiError::new(ErrorKind::Invalid, "count and pps are at least 1"));
+        }
+        let point = match point {
+            CapturePoint::Inner => TapPoint::Inner,
+            CapturePoint::Outer => TapPoint::Outer,
+        };
+        let tap = Arc::new(Tap::new(t.id, point, count, pps.unwrap_or(tap::DEFAULT_PPS)));
+        for w in &self.workers {
+            w.tap.store(Some(tap.clone()));
+        }
+        self.captures += 1;
+        self.capture = Some(Capture { id: self.captures, tap, read: Instant::now(), taken: 0 });
+        Ok(json!({ "id": self.captures }))
+    }
+
+    fn end_capture(&mut self) {
+        for w in &self.workers {
+            w.tap.store(None);
+        }
+        self.capture = None;
+    }
+
+    fn read_capture(&mut self, id: u64) -> Result<Value, ApiError> {
+        let c = self
+            .capture
+            .as_mut()
+            .filter(|c| c.id == id)
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no capture {id} is running")))?;
+        c.read = Instant::now();
+        let mut packets = c.tap.take();
+        packets.truncate(1000);
+        c.taken += packets.len() as u64;
+        let done = c.tap.remaining() == 0 && packets.is_empty();
+        let v = json!({
+            "packets": packets.iter().map(|p| json!({
+                "micros": p.micros,
+                "outbound": p.outbound,
+                "data": hex::encode(&p.data),
+            })).collect::<Vec<_>>(),
+            "taken": c.taken,
+            "remaining": c.tap.remaining(),
+            "missed": c.tap.missed(),
+            "done": done,
+        });
+        if done {
+            self.end_capture();
+        }
+        Ok(v)
     }
 
     /// The addresses each outside interface steers to the data plane: the
@@ -166,17 +469,26 @@ impl Control {
             Request::List { kind, gateway } => Ok(api::list(&self.file, *kind, gateway.as_deref())),
             Request::Show { kind, name } => api::show(&self.file, *kind, name),
             Request::Export => Ok(json!({ "toml": self.file.to_toml() })),
-            Request::Stats => {
-                let now = Report::gather(&self.model, workers);
-                let rates = match &self.samples {
-                    [Some((t0, a)), Some((t1, b))] => Some((a, b, t1.duration_since(*t0))),
-                    _ => None,
-                };
-                Ok(value(serde_json::to_value(Stats::new(&self.model, &now, rates))))
-            }
+            Request::Stats => Ok(value(serde_json::to_value(self.stats(workers)))),
             Request::Sas => Ok(value(serde_json::to_value(Report::gather(&self.model, workers).tunnels))),
             Request::Workers => Ok(value(serde_json::to_value(Report::gather(&self.model, workers).workers))),
             Request::Lookup { gateway, address, source } => self.lookup(gateway, *address, *source),
+            Request::Events { since } => {
+                Ok(json!({ "events": self.events.after(*since, 1000), "last": self.events.last() }))
+            }
+            Request::Metrics => {
+                let report = Report::gather(&self.model, workers);
+                Ok(json!({ "text": metrics::render(&self.stats(workers), &report) }))
+            }
+            Request::Capture { tunnel, point, count, pps } => self.start_capture(tunnel, *point, *count, *pps),
+            Request::CaptureRead { id } => self.read_capture(*id),
+            Request::CaptureStop { id } => match &self.capture {
+                Some(c) if c.id == *id => {
+                    self.end_capture();
+                    Ok(json!({ "stopped": id }))
+                }
+                _ => Err(ApiError::new(ErrorKind::NotFound, format!("no capture {id} is running"))),
+            },
         }
     }
 
@@ -195,6 +507,8 @@ impl Control {
         }
         let mut model = next.to_model(link, self.started.elapsed().as_secs())?;
         keep_sas(&mut model, &next, &self.model, &self.file);
+        let health = self.next_checks(&next, Instant::now());
+        Self::overlay_health(&mut model, &health);
         let snapshot = Snapshot::build(&model, self.generation + 1)
             .map_err(|e| ApiError::new(ErrorKind::Invalid, e.to_string()))?;
         if let Some(path) = &self.state {
@@ -220,8 +534,18 @@ impl Control {
         }
         self.generation += 1;
         self.cell.publish(snapshot);
+        let was: BTreeMap<String, bool> = self.model.tunnels.iter().map(|t| (t.name.clone(), t.up)).collect();
         self.file = next;
         self.model = model;
+        self.health = health;
+        for i in 0..self.model.tunnels.len() {
+            let (name, up) = (self.model.tunnels[i].name.clone(), self.model.tunnels[i].up);
+            if was.get(&name).is_some_and(|&w| w != up) {
+                let gw = self.gateway_name(self.model.tunnels[i].gateway);
+                let kind = if up { "tunnel-up" } else { "tunnel-down" };
+                self.event(kind, gw.as_deref(), Some(&name), "set by the operator".into());
+            }
+        }
         if let Err(e) = self.mark_sequences() {
             return Err(ApiError::new(
                 ErrorKind::Persist,

@@ -21,6 +21,7 @@ use crate::api::{Request, Response};
 use crate::config::{Config, ConfigError, Link, Role};
 use crate::control::Control;
 use crate::kernel::{Interface, Netlink};
+use crate::metrics;
 use crate::report::Report;
 use crate::server::{self, Access, Call};
 use crate::state;
@@ -56,6 +57,8 @@ pub struct Options {
     pub idle_sleep: Option<Duration>,
     /// Where to write the counters (JSON, replaced atomically every second).
     pub stats_file: Option<PathBuf>,
+    /// Where to serve the Prometheus endpoint (none: not served).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why the daemon could not start or went down.
@@ -132,6 +135,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         ),
         None => None,
     };
+    let metrics = opts.metrics.map(metrics::bind).transpose().map_err(DaemonError::Io)?;
     let mut nl = Netlink::open().map_err(DaemonError::Kernel)?;
     let mut kernel: Vec<Interface> = Vec::new();
     for itf in &file.interfaces {
@@ -214,7 +218,12 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
     if resumed > 0 {
         log(&format!("{resumed} outbound SA(s) resume their sequence numbers from the last run's marks"));
     }
+    control.attach_workers(shared.clone());
     let (calls_tx, calls) = std::sync::mpsc::sync_channel::<Call>(256);
+    let metrics = metrics.map(|l| {
+        log(&format!("metrics at http://{}/metrics", l.local_addr().map_or("?".into(), |a| a.to_string())));
+        metrics::serve(l, calls_tx.clone(), stop.clone())
+    });
     let acceptor = listener.map(|l| server::serve(l, calls_tx, opts.access, stop.clone()));
     if let Some(path) = &opts.socket {
         log(&format!("control socket {}", path.display()));
@@ -265,8 +274,9 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
                 }
             }
         }
-        while let Some(e) = shared.iter().find_map(|s| s.events.pop()) {
-            log(&format!("SA {:#x} {:?}: {:?} lifetime reached ({:?})", e.spi, e.direction, e.expiry, e.limit));
+        control.tick(Instant::now());
+        for line in control.take_log() {
+            log(&line);
         }
         if last_neigh.elapsed() >= Duration::from_millis(200) {
             last_neigh = Instant::now();
@@ -292,6 +302,9 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
     drop(calls);
     if let Some(a) = acceptor {
         let _ = a.join();
+    }
+    if let Some(m) = metrics {
+        let _ = m.join();
     }
     if let Some(path) = &opts.socket {
         let _ = std::fs::remove_file(path);

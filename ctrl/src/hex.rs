@@ -13,6 +13,11 @@ pub fn decode(s: &str) -> Result<Vec<u8>, String> {
     Ok(s.as_bytes().chunks(2).map(|p| nibble(p[0]) << 4 | nibble(p[1])).collect())
 }
 
+/// Encodes `bytes` as lowercase hex digits.
+pub fn encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -21,5 +26,7 @@ mod tests {
         assert!(super::decode("abc").unwrap_err().contains("odd"));
         assert!(super::decode("zz").unwrap_err().contains("not hex"));
         assert!(super::decode("é1").is_err());
+        assert_eq!(super::encode(&[0x0a, 0xff]), "0aff");
+        assert_eq!(super::decode(&super::encode(&[1, 2, 250])).unwrap(), [1, 2, 250]);
     }
 }

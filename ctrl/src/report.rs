@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use crate::health::HealthView;
 use std::time::Duration;
 use vpngw_engine::model;
 use vpngw_engine::stats::{self, DropCounters};
@@ -198,6 +199,9 @@ pub struct TunnelTraffic {
     pub traffic: Traffic,
     /// Drops on the tunnel's SAs, by reason.
     pub drops: BTreeMap<String, u64>,
+    /// The health check's state and numbers, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthView>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -210,6 +214,14 @@ pub struct GatewayTraffic {
     pub traffic: Traffic,
     /// Drops by reason: the workers' for this gateway and its tunnels' SAs.
     pub drops: BTreeMap<String, u64>,
+    /// The bandwidth limit, bit/s each way, and the rates as percentages
+    /// of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_bps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_utilisation_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_utilisation_percent: Option<f64>,
 }
 
 /// Traffic per gateway and per tunnel: `vpnctl stats`.
@@ -262,6 +274,7 @@ impl Stats {
                     up: t.up,
                     traffic: Traffic { tx_packets, tx_bytes, rx_packets, rx_bytes, tx_bps, tx_pps, rx_bps, rx_pps },
                     drops,
+                    health: None,
                 }
             })
             .collect();
@@ -286,6 +299,11 @@ impl Stats {
                 }
                 if let Some(d) = now.gateway_drops.get(&g.name) {
                     add_drops(&mut s.drops, d);
+                }
+                if let Some(limit) = g.bandwidth_bps {
+                    s.bandwidth_bps = Some(limit);
+                    s.tx_utilisation_percent = Some(100.0 * s.traffic.tx_bps / limit as f64);
+                    s.rx_utilisation_percent = Some(100.0 * s.traffic.rx_bps / limit as f64);
                 }
                 s
             })

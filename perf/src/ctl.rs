@@ -155,7 +155,7 @@ fn tunnel(i: usize) -> Change {
         esn: false,
         replay_window: None,
         mss_clamp: None,
-        probe: None,
+        health_check: None,
         soft_lifetime: None,
         hard_lifetime: None,
         outbound: config::StaticSa { spi: out, key: key(out) },

@@ -134,7 +134,7 @@ fn tunnel(name: &str, gateway: &str, spi: u32) -> Tunnel {
         esn: false,
         replay_window: None,
         mss_clamp: None,
-        probe: None,
+        health_check: None,
         soft_lifetime: None,
         hard_lifetime: None,
         outbound: crate::config::StaticSa { spi, key: KEY16.into() },

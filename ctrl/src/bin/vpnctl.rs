@@ -13,12 +13,16 @@ use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use vpngw_ctrl::api::{self, Change, Envelope, Key, Kind, Object, Request, Response, RouteKey, SpdKey};
+use vpngw_ctrl::api::{self, CapturePoint, Change, Envelope, Key, Kind, Object, Request, Response, RouteKey, SpdKey};
 use vpngw_ctrl::config::{
-    AttachmentKind, Config, CustomerGateway, Gateway, LimitConfig, NatTConfig, Route, SpdRule, StaticSa, Tunnel,
+    AttachmentKind, Config, CustomerGateway, Gateway, HealthCheck, LimitConfig, NatTConfig, Route, SpdRule, StaticSa,
+    Tunnel,
 };
-use vpngw_ctrl::report::{drops_text, Report, Stats, TunnelStats, WorkerStats};
+use vpngw_ctrl::events::Event;
+use vpngw_ctrl::report::{drops_text, Report, Stats, TunnelStats, TunnelTraffic, WorkerStats};
 
 /// Manage a running vpngw gateway: its gateways, customer gateways,
 /// tunnels, SPD rules and routes, and watch its traffic.
@@ -31,8 +35,13 @@ use vpngw_ctrl::report::{drops_text, Report, Stats, TunnelStats, WorkerStats};
 ///   vpnctl route add 172.16.1.0/24 --gateway gw1 --via tunnel:t1 --priority 0
 ///   vpnctl spd add --gateway gw1 --local 10.1.0.0/16 --remote 172.16.2.0/24 --action protect:t2
 ///   vpnctl tunnel set t1 --down            # routes fail over to the next priority
+///   vpnctl tunnel set t1 --health-local 169.254.1.1 --health-remote 169.254.1.2
+///   vpnctl gateway set gw1 --bandwidth-mbps 100
 ///   vpnctl route lookup 172.16.1.9 --gateway gw1
 ///   vpnctl stats --watch 1
+///   vpnctl top
+///   vpnctl events --follow
+///   vpnctl capture --tunnel t1 --inner --count 100 -w t1.pcap
 ///   vpnctl export > running.toml
 ///
 /// Exit status: 0 done, 1 refused by the daemon, 2 bad arguments,
@@ -74,6 +83,50 @@ enum Command {
         /// Refresh every this many seconds until interrupted.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "1")]
         watch: Option<u64>,
+    },
+    /// A live view of gateways and tunnels (rates, state, health, drops)
+    /// and the latest events, refreshed until interrupted.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1)]
+        interval: u64,
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long)]
+        iterations: Option<u64>,
+    },
+    /// Tunnel state changes, health transitions, SA lifetimes and alarms.
+    Events {
+        /// Keep printing new events as they happen, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only events after this number.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Copy packets of a tunnel from the data plane into a pcap file (at
+    /// a bounded rate, so forwarding never slows).
+    Capture {
+        #[arg(long)]
+        tunnel: String,
+        /// The IP packets inside the tunnel (the default).
+        #[arg(long, conflicts_with = "outer")]
+        inner: bool,
+        /// The ESP packets on the outside.
+        #[arg(long)]
+        outer: bool,
+        /// How many packets.
+        #[arg(long, short = 'c', default_value_t = 100)]
+        count: u64,
+        /// The pcap file to write (raw IP link type).
+        #[arg(long = "write", short = 'w')]
+        write: PathBuf,
+        /// At most this many packets a second are copied (the rest are
+        /// counted as missed).
+        #[arg(long)]
+        pps: Option<u64>,
+        /// Give up after this many seconds, writing what was captured.
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// The SAs of every tunnel with their counters.
     Sas,
@@ -133,6 +186,35 @@ struct GatewaySpec {
     /// A public address: a tunnel endpoint (repeat for more).
     #[arg(long = "address", required = true)]
     addresses: Vec<IpAddr>,
+    #[command(flatten)]
+    limits: GatewayLimits,
+}
+
+#[derive(Args)]
+struct GatewayLimits {
+    /// The bandwidth limit, Mbit/s each way (policed in the data plane).
+    #[arg(long)]
+    bandwidth_mbps: Option<u32>,
+    /// Alarm when a tunnel's probe loss exceeds this percentage (default 10).
+    #[arg(long)]
+    alarm_loss_percent: Option<u8>,
+    /// Alarm when traffic exceeds this percentage of the limit (default 90).
+    #[arg(long)]
+    alarm_utilisation_percent: Option<u8>,
+}
+
+impl GatewayLimits {
+    fn apply_to(&self, g: &mut Gateway) {
+        if let Some(b) = self.bandwidth_mbps {
+            g.bandwidth_mbps = Some(b);
+        }
+        if let Some(p) = self.alarm_loss_percent {
+            g.alarm_loss_percent = Some(p);
+        }
+        if let Some(p) = self.alarm_utilisation_percent {
+            g.alarm_utilisation_percent = Some(p);
+        }
+    }
 }
 
 #[derive(Args)]
@@ -145,6 +227,11 @@ struct GatewaySet {
     inside: Option<String>,
     #[arg(long = "address")]
     addresses: Vec<IpAddr>,
+    #[command(flatten)]
+    limits: GatewayLimits,
+    /// Remove the bandwidth limit.
+    #[arg(long, conflicts_with = "bandwidth_mbps")]
+    no_bandwidth_limit: bool,
 }
 
 #[derive(Subcommand)]
@@ -249,6 +336,27 @@ struct TunnelOptions {
     /// Administratively down: no route through it is used.
     #[arg(long)]
     down: bool,
+    /// Health check: probes are sent from this address (and answered on it).
+    #[arg(long, value_name = "IP")]
+    health_local: Option<IpAddr>,
+    /// Health check: probes go to this address across the tunnel.
+    #[arg(long, value_name = "IP")]
+    health_remote: Option<IpAddr>,
+    /// Health check: milliseconds between probes (1000-5000, default 2000).
+    #[arg(long, value_name = "MS")]
+    health_interval_ms: Option<u32>,
+    /// Health check: probes lost in a row that take the tunnel down (3-8, default 3).
+    #[arg(long, value_name = "N")]
+    health_failures: Option<u8>,
+    /// Health check: a probe unanswered this long is lost (10-5000, default 1000).
+    #[arg(long, value_name = "MS")]
+    health_timeout_ms: Option<u32>,
+    /// Health check: answered this long before a down tunnel comes back (default 10000).
+    #[arg(long, value_name = "MS")]
+    health_hold_down_ms: Option<u32>,
+    /// Remove the health check.
+    #[arg(long, conflicts_with_all = ["health_local", "health_remote"])]
+    no_health_check: bool,
 }
 
 #[derive(Args, Clone)]
@@ -474,13 +582,17 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
     match &cli.command {
         Command::Gateway(cmd) => match cmd {
             GatewayCmd::Add { name, spec } => {
-                let g = Gateway {
+                let mut g = Gateway {
                     name: name.clone(),
                     attachment: spec.attachment,
                     outside: spec.outside.clone(),
                     inside: spec.inside.clone(),
                     addresses: spec.addresses.clone(),
+                    bandwidth_mbps: None,
+                    alarm_loss_percent: None,
+                    alarm_utilisation_percent: None,
                 };
+                spec.limits.apply_to(&mut g);
                 done(c.apply(vec![Change::Add(Object::Gateway(g))], false)?)
             }
             GatewayCmd::Set { name, spec } => {
@@ -496,6 +608,10 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 }
                 if !spec.addresses.is_empty() {
                     g.addresses = spec.addresses.clone();
+                }
+                spec.limits.apply_to(&mut g);
+                if spec.no_bandwidth_limit {
+                    g.bandwidth_mbps = None;
                 }
                 done(c.apply(vec![Change::Set(Object::Gateway(g))], false)?)
             }
@@ -564,6 +680,7 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                     mss_clamp: None,
                     soft_lifetime: None,
                     hard_lifetime: None,
+                    health_check: None,
                     outbound: outbound.clone(),
                     inbound: inbound.clone(),
                 };
@@ -750,6 +867,33 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 None => return Ok(()),
             }
         },
+        Command::Top { interval, iterations } => top(c, cli.json, *interval, *iterations),
+        Command::Events { follow, since } => {
+            let mut since = *since;
+            loop {
+                let v = c.call(Request::Events { since })?;
+                let events: Vec<Event> = from(&v["events"])?;
+                for e in &events {
+                    if cli.json {
+                        println!("{}", serde_json::to_string(e).expect("json"));
+                    } else {
+                        println!("{}", event_line(e));
+                    }
+                }
+                let _ = std::io::stdout().flush();
+                since = events.last().map(|e| e.seq).or(since);
+                if !follow {
+                    return Ok(());
+                }
+                if events.len() < 1000 {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        }
+        Command::Capture { tunnel, inner: _, outer, count, write, pps, timeout } => {
+            let point = if *outer { CapturePoint::Outer } else { CapturePoint::Inner };
+            capture(c, cli.json, tunnel, point, *count, write, *pps, *timeout)
+        }
         Command::Sas => {
             let v = c.call(Request::Sas)?;
             let tunnels: Vec<TunnelStats> = from(&v)?;
@@ -845,6 +989,33 @@ impl TunnelOptions {
         if self.down {
             t.up = false;
         }
+        if self.no_health_check {
+            t.health_check = None;
+        }
+        let timings = [self.health_interval_ms, self.health_timeout_ms, self.health_hold_down_ms];
+        let any = self.health_local.is_some()
+            || self.health_remote.is_some()
+            || self.health_failures.is_some()
+            || timings.iter().any(Option::is_some);
+        if !any {
+            return Ok(());
+        }
+        let mut h = match (t.health_check, self.health_local, self.health_remote) {
+            (Some(h), _, _) => h,
+            (None, Some(l), Some(r)) => HealthCheck::new(l, r),
+            (None, _, _) => {
+                return Err(Failure::Usage(
+                    "a new health check needs --health-local and --health-remote".to_string(),
+                ))
+            }
+        };
+        h.local = self.health_local.unwrap_or(h.local);
+        h.remote = self.health_remote.unwrap_or(h.remote);
+        h.interval_ms = self.health_interval_ms.unwrap_or(h.interval_ms);
+        h.failures = self.health_failures.unwrap_or(h.failures);
+        h.timeout_ms = self.health_timeout_ms.unwrap_or(h.timeout_ms);
+        h.hold_down_ms = self.health_hold_down_ms.unwrap_or(h.hold_down_ms);
+        t.health_check = Some(h);
         Ok(())
     }
 }
@@ -939,24 +1110,29 @@ fn table(json: bool, v: &Value, head: &[&str], rows: impl Iterator<Item = Vec<St
         return show(true, v.clone());
     }
     let rows: Vec<Vec<String>> = rows.collect();
+    print!("{}", table_text(head, &rows));
+    Ok(())
+}
+
+fn table_text(head: &[&str], rows: &[Vec<String>]) -> String {
     let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in &rows {
+    for r in rows {
         for (w, cell) in width.iter_mut().zip(r) {
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         let s: Vec<String> = cells.iter().zip(&width).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", s.join("  ").trim_end());
+        s.join("  ").trim_end().to_string() + "\n"
     };
-    line(head.iter().map(|h| h.to_string()).collect());
+    let mut out = line(&head.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     if rows.is_empty() {
-        println!("(none)");
+        out += "(none)\n";
     }
     for r in rows {
-        line(r);
+        out += &line(r);
     }
-    Ok(())
+    out
 }
 
 fn rate(bps: f64) -> String {
@@ -968,10 +1144,169 @@ fn rate(bps: f64) -> String {
     }
 }
 
+/// A tunnel's health as a few words: `up 0% 1.2ms`, or `-` without a check.
+fn health_text(t: &TunnelTraffic) -> String {
+    match &t.health {
+        None => "-".into(),
+        Some(h) => format!(
+            "{} {:.0}% {}",
+            h.state,
+            h.loss_percent,
+            h.delay_ms.map_or("-".into(), |d| format!("{d:.1}ms"))
+        ),
+    }
+}
+
+fn event_line(e: &Event) -> String {
+    let secs = e.time_ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let what = [e.gateway.as_deref(), e.tunnel.as_deref()].into_iter().flatten().collect::<Vec<_>>().join("/");
+    format!("#{:<5} {h:02}:{m:02}:{s:02}.{:03}Z {:<18} {:<12} {}", e.seq, e.time_ms % 1000, e.kind, what, e.detail)
+}
+
+/// `vpnctl top`: the stats and the latest events, redrawn in place on a
+/// terminal (plain frames one after another when not a terminal).
+fn top(c: &Client, json: bool, interval: u64, iterations: Option<u64>) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal();
+    let mut n = 0;
+    loop {
+        let v = c.call(Request::Stats)?;
+        let s: Stats = from(&v)?;
+        let ev = c.call(Request::Events { since: None })?;
+        let events: Vec<Event> = from(&ev["events"])?;
+        if json {
+            println!("{}", serde_json::to_string(&json!({ "stats": v, "events": ev["events"] })).expect("json"));
+        } else {
+            let mut out = String::new();
+            if tty {
+                out += "\x1b[H\x1b[2J";
+            }
+            let up: usize = s.gateways.iter().map(|g| g.tunnels_up).sum();
+            let all: usize = s.gateways.iter().map(|g| g.tunnels).sum();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            out += &format!(
+                "vpngw top - {:02}:{:02}:{:02}Z - {} gateways, {up}/{all} tunnels up - every {interval}s, Ctrl-C to quit\n\n",
+                (now / 3600) % 24,
+                (now / 60) % 60,
+                now % 60,
+                s.gateways.len()
+            );
+            let head = ["", "state", "tx bit/s", "rx bit/s", "tx pkt/s", "rx pkt/s", "util", "health", "drops"];
+            let mut rows = Vec::new();
+            for g in &s.gateways {
+                let t = &g.traffic;
+                let util = match (g.tx_utilisation_percent, g.rx_utilisation_percent) {
+                    (Some(a), Some(b)) => format!("{:.0}%", a.max(b)),
+                    _ => "-".into(),
+                };
+                rows.push(vec![
+                    format!("gateway {}", g.name),
+                    format!("{}/{} up", g.tunnels_up, g.tunnels),
+                    rate(t.tx_bps),
+                    rate(t.rx_bps),
+                    rate(t.tx_pps),
+                    rate(t.rx_pps),
+                    util,
+                    "".into(),
+                    drops_text(&g.drops),
+                ]);
+                for tu in s.tunnels.iter().filter(|x| x.gateway == g.name) {
+                    let t = &tu.traffic;
+                    rows.push(vec![
+                        format!("  tunnel {}", tu.name),
+                        (if tu.up { "up" } else { "DOWN" }).into(),
+                        rate(t.tx_bps),
+                        rate(t.rx_bps),
+                        rate(t.tx_pps),
+                        rate(t.rx_pps),
+                        "".into(),
+                        health_text(tu),
+                        drops_text(&tu.drops),
+                    ]);
+                }
+            }
+            out += &table_text(&head, &rows);
+            out += "\nlatest events:\n";
+            let last: Vec<&Event> = events.iter().rev().take(8).collect();
+            if last.is_empty() {
+                out += "  (none)\n";
+            }
+            for e in last.into_iter().rev() {
+                out += &format!("  {}\n", event_line(e));
+            }
+            print!("{out}");
+        }
+        let _ = std::io::stdout().flush();
+        n += 1;
+        if iterations.is_some_and(|max| n >= max) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(interval.max(1)));
+    }
+}
+
+/// `vpnctl capture`: starts a capture, reads it until done (progress on
+/// stderr), writes the pcap file; Ctrl-C or the timeout ends it early with
+/// what was taken.
+#[allow(clippy::too_many_arguments)]
+fn capture(
+    c: &Client,
+    json: bool,
+    tunnel: &str,
+    point: CapturePoint,
+    count: u64,
+    path: &std::path::Path,
+    pps: Option<u64>,
+    timeout: Option<u64>,
+) -> Result<(), Failure> {
+    use vpngw_engine::pcap::{LinkType, PcapWriter};
+    let file = std::fs::File::create(path).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+    let mut pcap = PcapWriter::new(std::io::BufWriter::new(file), LinkType::RawIp, false)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone());
+    let id = c.call(Request::Capture { tunnel: tunnel.to_string(), point, count, pps })?["id"].as_u64().unwrap_or(0);
+    let started = std::time::Instant::now();
+    let (mut written, mut missed) = (0u64, 0u64);
+    let write_err = |e: std::io::Error| Failure::Usage(format!("{}: {e}", path.display()));
+    loop {
+        let v = c.call(Request::CaptureRead { id })?;
+        for p in v["packets"].as_array().into_iter().flatten() {
+            let data = vpngw_ctrl::hex::decode(p["data"].as_str().unwrap_or_default())
+                .map_err(|e| Failure::Unreachable(format!("an unexpected reply: {e}")))?;
+            let micros = p["micros"].as_u64().unwrap_or(0);
+            pcap.write((micros / 1_000_000) as u32, (micros % 1_000_000) as u32, &data).map_err(write_err)?;
+            written += 1;
+        }
+        missed = v["missed"].as_u64().unwrap_or(missed);
+        eprint!("\rvpnctl: captured {written}/{count} packets ({missed} missed)");
+        if v["done"].as_bool() == Some(true) {
+            break;
+        }
+        let late = timeout.is_some_and(|t| started.elapsed() >= Duration::from_secs(t));
+        if stop.load(Ordering::Relaxed) || late {
+            let _ = c.call(Request::CaptureStop { id });
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!();
+    pcap.flush().map_err(write_err)?;
+    let result = json!({ "file": path.display().to_string(), "packets": written, "missed": missed });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result).expect("json"));
+    } else {
+        println!("{written} packets written to {}", path.display());
+    }
+    Ok(())
+}
+
 fn print_stats(s: &Stats) {
     let drops = drops_text;
     let head = [
-        "", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "tx bit/s", "tx pkt/s", "rx bit/s", "rx pkt/s", "drops",
+        "", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "tx bit/s", "tx pkt/s", "rx bit/s", "rx pkt/s", "health",
+        "drops",
     ];
     let mut rows = Vec::new();
     for g in &s.gateways {
@@ -987,6 +1322,10 @@ fn print_stats(s: &Stats) {
             rate(t.tx_pps),
             rate(t.rx_bps),
             rate(t.rx_pps),
+            match (g.tx_utilisation_percent, g.rx_utilisation_percent) {
+                (Some(a), Some(b)) => format!("util tx {a:.0}% rx {b:.0}%"),
+                _ => "-".into(),
+            },
             drops(&g.drops),
         ]);
         for tu in s.tunnels.iter().filter(|x| x.gateway == g.name) {
@@ -1002,6 +1341,7 @@ fn print_stats(s: &Stats) {
                 rate(t.tx_pps),
                 rate(t.rx_bps),
                 rate(t.rx_pps),
+                health_text(tu),
                 drops(&tu.drops),
             ]);
         }

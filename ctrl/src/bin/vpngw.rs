@@ -21,6 +21,7 @@ use vpngw_ctrl::server::Access;
 ///
 /// Examples:
 ///   vpngw --config /etc/vpngw/vpngw.toml --cores 0,1 --stats-file /run/vpngw/stats.json
+///   vpngw --config /etc/vpngw/vpngw.toml --metrics 127.0.0.1:9477
 ///   vpngw --check --config /etc/vpngw/vpngw.toml
 ///   vpngw --check --config /var/lib/vpngw/state.toml
 #[derive(Parser)]
@@ -61,6 +62,10 @@ struct Cli {
     /// Write the counters here as JSON, every second and on exit.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// Serve the counters to Prometheus at http://ADDR/metrics (the text
+    /// format). Off unless given; without an address, 127.0.0.1:9477.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = vpngw_ctrl::metrics::DEFAULT_ADDR)]
+    metrics: Option<std::net::SocketAddr>,
     /// On exit, print the counters as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
         cores: cli.cores,
         idle_sleep: cli.idle_sleep_us.map(std::time::Duration::from_micros),
         stats_file: cli.stats_file,
+        metrics: cli.metrics,
     };
     match daemon::run(&opts, stop, log) {
         Ok(report) => {
