@@ -550,3 +550,148 @@ fn every_accepted_change_leaves_a_state_file_that_loads() {
         assert!(text.parse::<Config>().is_ok(), "{change:?}: export does not load");
     }
 }
+
+/// `file()` with a health check on t1 (1 s apart, 3 failures, 500 ms
+/// timeout, 2 s hold-down) and two workers that share with the control
+/// thread.
+fn with_health() -> (Control, Arc<SnapshotCell>, Vec<Arc<WorkerShared>>) {
+    let mut f = file();
+    let mut h = crate::config::HealthCheck::new("169.254.1.1".parse().unwrap(), "169.254.1.2".parse().unwrap());
+    (h.interval_ms, h.failures, h.timeout_ms, h.hold_down_ms) = (1000, 3, 500, 2000);
+    f.tunnels[0].health_check = Some(h);
+    let (mut c, cell) = control(f, None);
+    let workers: Vec<Arc<WorkerShared>> = (0..2).map(|_| Arc::new(WorkerShared::default())).collect();
+    c.attach_workers(workers.clone());
+    (c, cell, workers)
+}
+
+/// Runs the control thread's ticks every 100 ms over `ms` from `from_ms`
+/// after `t0`; the peer answers each probe 3 ms after it is handed to a
+/// worker while `alive(t)`.
+fn run_checks(c: &mut Control, workers: &[Arc<WorkerShared>], t0: Instant, from_ms: u64, ms: u64, alive: impl Fn(u64) -> bool) {
+    for t in (from_ms..from_ms + ms).step_by(100) {
+        let now = t0 + Duration::from_millis(t);
+        c.tick(now);
+        for w in workers {
+            while let Some(req) = w.probe_requests.pop() {
+                assert_eq!((req.src.to_string(), req.dst.to_string()), ("169.254.1.1".into(), "169.254.1.2".into()));
+                if alive(t) {
+                    let at = now + Duration::from_millis(3);
+                    let echo = vpngw_engine::probe::ProbeEcho { tunnel: req.tunnel, ident: req.ident, seq: req.seq, at };
+                    workers[0].probe_echoes.push(echo).unwrap();
+                }
+            }
+        }
+    }
+}
+
+fn kinds(c: &Control) -> Vec<(String, Option<String>)> {
+    c.events.after(None, 1000).into_iter().map(|e| (e.kind, e.tunnel)).collect()
+}
+
+#[test]
+fn a_failed_health_check_fails_the_routes_over_and_a_passing_one_brings_them_back() {
+    let (mut c, cell, workers) = with_health();
+    let t0 = Instant::now();
+    let dst = "172.16.9.9".parse().unwrap();
+    let via = |cell: &SnapshotCell| cell.load().gateways[0].routes.lookup(dst);
+    assert_eq!(via(&cell), Some(vpngw_engine::snapshot::Hop::Tunnel(0)), "t1 first");
+    run_checks(&mut c, &workers, t0, 0, 5000, |_| true);
+    assert!(model_tunnel(&c, "t1").up && kinds(&c).is_empty(), "{:?}", kinds(&c));
+    let h = c.stats(&[]).tunnels[0].health.clone().unwrap();
+    assert_eq!((h.state.as_str(), h.loss_percent, h.probes_sent), ("up", 0.0, 5));
+    assert!((h.delay_ms.unwrap() - 3.0).abs() < 0.01, "{h:?}");
+
+    // The peer dies at 5 s: probes at 5, 6, 7 s are lost, the third judged at 7.5 s.
+    run_checks(&mut c, &workers, t0, 5000, 2400, |_| false);
+    assert!(model_tunnel(&c, "t1").up, "two lost are not enough");
+    run_checks(&mut c, &workers, t0, 7400, 200, |_| false);
+    assert!(!model_tunnel(&c, "t1").up, "down at 7.5 s");
+    assert_eq!(via(&cell), Some(vpngw_engine::snapshot::Hop::Tunnel(1)), "t2 carries it");
+    let k = kinds(&c);
+    let t1 = Some("t1".to_string());
+    assert_eq!(
+        k,
+        [("health-failing".into(), t1.clone()), ("tunnel-down".into(), t1.clone()), ("alarm".into(), t1.clone())]
+    );
+    assert!(c.take_log().iter().any(|l| l.contains("kind=tunnel-down") && l.contains("3 probes in a row")));
+
+    // Back at 10 s; up 2 s after the first answer.
+    run_checks(&mut c, &workers, t0, 7600, 4300, |t| t >= 10_000);
+    assert!(!model_tunnel(&c, "t1").up, "in the hold-down");
+    run_checks(&mut c, &workers, t0, 11_900, 300, |_| true);
+    assert!(model_tunnel(&c, "t1").up);
+    assert_eq!(via(&cell), Some(vpngw_engine::snapshot::Hop::Tunnel(0)), "back on t1");
+    let k = kinds(&c);
+    assert_eq!(
+        k[3..],
+        [
+            ("health-recovering".into(), t1.clone()),
+            ("tunnel-up".into(), t1.clone()),
+            ("alarm-cleared".into(), t1.clone())
+        ]
+    );
+
+    // An operator's change keeps the check's state; the operator's down is an event too.
+    let mut t = tunnel(&c, "t1");
+    t.up = false;
+    apply(&mut c, vec![Change::Set(Object::Tunnel(t.clone()))]).unwrap();
+    assert_eq!(kinds(&c).last().unwrap(), &("tunnel-down".to_string(), t1.clone()));
+    assert_eq!(c.stats(&[]).tunnels[0].health.as_ref().unwrap().state, "up", "the check goes on");
+    t.up = true;
+    apply(&mut c, vec![Change::Set(Object::Tunnel(t))]).unwrap();
+    assert!(model_tunnel(&c, "t1").up);
+    let v = c.handle(&Request::Events { since: Some(6) }, &[]).unwrap();
+    assert_eq!(v["events"].as_array().unwrap().len(), 2);
+    assert_eq!(v["last"], 8);
+}
+
+#[test]
+fn a_tunnel_the_check_took_down_stays_down_across_other_changes() {
+    let (mut c, cell, workers) = with_health();
+    let t0 = Instant::now();
+    run_checks(&mut c, &workers, t0, 0, 4000, |_| false);
+    assert!(!model_tunnel(&c, "t1").up);
+    apply(&mut c, vec![Change::Add(Object::Route(route("172.20.0.0/16", "tunnel:t1")))]).unwrap();
+    assert!(!model_tunnel(&c, "t1").up, "the new model keeps the check's verdict");
+    assert!(!cell.load().tunnels[0].up);
+    // Removing the check brings it back (nothing says it is down any more).
+    let mut t = tunnel(&c, "t1");
+    t.health_check = None;
+    apply(&mut c, vec![Change::Set(Object::Tunnel(t))]).unwrap();
+    assert!(model_tunnel(&c, "t1").up);
+}
+
+#[test]
+fn metrics_and_captures_are_answered() {
+    let (mut c, _cell, workers) = with_health();
+    let text = c.handle(&Request::Metrics, &[]).unwrap()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("vpngw_tunnel_up{gateway=\"gw1\",tunnel=\"t1\"} 1"), "{text}");
+    let capture = |tunnel: &str, count| Request::Capture {
+        tunnel: tunnel.into(),
+        point: api::CapturePoint::Inner,
+        count,
+        pps: None,
+    };
+    assert_eq!(c.handle(&capture("t9", 5), &[]).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(c.handle(&capture("t1", 0), &[]).unwrap_err().kind, ErrorKind::Invalid);
+    let id = c.handle(&capture("t1", 2), &[]).unwrap()["id"].as_u64().unwrap();
+    assert_eq!(c.handle(&capture("t2", 2), &[]).unwrap_err().kind, ErrorKind::Busy, "one at a time");
+    let tap = workers[1].tap.load_full().expect("every worker has the tap");
+    tap.copy(&[0x45, 1, 2], true);
+    let v = c.handle(&Request::CaptureRead { id }, &[]).unwrap();
+    assert_eq!((v["packets"][0]["data"].as_str(), v["done"].as_bool()), (Some("450102"), Some(false)));
+    tap.copy(&[0x45, 3], false);
+    tap.copy(&[0x45, 4], false);
+    let v = c.handle(&Request::CaptureRead { id }, &[]).unwrap();
+    assert_eq!((v["packets"].as_array().unwrap().len(), v["remaining"].as_u64()), (1, Some(0)));
+    let v = c.handle(&Request::CaptureRead { id }, &[]).unwrap();
+    assert_eq!(v["done"], true);
+    assert!(workers[0].tap.load().is_none(), "taken off when done");
+    assert_eq!(c.handle(&Request::CaptureRead { id }, &[]).unwrap_err().kind, ErrorKind::NotFound);
+    // A capture nobody reads ends by itself.
+    let id = c.handle(&capture("t1", 2), &[]).unwrap()["id"].as_u64().unwrap();
+    c.tick(Instant::now() + CAPTURE_IDLE);
+    assert!(workers[0].tap.load().is_none());
+    assert_eq!(c.handle(&Request::CaptureStop { id }, &[]).unwrap_err().kind, ErrorKind::NotFound);
+}
