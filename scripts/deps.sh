@@ -2,7 +2,8 @@
 # Installs what vpngw's demo and tests need on a fresh Debian 12 machine:
 # Debian packages (tshark, pip; clang, llvm and libbpf-dev, which build the
 # XDP programs; iproute2, procps, ethtool, iperf3 and ping for the lab),
-# Python packages (Scapy), and, with --fuzz,
+# Python packages (Scapy; prometheus-client, whose parser checks the
+# metrics endpoint), and, with --fuzz,
 # a nightly toolchain and cargo-fuzz. Each is
 # skipped when already present, so running this again is quick.
 # Usage: scripts/deps.sh [--fuzz]
@@ -31,7 +32,7 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   as_root apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import scapy, cryptography; assert scapy.VERSION == "2.8.0"' 2>/dev/null; then
+if ! python3 -c 'import scapy, cryptography, prometheus_client; assert scapy.VERSION == "2.8.0"' 2>/dev/null; then
   say "pip install -r scripts/requirements.txt"
   pip=(python3 -m pip install -q --disable-pip-version-check -r scripts/requirements.txt)
   # Debian's own python3 is "externally managed" (PEP 668); these are

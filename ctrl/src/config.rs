@@ -437,7 +437,10 @@ impl Config {
             if let Some(b) = g.bandwidth_mbps.filter(|b| !(1..=100_000).contains(b)) {
                 return Err(invalid(object, "bandwidth_mbps", b, "is 1 to 100000 (Mbit/s)"));
             }
-            for (field, v) in [("alarm_loss_percent", g.alarm_loss_percent), ("alarm_utilisation_percent", g.alarm_utilisation_percent)] {
+            for (field, v) in [
+                ("alarm_loss_percent", g.alarm_loss_percent),
+                ("alarm_utilisation_percent", g.alarm_utilisation_percent),
+            ] {
                 if let Some(v) = v.filter(|v| !(1..=100).contains(v)) {
                     return Err(invalid(object, field, v, "is a percentage, 1 to 100"));
                 }

@@ -306,7 +306,9 @@ impl Control {
                     format!("a probe was answered; up after {hold} ms answered throughout"),
                 ),
                 Transition::Down { lost } => {
-                    let why = format!("health check: {lost} probes in a row unanswered ({interval} ms apart, {failures} allowed)");
+                    let why = format!(
+                        "health check: {lost} probes in a row unanswered ({interval} ms apart, {failures} allowed)"
+                    );
                     if self.model.tunnels[t].up {
                         self.model.tunnels[t].up = false;
                         republish = true;
@@ -393,13 +395,22 @@ impl Control {
     }
 
     /// Starts a capture on every worker.
-    fn start_capture(&mut self, tunnel: &str, point: CapturePoint, count: u64, pps: Option<u64>) -> Result<Value, ApiError> {
+    fn start_capture(
+        &mut self,
+        tunnel: &str,
+        point: CapturePoint,
+        count: u64,
+        pps: Option<u64>,
+    ) -> Result<Value, ApiError> {
         if let Some(c) = &self.capture {
             return Err(ApiError::new(ErrorKind::Busy, format!("capture {} is running; one at a time", c.id)));
         }
-        let t = self.model.tunnels.iter().find(|t| t.name == tunnel).ok_or_else(|| {
-            ApiError::new(ErrorKind::NotFound, format!("tunnel {tunnel} does not exist"))
-        })?;
+        let t = self
+            .model
+            .tunnels
+            .iter()
+            .find(|t| t.name == tunnel)
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("tunnel {tunnel} does not exist")))?;
         if count == 0 || pps == Some(0) {
             return Err(ApiError::new(ErrorKind::Invalid, "count and pps are at least 1"));
         }

@@ -113,6 +113,9 @@ mod tests {
         let e = ev.push("tunnel-down", Some("gw"), Some("t a"), "health check: 3 probes \"lost\"".into()).clone();
         let line = e.log_line();
         assert!(line.starts_with("event seq=1 time_ms="), "{line}");
-        assert!(line.ends_with(r#" kind=tunnel-down gateway=gw tunnel="t a" detail="health check: 3 probes \"lost\"""#), "{line}");
+        assert!(
+            line.ends_with(r#" kind=tunnel-down gateway=gw tunnel="t a" detail="health check: 3 probes \"lost\"""#),
+            "{line}"
+        );
     }
 }

@@ -86,7 +86,11 @@ pub fn render(stats: &Stats, report: &Report) -> String {
     w.family("tunnel_drops_total", "counter", "Packets dropped on the tunnel's SAs, by reason.");
     for t in &stats.tunnels {
         for (reason, n) in &t.drops {
-            w.sample("tunnel_drops_total", &[("gateway", &t.gateway), ("tunnel", &t.name), ("reason", reason)], *n as f64);
+            w.sample(
+                "tunnel_drops_total",
+                &[("gateway", &t.gateway), ("tunnel", &t.name), ("reason", reason)],
+                *n as f64,
+            );
         }
     }
     w.family("tunnel_up", "gauge", "1 if the tunnel carries traffic (up, and its health check passes).");
@@ -95,7 +99,9 @@ pub fn render(stats: &Stats, report: &Report) -> String {
     }
     type Health = fn(&crate::health::HealthView) -> Option<f64>;
     let health: [(&str, &str, &str, Health); 5] = [
-        ("tunnel_probe_loss_ratio", "gauge", "Health-check probes lost, of the last 10.", |h| Some(h.loss_percent / 100.0)),
+        ("tunnel_probe_loss_ratio", "gauge", "Health-check probes lost, of the last 10.", |h| {
+            Some(h.loss_percent / 100.0)
+        }),
         ("tunnel_probe_delay_seconds", "gauge", "Mean round trip of the last answered probes.", |h| {
             h.delay_ms.map(|d| d / 1000.0)
         }),
@@ -208,7 +214,12 @@ mod tests {
     fn label_values_are_escaped_and_every_family_is_typed() {
         let stats = Stats {
             gateways: vec![GatewayTraffic { name: "gw".into(), bandwidth_bps: Some(5_000_000), ..Default::default() }],
-            tunnels: vec![TunnelTraffic { name: "t\"1\\\n".into(), gateway: "gw".into(), up: true, ..Default::default() }],
+            tunnels: vec![TunnelTraffic {
+                name: "t\"1\\\n".into(),
+                gateway: "gw".into(),
+                up: true,
+                ..Default::default()
+            }],
         };
         let text = render(&stats, &Report::default());
         assert!(text.contains("vpngw_tunnel_up{gateway=\"gw\",tunnel=\"t\\\"1\\\\\\n\"} 1\n"), "{text}");

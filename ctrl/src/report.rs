@@ -2,10 +2,10 @@
 //! tunnel) and the workers' published reports, as data a script reads
 //! (JSON) and a table a person reads.
 
+use crate::health::HealthView;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use crate::health::HealthView;
 use std::time::Duration;
 use vpngw_engine::model;
 use vpngw_engine::stats::{self, DropCounters};

@@ -1004,9 +1004,7 @@ impl TunnelOptions {
             (Some(h), _, _) => h,
             (None, Some(l), Some(r)) => HealthCheck::new(l, r),
             (None, _, _) => {
-                return Err(Failure::Usage(
-                    "a new health check needs --health-local and --health-remote".to_string(),
-                ))
+                return Err(Failure::Usage("a new health check needs --health-local and --health-remote".to_string()))
             }
         };
         h.local = self.health_local.unwrap_or(h.local);
@@ -1148,12 +1146,9 @@ fn rate(bps: f64) -> String {
 fn health_text(t: &TunnelTraffic) -> String {
     match &t.health {
         None => "-".into(),
-        Some(h) => format!(
-            "{} {:.0}% {}",
-            h.state,
-            h.loss_percent,
-            h.delay_ms.map_or("-".into(), |d| format!("{d:.1}ms"))
-        ),
+        Some(h) => {
+            format!("{} {:.0}% {}", h.state, h.loss_percent, h.delay_ms.map_or("-".into(), |d| format!("{d:.1}ms")))
+        }
     }
 }
 
@@ -1305,8 +1300,8 @@ fn capture(
 fn print_stats(s: &Stats) {
     let drops = drops_text;
     let head = [
-        "", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "tx bit/s", "tx pkt/s", "rx bit/s", "rx pkt/s", "health",
-        "drops",
+        "", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "tx bit/s", "tx pkt/s", "rx bit/s", "rx pkt/s",
+        "health", "drops",
     ];
     let mut rows = Vec::new();
     for g in &s.gateways {

@@ -568,7 +568,14 @@ fn with_health() -> (Control, Arc<SnapshotCell>, Vec<Arc<WorkerShared>>) {
 /// Runs the control thread's ticks every 100 ms over `ms` from `from_ms`
 /// after `t0`; the peer answers each probe 3 ms after it is handed to a
 /// worker while `alive(t)`.
-fn run_checks(c: &mut Control, workers: &[Arc<WorkerShared>], t0: Instant, from_ms: u64, ms: u64, alive: impl Fn(u64) -> bool) {
+fn run_checks(
+    c: &mut Control,
+    workers: &[Arc<WorkerShared>],
+    t0: Instant,
+    from_ms: u64,
+    ms: u64,
+    alive: impl Fn(u64) -> bool,
+) {
     for t in (from_ms..from_ms + ms).step_by(100) {
         let now = t0 + Duration::from_millis(t);
         c.tick(now);
@@ -577,7 +584,8 @@ fn run_checks(c: &mut Control, workers: &[Arc<WorkerShared>], t0: Instant, from_
                 assert_eq!((req.src.to_string(), req.dst.to_string()), ("169.254.1.1".into(), "169.254.1.2".into()));
                 if alive(t) {
                     let at = now + Duration::from_millis(3);
-                    let echo = vpngw_engine::probe::ProbeEcho { tunnel: req.tunnel, ident: req.ident, seq: req.seq, at };
+                    let echo =
+                        vpngw_engine::probe::ProbeEcho { tunnel: req.tunnel, ident: req.ident, seq: req.seq, at };
                     workers[0].probe_echoes.push(echo).unwrap();
                 }
             }
