@@ -18,7 +18,7 @@ use crate::api::{self, ApiError, CapturePoint, ErrorKind, Request};
 use crate::config::{self as file_config, Config, Link, StaticSa};
 use crate::events::Events;
 use crate::health::{Checker, Transition};
-use crate::report::{Report, Stats};
+use crate::report::{Report, StateChange, Stats, HISTORY};
 use crate::{hex, metrics, state};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -388,8 +388,20 @@ impl Control {
             _ => None,
         };
         let mut stats = Stats::new(&self.model, &now, rates);
+        let mut history: BTreeMap<&str, Vec<StateChange>> = BTreeMap::new();
+        for e in self.events.iter().rev() {
+            let (Some(t), up) = (e.tunnel.as_deref(), e.kind == "tunnel-up") else { continue };
+            let h = history.entry(t).or_default();
+            if (up || e.kind == "tunnel-down") && h.len() < HISTORY {
+                h.push(StateChange { time_ms: e.time_ms, up, reason: e.detail.clone() });
+            }
+        }
         for t in &mut stats.tunnels {
             t.health = self.health.get(&t.name).map(Checker::view);
+            if let Some(mut h) = history.remove(t.name.as_str()) {
+                h.reverse();
+                t.history = h;
+            }
         }
         stats
     }

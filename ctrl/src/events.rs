@@ -83,6 +83,11 @@ impl Events {
         self.ring.iter().filter(|e| e.seq > since).take(limit).cloned().collect()
     }
 
+    /// The events kept, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Event> {
+        self.ring.iter()
+    }
+
     /// The number of the last event (0: none yet).
     pub fn last(&self) -> u64 {
         self.last

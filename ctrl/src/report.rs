@@ -202,6 +202,22 @@ pub struct TunnelTraffic {
     /// The health check's state and numbers, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthView>,
+    /// Its latest state changes, oldest first (at most
+    /// [`HISTORY`]): when, which way, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<StateChange>,
+}
+
+/// How many state changes a tunnel's history shows.
+pub const HISTORY: usize = 10;
+
+/// A tunnel going up or down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// Milliseconds since 1970.
+    pub time_ms: u64,
+    pub up: bool,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -275,6 +291,7 @@ impl Stats {
                     traffic: Traffic { tx_packets, tx_bytes, rx_packets, rx_bytes, tx_bps, tx_pps, rx_bps, rx_pps },
                     drops,
                     health: None,
+                    history: Vec::new(),
                 }
             })
             .collect();

@@ -31,6 +31,7 @@ use common::{key, reaches, tmp, Daemon, VPNCTL};
 const FLOW: &str = "scripts/interop/udp_flow.py";
 const METRICS: &str = "127.0.0.1:9477";
 const IDC: &str = "172.16.1.9";
+const VPC: &str = "10.1.0.5";
 /// Health check timings (ms): interval, failures, timeout, hold-down.
 const CHECK: (u64, u64, u64, u64) = (1000, 3, 500, 3000);
 
@@ -295,7 +296,59 @@ fn health_checks_fail_over_and_back_the_limit_holds_and_operators_see_it() {
         "the endpoint's count ({through}) is what the sink saw ({})",
         bw.count
     );
+    let alarm = gw.ok(&["events", "--json"]);
+    assert!(
+        alarm.lines().any(|l| l.contains("\"alarm\"") && l.contains("utilisation: tx")),
+        "the utilisation alarm was raised: {alarm}"
+    );
+
+    // The other direction has its own limit: out of the tunnels into the VPC.
+    let out = tmp(&lab, "sink-bw-in.json");
+    let sink = lab.spawn(
+        "vpc",
+        &["python3", &repo(FLOW), "sink", "5001", "--seconds", "14", "--out", &out.display().to_string()],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sender = lab.spawn(
+        "idc",
+        &["python3", &repo(FLOW), "send", VPC, "5001", "--pps", "3572", "--seconds", "10", "--size", "1400"],
+    );
+    let (ok, _, _) = sender.stop_after_exit(Duration::from_secs(20));
+    assert!(ok);
+    sink.stop_after_exit(Duration::from_secs(10));
+    let bw = sink_result(&out);
+    let rate = bw.ip_bytes as f64 * 8.0 / (bw.last - bw.first);
+    println!("bandwidth limit 20 Mbit/s inbound: {:.3} Mbit/s through over {:.2} s", rate / 1e6, bw.last - bw.first);
+    assert!((rate - 20e6).abs() / 20e6 < 0.02, "inbound within 2% of 20 Mbit/s: {:.3} Mbit/s", rate / 1e6);
     gw.ok(&["gateway", "set", "gw1", "--no-bandwidth-limit"]);
+
+    // events --follow prints what happens as it happens.
+    let mut follow = std::process::Command::new(VPNCTL)
+        .args(["--socket", gw.socket.to_str().unwrap(), "events", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    gw.ok(&["tunnel", "set", "tb", "--down"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("an event within 5 s");
+        if line.contains("\"tunnel-down\"") && line.contains("\"tb\"") {
+            break line;
+        }
+    };
+    assert!(seen.contains("set by the operator"), "{seen}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    gw.ok(&["tunnel", "set", "tb", "--up"]);
 
     // Capture, inner and outer, read by tshark.
     let ping = lab.spawn("vpc", &["ping", "-i", "0.05", "-c", "400", IDC]);

@@ -23,8 +23,8 @@ pub mod sa;
 pub mod sad;
 pub mod snapshot;
 pub mod spd;
-pub mod tap;
 pub mod stats;
+pub mod tap;
 pub mod wire;
 pub mod worker;
 

@@ -17,15 +17,15 @@ use crate::lifetime::{LifetimeEvent, Seconds};
 use crate::model::{GatewayId, PortId};
 use crate::probe::{ProbeEcho, ProbeRequest};
 use crate::snapshot::{Hop, PortView, Side, Snapshot, Verdict};
-use crate::tap::{Tap, TapPoint};
-use crate::{policer, prefetch};
 use crate::spd::{FiveTuple, FlowCache};
 use crate::stats::{DropCounters, DropReason};
+use crate::tap::{Tap, TapPoint};
 use crate::wire::ether::{self, ethertype, EthernetFrame};
 use crate::wire::icmp::{self, IcmpError};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::{echo, proto, tcp};
+use crate::{policer, prefetch};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -359,7 +359,9 @@ impl Pipeline {
         let g = snap.tunnels[t].gateway;
         let at = At { snap, g, rx_port: snap.gateways[g].outside_port, now, clock: policer::now() };
         let r = match self.owner(t) {
-            owner if owner != self.worker => Ok(Next::HandOff(owner, Stage::Encrypt { tunnel: t, protocol: proto::ICMP })),
+            owner if owner != self.worker => {
+                Ok(Next::HandOff(owner, Stage::Encrypt { tunnel: t, protocol: proto::ICMP }))
+            }
             _ => self.send_into_tunnel(&at, t, &mut pkt, proto::ICMP).map(Next::Send),
         };
         self.finish(&at, r, pkt, out);

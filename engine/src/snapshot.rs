@@ -315,7 +315,12 @@ impl Snapshot {
                 crate::esp::max_inner_len(&sa.cfg, mtu as usize)
             };
             if let Some(p) = t.probe.filter(|p| p.local.is_ipv4() != p.remote.is_ipv4() || p.local == p.remote) {
-                return Err(invalid(&object, "probe remote", p.remote, "is not another address of the local one's family"));
+                return Err(invalid(
+                    &object,
+                    "probe remote",
+                    p.remote,
+                    "is not another address of the local one's family",
+                ));
             }
             if t.inbound.len() > MAX_INBOUND_SAS {
                 return Err(invalid(&object, "inbound", t.inbound.len(), "exceeds 4 SAs"));

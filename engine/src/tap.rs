@@ -57,7 +57,7 @@ impl Tap {
             tunnel,
             point,
             remaining: AtomicU64::new(count),
-            rate: Policer::new(pps.max(1) * 8, 64),
+            rate: Policer::new(pps.clamp(1, u64::MAX / 8) * 8, 64),
             queue: ArrayQueue::new(QUEUE),
             missed: AtomicU64::new(0),
         }

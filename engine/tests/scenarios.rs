@@ -808,9 +808,8 @@ mod monitoring {
         // 8 Mbit/s: a burst of 16 full-size frames (24,224 bytes), then 1 byte a microsecond.
         lab.cfg.gateways[0].bandwidth_bps = Some(8_000_000);
         lab.rebuild();
-        let frames: Vec<_> = (0..100)
-            .map(|_| (host_mac(VPC), GW_INSIDE_MAC, udp_sized(VPC, IDC1, 64, 1000, true)))
-            .collect();
+        let frames: Vec<_> =
+            (0..100).map(|_| (host_mac(VPC), GW_INSIDE_MAC, udp_sized(VPC, IDC1, 64, 1000, true))).collect();
         let (sent, dropped) = lab.burst(INSIDE, &frames);
         assert!((25..=40).contains(&sent.len()), "the burst, and a little for the time it took: {}", sent.len());
         assert_eq!(dropped, 100 - sent.len());
@@ -850,7 +849,10 @@ mod monitoring {
                 }
                 TapPoint::Outer => {
                     for c in &got {
-                        assert_eq!(esp::locate(&c.data).unwrap().dst, if c.outbound { ip("198.51.100.1") } else { ip(GW_ADDR) });
+                        assert_eq!(
+                            esp::locate(&c.data).unwrap().dst,
+                            if c.outbound { ip("198.51.100.1") } else { ip(GW_ADDR) }
+                        );
                     }
                 }
             }

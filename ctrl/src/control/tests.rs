@@ -640,6 +640,9 @@ fn a_failed_health_check_fails_the_routes_over_and_a_passing_one_brings_them_bac
         ]
     );
 
+    let history: Vec<(bool, bool)> =
+        c.stats(&[]).tunnels[0].history.iter().map(|h| (h.up, h.reason.contains("health check"))).collect();
+    assert_eq!(history, [(false, true), (true, true)], "the tunnel's history: down, then up, both by the check");
     // An operator's change keeps the check's state; the operator's down is an event too.
     let mut t = tunnel(&c, "t1");
     t.up = false;
