@@ -13,6 +13,9 @@
 //!   control thread applies (and it refuses the others, changing nothing);
 //! - an applied configuration written as the state file (TOML) loads back
 //!   equal.
+//!
+//! The templates cover every request, health checks and bandwidth limits
+//! included.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -182,6 +185,18 @@ const TEMPLATES: &[&str] = &[
     r#"{"version":1,"request":{"show":{"kind":"customer-gateway","name":"idc6"}}}"#,
     r#"{"version":1,"request":"export"}"#,
     r#"{"version":1,"request":"stats"}"#,
+    concat!(
+        r#"{"version":1,"request":{"apply":{"changes":[{"set":{"gateway":{"name":"gw1","attachment":"vpc","#,
+        r#""outside":"out","inside":"in","addresses":["192.0.2.1"],"bandwidth_mbps":100,"alarm_loss_percent":20,"#,
+        r#""alarm_utilisation_percent":80}}},{"add":{"tunnel":{"name":"t4","gateway":"gw1","customer_gateway":"idc1","#,
+        r#""suite":"aes-gcm-128","health_check":{"local":"169.254.1.1","remote":"169.254.1.2","interval_ms":1000,"#,
+        r#""failures":3,"timeout_ms":500,"hold_down_ms":0},"outbound":{"spi":4100,"key":"00112233445566778899aabbccddeeff01020304"},"#,
+        r#""inbound":[{"spi":8196,"key":"00112233445566778899aabbccddeeff01020304"}]}}}]}}}"#
+    ),
+    r#"{"version":1,"id":7,"request":{"events":{"since":0}}}"#,
+    r#"{"version":1,"request":"metrics"}"#,
+    r#"{"version":1,"request":{"capture":{"tunnel":"t1","point":"outer","count":10,"pps":100}}}"#,
+    r#"{"version":1,"request":{"capture-read":{"id":1}}}"#,
 ];
 
 /// Placeholder link data, as `vpngw --check` gives.
