@@ -63,7 +63,34 @@ fn bad_arguments_exit_2_naming_the_problem() {
     let (code, _, err) =
         vpnctl(&["gateway", "add", "g", "--attachment", "moon", "--outside", "o", "--address", "192.0.2.1"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("cloud-connect"), "{err}");
+    assert!(err.contains("cloud-connect"), "{err}");    let (code, _, err) = vpnctl(&["capture", "--tunnel", "t1", "--count", "5"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--write"), "{err}");
+    let (code, _, err) = vpnctl(&["capture", "--tunnel", "t1", "--inner", "--outer", "-w", "x.pcap"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = vpnctl(&[
+        "tunnel",
+        "add",
+        "t1",
+        "--gateway",
+        "g",
+        "--customer-gateway",
+        "c",
+        "--suite",
+        "aes-gcm-128",
+        "--outbound",
+        "0x1001:00",
+        "--inbound",
+        "0x2001:00",
+        "--health-interval-ms",
+        "1000",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--health-local and --health-remote"), "{err}");
+    let (code, _, err) = vpnctl(&["gateway", "set", "g", "--bandwidth-mbps", "5", "--no-bandwidth-limit"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = vpnctl(&["top", "--interval", "soon"]);
+    assert_eq!(code, Some(2), "{err}");
 }
 
 #[test]

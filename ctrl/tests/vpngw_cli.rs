@@ -71,3 +71,25 @@ fn a_daemon_without_its_interfaces_says_so_and_exits() {
     let bad = Command::new(VPNGW).arg("--frobnicate").output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "clap refuses unknown flags");
 }
+
+#[test]
+fn a_metrics_address_that_is_wrong_or_taken_is_an_error() {
+    let bad = Command::new(VPNGW).args(["--metrics", "localhost"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--metrics"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let path = std::env::temp_dir().join(format!("vpngw-cli-{}-metrics.toml", std::process::id()));
+    std::fs::write(&path, lab_config()).unwrap();
+    let socket = std::env::temp_dir().join(format!("vpngw-cli-{}-metrics.sock", std::process::id()));
+    let out = Command::new(VPNGW)
+        .args(["--config", path.to_str().unwrap(), "--no-state", "--socket", socket.to_str().unwrap()])
+        .args(["--metrics", &addr])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&socket);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("metrics endpoint {addr}")), "{err}");
+}
