@@ -65,6 +65,8 @@ target/release/vpngw-bench --quick --json "$out" pipeline >/dev/null
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="pipeline" and len(r["results"])==12, r' "$out"
 target/release/vpngw-bench --quick --json "$out" wire >/dev/null
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="wire" and len(r["results"])==10 and all(x["received_pps"]>0 for x in r["results"]), r' "$out"
+target/release/vpngw-bench --quick --json "$out" monitoring >/dev/null
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="monitoring" and len(r["results"])==20 and all(x["mpps"]>0 for x in r["results"]), r' "$out"
 target/release/vpngw-bench --quick --json "$out" ctl >/dev/null
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="ctl" and len(r["phases"])==3 and r["sent"]>0, r' "$out"
 rm -f "$out"

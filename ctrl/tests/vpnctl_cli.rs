@@ -63,7 +63,8 @@ fn bad_arguments_exit_2_naming_the_problem() {
     let (code, _, err) =
         vpnctl(&["gateway", "add", "g", "--attachment", "moon", "--outside", "o", "--address", "192.0.2.1"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("cloud-connect"), "{err}");    let (code, _, err) = vpnctl(&["capture", "--tunnel", "t1", "--count", "5"]);
+    assert!(err.contains("cloud-connect"), "{err}");
+    let (code, _, err) = vpnctl(&["capture", "--tunnel", "t1", "--count", "5"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--write"), "{err}");
     let (code, _, err) = vpnctl(&["capture", "--tunnel", "t1", "--inner", "--outer", "-w", "x.pcap"]);

@@ -428,18 +428,18 @@ impl Pipeline {
         let loc = esp::locate(pkt.data())?;
         let inbound = &at.snap.inbound[&spi];
         let tunnel = at.snap.tunnels[inbound.tunnel].id;
-        self.tap(tunnel, TapPoint::Outer, pkt.data(), false);
+        self.tap(at, tunnel, TapPoint::Outer, pkt.data(), false);
         let mut sa = inbound.sa.lock().expect("SA lock");
         esp::decap(&mut sa, pkt, &loc, at.now, &mut self.events)?;
-        self.tap(tunnel, TapPoint::Inner, pkt.data(), false);
+        self.tap(at, tunnel, TapPoint::Inner, pkt.data(), false);
         Ok(())
     }
 
     /// Gives the capture in progress a copy of `data`, if it wants one.
     #[inline]
-    fn tap(&self, tunnel: crate::model::TunnelId, point: TapPoint, data: &[u8], outbound: bool) {
+    fn tap(&self, at: &At, tunnel: crate::model::TunnelId, point: TapPoint, data: &[u8], outbound: bool) {
         if let Some(tap) = self.tap.as_ref().filter(|t| t.wants(tunnel, point)) {
-            tap.copy(data, outbound);
+            tap.copy(data, outbound, at.clock);
         }
     }
 
@@ -621,12 +621,12 @@ impl Pipeline {
         if let (Some(mss), proto::TCP) = (tunnel.mss_clamp, protocol) {
             clamp_mss(pkt.data_mut(), mss);
         }
-        self.tap(tunnel.id, TapPoint::Inner, pkt.data(), true);
+        self.tap(at, tunnel.id, TapPoint::Inner, pkt.data(), true);
         {
             let mut sa = tunnel.outbound.lock().expect("SA lock");
             esp::encap(&mut sa, pkt, at.now, &mut self.events)?;
         }
-        self.tap(tunnel.id, TapPoint::Outer, pkt.data(), true);
+        self.tap(at, tunnel.id, TapPoint::Outer, pkt.data(), true);
         self.link_header(at.snap, pkt, gw.outside_port, tunnel.peer)?;
         Ok(gw.outside_port)
     }

@@ -6,7 +6,7 @@
 //! missed). The workers copy; the control thread takes the copies.
 
 use crate::model::TunnelId;
-use crate::policer::{self, Policer};
+use crate::policer::Policer;
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,9 +70,11 @@ impl Tap {
     }
 
     /// Copies `data` if the rate and the queue allow (and a copy is still
-    /// wanted).
-    pub fn copy(&self, data: &[u8], outbound: bool) {
-        if !self.rate.admit(1, policer::now()) {
+    /// wanted); `now` in the policers' ticks ([`crate::policer::now`], read once
+    /// per burst by the pipeline). Over the rate it costs a load and a
+    /// compare.
+    pub fn copy(&self, data: &[u8], outbound: bool, now: u64) {
+        if !self.rate.admit(1, now) {
             self.missed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -106,13 +108,14 @@ impl Tap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policer;
 
     #[test]
     fn copies_what_is_asked_and_no_more() {
         let tap = Tap::new(7, TapPoint::Inner, 3, 1_000_000);
         assert!(tap.wants(7, TapPoint::Inner) && !tap.wants(7, TapPoint::Outer) && !tap.wants(8, TapPoint::Inner));
         for i in 0..5u8 {
-            tap.copy(&[i; 4], i % 2 == 0);
+            tap.copy(&[i; 4], i % 2 == 0, policer::now());
         }
         let got = tap.take();
         assert_eq!(got.iter().map(|c| (c.data[0], c.outbound)).collect::<Vec<_>>(), [(0, true), (1, false), (2, true)]);
@@ -124,7 +127,7 @@ mod tests {
     fn the_rate_bounds_the_copies() {
         let tap = Tap::new(1, TapPoint::Outer, 1_000_000, 100);
         for _ in 0..10_000 {
-            tap.copy(&[0; 64], true);
+            tap.copy(&[0; 64], true, policer::now());
         }
         let n = tap.take().len();
         assert!((64..=70).contains(&n), "a burst of 64, and what 100/s adds meanwhile: {n}");

@@ -5,6 +5,7 @@
 pub mod ctl;
 pub mod esp;
 pub mod fib;
+pub mod monitoring;
 pub mod pipeline;
 pub mod spd;
 pub mod wire;

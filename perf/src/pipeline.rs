@@ -21,12 +21,12 @@ use vpngw_engine::wire::ether;
 use vpngw_engine::wire::ipv4::Ipv4Repr;
 use vpngw_engine::{esp, InboundSa, OutboundSa, PacketBuf, SaConfig, Suite};
 
-const BURST: usize = 32;
-const INSIDE: PortId = 1;
-const OUTSIDE: PortId = 2;
-const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const VPC_HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
+pub(crate) const BURST: usize = 32;
+pub(crate) const INSIDE: PortId = 1;
+pub(crate) const OUTSIDE: PortId = 2;
+pub(crate) const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+pub(crate) const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+pub(crate) const VPC_HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
 const GW_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 
@@ -55,7 +55,7 @@ impl Mix {
 }
 
 /// Tunnel i's IDC: 11.(i/256).(i%256).0/24 (up to 65,536 x 256 tunnels).
-fn idc(i: usize) -> Ipv4Addr {
+pub(crate) fn idc(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(11 + (i >> 16) as u8, (i >> 8) as u8, i as u8, 0)
 }
 
@@ -63,10 +63,10 @@ fn peer(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i as u32)
 }
 
-struct Lab {
-    snap: Arc<Snapshot>,
+pub(crate) struct Lab {
+    pub snap: Arc<Snapshot>,
     /// Each tunnel's customer gateway side: it encrypts the inbound traffic.
-    peers: Vec<OutboundSa>,
+    pub peers: Vec<OutboundSa>,
 }
 
 fn sa(spi: u32, dir: Direction, local: Ipv4Addr, remote: Ipv4Addr) -> SaConfig {
@@ -75,6 +75,12 @@ fn sa(spi: u32, dir: Direction, local: Ipv4Addr, remote: Ipv4Addr) -> SaConfig {
 
 /// A gateway with `tunnels` tunnels and `routes` routes in all.
 fn lab(tunnels: usize, routes: usize) -> Lab {
+    let (cfg, peers) = config(tunnels, routes);
+    Lab { snap: Arc::new(Snapshot::build(&cfg, 1).expect("a valid bench configuration")), peers }
+}
+
+/// [`lab`]'s configuration, and each tunnel's customer gateway side.
+pub(crate) fn config(tunnels: usize, routes: usize) -> (Config, Vec<OutboundSa>) {
     let ip = |a: Ipv4Addr| IpAddr::V4(a);
     let port = |id, neighbours| Port { id, mac: MAC, mtu: 9000, addrs: vec![], router: None, neighbours };
     let mut outside = port(OUTSIDE, vec![(ip(ROUTER), PEER_MAC)]);
@@ -142,12 +148,12 @@ fn lab(tunnels: usize, routes: usize) -> Lab {
         let len = 16 + (x >> 40) as u8 % 13;
         cfg.routes.push(route(Ipv4Addr::from(a), len, NextHop::Tunnel((x >> 20) as u32 % tunnels as u32)));
     }
-    Lab { snap: Arc::new(Snapshot::build(&cfg, 1).expect("a valid bench configuration")), peers }
+    (cfg, peers)
 }
 
 /// A frame: Ethernet and a UDP/IPv4 packet of `size` bytes, in a buffer
 /// with the head- and tailroom a UMEM frame has.
-fn frame(src: Ipv4Addr, dst: Ipv4Addr, size: usize, to: [u8; 6]) -> Vec<u8> {
+pub(crate) fn frame(src: Ipv4Addr, dst: Ipv4Addr, size: usize, to: [u8; 6]) -> Vec<u8> {
     let mut f = vec![0u8; FRAME_HEADROOM + 14 + size + 64];
     ether::emit_header(&mut f[FRAME_HEADROOM..], MAC, to, ether::ethertype::IPV4);
     let ip = &mut f[FRAME_HEADROOM + 14..FRAME_HEADROOM + 14 + size];
@@ -155,14 +161,19 @@ fn frame(src: Ipv4Addr, dst: Ipv4Addr, size: usize, to: [u8; 6]) -> Vec<u8> {
     f
 }
 
-fn packet(f: Vec<u8>) -> PacketBuf<Vec<u8>> {
+pub(crate) fn packet(f: Vec<u8>) -> PacketBuf<Vec<u8>> {
     let len = f.len() - FRAME_HEADROOM - 64;
     PacketBuf::new(f, FRAME_HEADROOM, len).unwrap()
 }
 
 /// Runs one burst through the pipeline; returns the time it took and the
 /// frames' buffers. Every frame must be sent (a drop here is a bench bug).
-fn run(pipeline: &mut Pipeline, snap: &Arc<Snapshot>, port: PortId, mut burst: Vec<PacketBuf<Vec<u8>>>) -> Duration {
+pub(crate) fn run(
+    pipeline: &mut Pipeline,
+    snap: &Arc<Snapshot>,
+    port: PortId,
+    mut burst: Vec<PacketBuf<Vec<u8>>>,
+) -> Duration {
     let (mut tx, mut recycle) = (Vec::with_capacity(BURST), Vec::new());
     let n = burst.len();
     let (mut alloc, mut hand_off) = (|| None, |_, h| Err(h));

@@ -689,11 +689,11 @@ fn metrics_and_captures_are_answered() {
     let id = c.handle(&capture("t1", 2), &[]).unwrap()["id"].as_u64().unwrap();
     assert_eq!(c.handle(&capture("t2", 2), &[]).unwrap_err().kind, ErrorKind::Busy, "one at a time");
     let tap = workers[1].tap.load_full().expect("every worker has the tap");
-    tap.copy(&[0x45, 1, 2], true);
+    tap.copy(&[0x45, 1, 2], true, vpngw_engine::policer::now());
     let v = c.handle(&Request::CaptureRead { id }, &[]).unwrap();
     assert_eq!((v["packets"][0]["data"].as_str(), v["done"].as_bool()), (Some("450102"), Some(false)));
-    tap.copy(&[0x45, 3], false);
-    tap.copy(&[0x45, 4], false);
+    tap.copy(&[0x45, 3], false, vpngw_engine::policer::now());
+    tap.copy(&[0x45, 4], false, vpngw_engine::policer::now());
     let v = c.handle(&Request::CaptureRead { id }, &[]).unwrap();
     assert_eq!((v["packets"].as_array().unwrap().len(), v["remaining"].as_u64()), (1, Some(0)));
     let v = c.handle(&Request::CaptureRead { id }, &[]).unwrap();

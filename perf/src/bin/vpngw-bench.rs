@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use vpngw_perf::{ctl, esp, fib, pipeline, spd, wire};
+use vpngw_perf::{ctl, esp, fib, monitoring, pipeline, spd, wire};
 
 /// Benchmarks of the vpngw data plane. Ratios are measured within one run,
 /// interleaved, so they hold on a shared, noisy machine; absolute numbers
@@ -54,6 +54,10 @@ enum Command {
         #[arg(long)]
         routes: Option<usize>,
     },
+    /// What monitoring costs forwarding: the pipeline with one tunnel,
+    /// plain and with a bandwidth limit (never reached), a health check,
+    /// a capture running on the tunnel, and all three; ratios to plain.
+    Monitoring,
     /// The configuration rate while forwarding: routes and tunnels
     /// installed through the control socket (JSON, checks, snapshot build,
     /// state file synced) while a worker forwards over an existing tunnel;
@@ -141,6 +145,11 @@ fn main() -> ExitCode {
             }
             let report = pipeline::run_bench(&tunnels, routes, rounds, round, progress);
             pipeline::print(&report);
+            serde_json::to_string_pretty(&report)
+        }
+        Command::Monitoring => {
+            let report = monitoring::run_bench(rounds, round, progress);
+            monitoring::print(&report);
             serde_json::to_string_pretty(&report)
         }
         Command::Spd => {
