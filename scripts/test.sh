@@ -56,7 +56,7 @@ rm -f "$fuzz_log"
 step "benchmark smoke run (numbers not asserted)"
 out=$(mktemp)
 target/release/vpngw-bench --quick --json "$out" esp --size 64 --size 1400 >/dev/null
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="esp" and len(r["results"])==12, r' "$out"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="esp" and len(r["results"])==20, r' "$out"
 target/release/vpngw-bench --quick --json "$out" fib >/dev/null
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="fib" and r["results"], r' "$out"
 target/release/vpngw-bench --quick --json "$out" spd >/dev/null

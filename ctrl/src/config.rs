@@ -25,9 +25,9 @@
 //! name = "t1"
 //! gateway = "gw1"
 //! customer_gateway = "idc1"
-//! suite = "aes-gcm-128"
+//! suite = "aes-gcm-128"    # aes-gcm-256, chacha20-poly1305, aes-cbc-128-hmac-sha256, aes-cbc-256-hmac-sha256
 //! nat_t = true             # UDP 4500 both ways (or { src_port, dst_port })
-//! outbound = { spi = 0x1001, key = "<key and 4-byte salt, hex>" }
+//! outbound = { spi = 0x1001, key = "<key and 4-byte salt, hex>" }  # AES-CBC: encryption key and 32-byte HMAC key
 //! inbound = [{ spi = 0x2001, key = "..." }]
 //!
 //! [[spd]]
@@ -196,7 +196,8 @@ pub enum NatTConfig {
     Ports { src_port: u16, dst_port: u16 },
 }
 
-/// One SA of a tunnel: its SPI and keying material (key || 4-byte salt).
+/// One SA of a tunnel: its SPI and keying material (key || 4-byte salt
+/// for the AEADs; encryption key || 32-byte HMAC-SHA-256 key for AES-CBC).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticSa {

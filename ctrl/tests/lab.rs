@@ -18,16 +18,19 @@ use vpngw_testlab::{Background, Lab};
 static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const VPNGW: &str = env!("CARGO_BIN_EXE_vpngw");
-const GW_KEY: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20a0a1a2a3";
-const CGW_KEY: &str = "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0d0d1d2d3";
+const GW_KEY: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20a0a1a2a3\
+                      a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7";
+const CGW_KEY: &str = "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0d0d1d2d3\
+                       d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7";
 
 fn scripts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts")
 }
 
-/// The keying material (key and salt) for `suite`, cut from `long`.
+/// The keying material for `suite` (key and salt; for AES-CBC encryption
+/// and HMAC keys), cut from `long`.
 fn keymat(long: &str, suite: &str) -> String {
-    let bytes = if suite == "aes-gcm-128" { 20 } else { 36 };
+    let bytes: usize = suite.parse::<vpngw_engine::Suite>().expect("a suite").keymat_len();
     long[..bytes * 2].to_string()
 }
 
@@ -109,13 +112,14 @@ fn drops(report: &Value, reason: &str) -> u64 {
     report["workers"][0]["drops"][reason].as_u64().unwrap_or(0)
 }
 
-/// Every suite, raw ESP and NAT-T: ping both ways and ten seconds of TCP
-/// each way through two vpngw instances; what crossed the internet decodes
-/// in tshark with good ICVs (AES-GCM; tshark 4.0 has no ChaCha20-Poly1305).
+/// Every suite (AES-CBC in its 128-bit form, strongSwan's default), raw ESP
+/// and NAT-T: ping both ways and ten seconds of TCP each way through two
+/// vpngw instances; what crossed the internet decodes in tshark with good
+/// ICVs (AES-GCM and AES-CBC; tshark 4.0 has no ChaCha20-Poly1305).
 #[test]
 fn two_vpngw_carry_ping_and_tcp_with_every_suite_raw_and_natt() {
     let _turn = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    for suite in ["aes-gcm-128", "aes-gcm-256", "chacha20-poly1305"] {
+    for suite in ["aes-gcm-128", "aes-gcm-256", "chacha20-poly1305", "aes-cbc-128-hmac-sha256"] {
         for natt in [false, true] {
             let what = format!("{suite}{}", if natt { " nat-t" } else { "" });
             let lab = Lab::up(if natt { "e2en" } else { "e2e" });
@@ -167,12 +171,19 @@ fn two_vpngw_carry_ping_and_tcp_with_every_suite_raw_and_natt() {
 /// tshark decrypts the captured ESP of both directions with the SAs' keys
 /// and finds every ICV good.
 fn tshark_checks(pcap: &Path, suite: &str, natt: bool, what: &str) {
-    let algo = if suite == "aes-gcm-128" || suite == "aes-gcm-256" {
-        "AES-GCM with 16 octet ICV [RFC4106]"
-    } else {
-        unreachable!("tshark 4.0 decodes AES-GCM only")
+    let sa = |spi: &str, key: &str| {
+        let algos = match suite {
+            "aes-gcm-128" | "aes-gcm-256" => {
+                format!("\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{key}\",\"NULL\",\"\"")
+            }
+            "aes-cbc-128-hmac-sha256" => {
+                let (enc, auth) = key.split_at(32);
+                format!("\"AES-CBC [RFC3602]\",\"0x{enc}\",\"HMAC-SHA-256-128 [RFC4868]\",\"0x{auth}\"")
+            }
+            _ => unreachable!("tshark 4.0 decodes AES-GCM and AES-CBC only"),
+        };
+        format!("\"IPv4\",\"*\",\"*\",\"{spi}\",{algos}")
     };
-    let sa = |spi: &str, key: &str| format!("\"IPv4\",\"*\",\"*\",\"{spi}\",\"{algo}\",\"0x{key}\",\"NULL\",\"\"");
     let out_sa = format!("uat:esp_sa:{}", sa("0x00001001", &keymat(GW_KEY, suite)));
     let in_sa = format!("uat:esp_sa:{}", sa("0x00002001", &keymat(CGW_KEY, suite)));
     let out = std::process::Command::new("tshark")

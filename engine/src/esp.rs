@@ -8,7 +8,7 @@
 //! [`DropReason`], counted on the SA when it is the SA's.
 
 use crate::buf::PacketBuf;
-use crate::crypto::{ICV_LEN, IV_LEN};
+use crate::crypto::{Authenticated, ICV_LEN, MAX_BLOCK_LEN, MAX_IV_LEN};
 use crate::sa::{InboundSa, LifetimeEvent, LimitKind, NatT, OutboundSa, SaConfig, Seconds};
 use crate::stats::DropReason;
 use crate::wire::esp::{self as esp_wire, EspPacket, TrailerError, HEADER_LEN, TRAILER_LEN};
@@ -17,50 +17,33 @@ use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use crate::wire::{checksum, proto, udp};
 use std::net::IpAddr;
 
-/// ESP payloads are padded to this alignment (RFC 4303 section 2.4).
-const ALIGN: usize = 4;
-
-/// Most headroom encapsulation needs: outer IPv6, UDP, ESP header and IV.
-pub const MAX_HEADROOM: usize = ipv6::HEADER_LEN + udp::HEADER_LEN + HEADER_LEN + IV_LEN;
+/// Most headroom encapsulation needs: outer IPv6, UDP, ESP header and the
+/// longest IV.
+pub const MAX_HEADROOM: usize = ipv6::HEADER_LEN + udp::HEADER_LEN + HEADER_LEN + MAX_IV_LEN;
 /// Most tailroom encapsulation needs: padding, trailer and ICV.
-pub const MAX_TAILROOM: usize = ALIGN - 1 + TRAILER_LEN + ICV_LEN;
+pub const MAX_TAILROOM: usize = MAX_BLOCK_LEN - 1 + TRAILER_LEN + ICV_LEN;
 
 /// Fixed bytes encapsulation adds under `cfg`: outer IP, UDP, ESP header,
 /// IV, trailer and ICV (the padding comes on top).
 fn overhead(cfg: &SaConfig) -> usize {
     let ip = if cfg.remote.is_ipv4() { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
     let udp = if cfg.natt.is_some() { udp::HEADER_LEN } else { 0 };
-    ip + udp + HEADER_LEN + IV_LEN + TRAILER_LEN + ICV_LEN
+    ip + udp + HEADER_LEN + cfg.suite.iv_len() + TRAILER_LEN + ICV_LEN
 }
 
 /// The length of the outer packet that encapsulating `inner_len` bytes
 /// with `cfg` makes.
 pub fn encap_len(cfg: &SaConfig, inner_len: usize) -> usize {
-    overhead(cfg) + inner_len + esp_wire::pad_len(inner_len, ALIGN)
+    overhead(cfg) + inner_len + esp_wire::pad_len(inner_len, cfg.suite.block_len())
 }
 
 /// The largest inner packet whose encapsulation with `cfg` fits `mtu`:
 /// what "fragmentation needed" and "packet too big" report.
 pub fn max_inner_len(cfg: &SaConfig, mtu: usize) -> usize {
-    // inner + pad + 2 must be a multiple of 4 (RFC 4303 2.4).
+    // inner + pad + 2 must be a multiple of the suite's block (RFC 4303 2.4).
+    let align = cfg.suite.block_len();
     let room = mtu.saturating_sub(overhead(cfg) - TRAILER_LEN);
-    (room - room % ALIGN).saturating_sub(TRAILER_LEN)
-}
-
-/// The additional authenticated data of RFC 4106 section 5 (and RFC 7634
-/// section 2.1): SPI and the 32-bit sequence number, or with ESN the SPI,
-/// the high half and the low half: 8 or 12 bytes.
-#[inline]
-fn aad(spi: u32, seq: u64, esn: bool, out: &mut [u8; 12]) -> &[u8] {
-    out[..4].copy_from_slice(&spi.to_be_bytes());
-    if esn {
-        out[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
-        out[8..].copy_from_slice(&(seq as u32).to_be_bytes());
-        &out[..12]
-    } else {
-        out[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
-        &out[..8]
-    }
+    (room - room % align).saturating_sub(TRAILER_LEN)
 }
 
 /// Encapsulates the inner IP packet in `pkt` with `sa` and returns the
@@ -113,9 +96,10 @@ fn encap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     };
 
     let inner_len = inner.len();
-    let pad = esp_wire::pad_len(inner_len, ALIGN);
+    let iv_len = cfg.suite.iv_len();
+    let pad = esp_wire::pad_len(inner_len, cfg.suite.block_len());
     let plain_len = inner_len + pad + TRAILER_LEN;
-    let esp_len = HEADER_LEN + IV_LEN + plain_len + ICV_LEN;
+    let esp_len = HEADER_LEN + iv_len + plain_len + ICV_LEN;
     let udp_len = if cfg.natt.is_some() { udp::HEADER_LEN } else { 0 };
     let ip_len = if cfg.remote.is_ipv4() { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
     // IPv4 counts its header in the 16-bit total length; IPv6 does not.
@@ -123,7 +107,7 @@ fn encap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     if udp_len + esp_len > max_ip_payload {
         return Err(DropReason::TooBig);
     }
-    let head = ip_len + udp_len + HEADER_LEN + IV_LEN;
+    let head = ip_len + udp_len + HEADER_LEN + iv_len;
     let tail = pad + TRAILER_LEN + ICV_LEN;
     if pkt.headroom() < head || pkt.tailroom() < tail {
         return Err(DropReason::NoRoom);
@@ -135,14 +119,15 @@ fn encap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     esp_wire::emit_trailer(&mut buf[head + inner_len..head + plain_len], next_header);
     let esp_at = ip_len + udp_len;
     esp_wire::emit_header(&mut buf[esp_at..], cfg.spi, seq as u32);
-    // The IV is the 64-bit sequence number: unique under the key, as GCM and
-    // ChaCha20-Poly1305 require (RFC 4106 section 3.1, RFC 7634 section 2).
-    let iv = seq.to_be_bytes();
-    buf[esp_at + HEADER_LEN..head].copy_from_slice(&iv);
-    let mut aad_buf = [0u8; 12];
-    let aad = aad(cfg.spi, seq, cfg.esn, &mut aad_buf);
-    let icv = sa.aead.seal(&iv, aad, &mut buf[head..head + plain_len]);
-    buf[head + plain_len..].copy_from_slice(&icv);
+    // The IV: the 64-bit sequence number for the AEADs (unique under the
+    // key, as RFC 4106 section 3.1 and RFC 7634 section 2 require), that
+    // number encrypted for AES-CBC (unpredictable, RFC 3602 section 3).
+    let (front, body) = buf.split_at_mut(head);
+    let iv = &mut front[esp_at + HEADER_LEN..];
+    sa.cipher.iv(seq, iv);
+    let auth = Authenticated { spi: cfg.spi, seq, esn: cfg.esn };
+    let icv = sa.cipher.seal(&auth, iv, &mut body[..plain_len]);
+    body[plain_len..].copy_from_slice(&icv);
 
     sa.outer.write(buf, tos, dont_frag, seq as u16, esp_len);
     if let (Some(_), IpAddr::V6(src), IpAddr::V6(dst)) = (cfg.natt, cfg.local, cfg.remote) {
@@ -343,7 +328,9 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
         return Err(DropReason::Malformed);
     }
     let esp_len = loc.outer_len - loc.esp_offset;
-    if esp_len < HEADER_LEN + IV_LEN + TRAILER_LEN + ICV_LEN {
+    let iv_len = cfg.suite.iv_len();
+    let body_len = esp_len.checked_sub(HEADER_LEN + iv_len + ICV_LEN).ok_or(DropReason::Malformed)?;
+    if body_len < TRAILER_LEN || body_len % cfg.suite.block_len() != 0 {
         return Err(DropReason::Malformed);
     }
 
@@ -351,13 +338,12 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     st.window.check(seq).map_err(|_| DropReason::Replay)?;
 
     let esp = &mut pkt.data_mut()[loc.esp_offset..loc.outer_len];
-    let (head, rest) = esp.split_at_mut(HEADER_LEN + IV_LEN);
-    let iv: [u8; IV_LEN] = head[HEADER_LEN..].try_into().expect("8 bytes");
+    let (head, rest) = esp.split_at_mut(HEADER_LEN + iv_len);
+    let iv = &head[HEADER_LEN..];
     let (body, icv) = rest.split_at_mut(rest.len() - ICV_LEN);
     let icv: &[u8; ICV_LEN] = (&*icv).try_into().expect("16 bytes");
-    let mut aad_buf = [0u8; 12];
-    let aad = aad(cfg.spi, seq, cfg.esn, &mut aad_buf);
-    sa.aead.open(&iv, aad, body, icv).map_err(|_| DropReason::Icv)?;
+    let auth = Authenticated { spi: cfg.spi, seq, esn: cfg.esn };
+    sa.cipher.open(&auth, iv, body, icv).map_err(|_| DropReason::Icv)?;
     // Authentic: only now may the window move (RFC 4303 section 3.4.3).
     st.window.update(seq);
 
@@ -393,7 +379,7 @@ fn decap_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
     };
 
     st.lifetime.account(inner_len, now, events);
-    let start = loc.esp_offset + HEADER_LEN + IV_LEN;
+    let start = loc.esp_offset + HEADER_LEN + iv_len;
     pkt.narrow(start..start + inner_len).expect("inner packet lies inside the ESP payload");
     Ok(seq)
 }

@@ -6,7 +6,7 @@
 //! shape but not their runtime state, and a function that encrypts can
 //! never be handed an SA that decrypts.
 
-use crate::crypto::{Aead, KeyLength, Suite};
+use crate::crypto::{EspCipher, KeyLength, Suite};
 use crate::esp::OuterHeader;
 pub use crate::lifetime::{Expiry, LifetimeEvent, LifetimeState, Lifetimes, Limit, LimitKind, Seconds};
 use crate::replay::{ReplayWindow, WindowSize, DEFAULT_WINDOW};
@@ -161,7 +161,7 @@ pub struct OutboundState {
 #[derive(Debug)]
 pub struct OutboundSa {
     pub cfg: SaConfig,
-    pub(crate) aead: Aead,
+    pub(crate) cipher: EspCipher,
     pub(crate) outer: OuterHeader,
     pub state: OutboundState,
 }
@@ -171,7 +171,7 @@ impl OutboundSa {
     /// salt), created at `now` (for the time lifetimes).
     pub fn new(cfg: SaConfig, keymat: &[u8], now: Seconds) -> Result<Self, SaError> {
         cfg.validate(Direction::Outbound)?;
-        let aead = Aead::new(cfg.suite, keymat)?;
+        let cipher = EspCipher::new(cfg.suite, keymat)?;
         let outer = OuterHeader::new(&cfg);
         let state = OutboundState {
             next_seq: 1,
@@ -179,7 +179,7 @@ impl OutboundSa {
             lifetime: cfg.lifetime(now),
             drops: DropCounters::default(),
         };
-        Ok(Self { cfg, aead, outer, state })
+        Ok(Self { cfg, cipher, outer, state })
     }
 
     /// Starts the sequence at `seq` (at least 1) instead of 1: for tools and
@@ -208,17 +208,17 @@ pub struct InboundState {
 #[derive(Debug)]
 pub struct InboundSa {
     pub cfg: SaConfig,
-    pub(crate) aead: Aead,
+    pub(crate) cipher: EspCipher,
     pub state: InboundState,
 }
 
 impl InboundSa {
     pub fn new(cfg: SaConfig, keymat: &[u8], now: Seconds) -> Result<Self, SaError> {
         cfg.validate(Direction::Inbound)?;
-        let aead = Aead::new(cfg.suite, keymat)?;
+        let cipher = EspCipher::new(cfg.suite, keymat)?;
         let window = ReplayWindow::new(cfg.replay_window, cfg.esn)?;
         let state = InboundState { window, lifetime: cfg.lifetime(now), drops: DropCounters::default() };
-        Ok(Self { cfg, aead, state })
+        Ok(Self { cfg, cipher, state })
     }
 
     /// Time-based expiry for an idle SA: the control plane polls this.

@@ -9,8 +9,9 @@ and raw-IP captures) and then:
 
 * Scapy decrypts every packet and checks every header field
   (``scapy_check_encap.py``);
-* for AES-GCM without ESN, tshark 4.0 decrypts the capture and must report
-  ``icv_good`` for every packet (tshark has no ChaCha20 and no ESN);
+* for AES-GCM and AES-CBC with HMAC-SHA-256 without ESN, tshark 4.0
+  decrypts the capture and must report ``icv_good`` for every packet
+  (tshark has no ChaCha20 and no ESN);
 * ``vpngw-pcap decap`` turns the output back into the exact input.
 
 Usage: esp_interop.py --bin target/release/vpngw-pcap [--keep DIR]
@@ -32,7 +33,15 @@ ROOT = HERE.parent.parent
 FIXTURES = ROOT / "engine/tests/fixtures/esp"
 CHECKER = HERE / "scapy_check_encap.py"
 
-SUITES = {"aes-gcm-128": 16, "aes-gcm-256": 32, "chacha20-poly1305": 32}
+# suite -> bytes of keying material (AEAD: key and 4-byte salt; AES-CBC:
+# encryption key and 32-byte HMAC-SHA-256 key).
+SUITES = {
+    "aes-gcm-128": 20,
+    "aes-gcm-256": 36,
+    "chacha20-poly1305": 36,
+    "aes-cbc-128-hmac-sha256": 48,
+    "aes-cbc-256-hmac-sha256": 64,
+}
 OUTER = {"ipv4": ("192.0.2.1", "198.51.100.1"), "ipv6": ("2001:db8::1", "2001:db8:1::1")}
 # Inner packets made by Scapy: IPv4 over Ethernet, IPv6 raw, and a raw mix.
 INPUTS = [
@@ -43,19 +52,23 @@ INPUTS = [
 
 
 def keymat(name, suite):
-    """Deterministic keying material (key || salt) for one run."""
-    n = SUITES[suite] + 4
-    return hashlib.sha512(name.encode()).hexdigest()[: 2 * n]
+    """Deterministic keying material for one run."""
+    return (hashlib.sha512(name.encode()).hexdigest() * 2)[: 2 * SUITES[suite]]
 
 
 def run(cmd):
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
 
 
-def tshark_icv(pcap, outer, spi, key):
+def tshark_icv(pcap, outer, spi, suite, key):
     """Per-packet ICV verdicts from tshark, as strings."""
     family = "IPv4" if outer == "ipv4" else "IPv6"
-    sa = f'"{family}","*","*","{spi:#010x}","AES-GCM with 16 octet ICV [RFC4106]","0x{key}","NULL",""'
+    if suite.startswith("aes-gcm"):
+        algos = f'"AES-GCM with 16 octet ICV [RFC4106]","0x{key}","NULL",""'
+    else:
+        enc, auth = key[:-64], key[-64:]
+        algos = f'"AES-CBC [RFC3602]","0x{enc}","HMAC-SHA-256-128 [RFC4868]","0x{auth}"'
+    sa = f'"{family}","*","*","{spi:#010x}",{algos}'
     r = run([
         "tshark", "-r", pcap,
         "-o", "esp.enable_encryption_decode:TRUE",
@@ -104,8 +117,8 @@ def main():
                         r = run([args.bin, "decap", *sa, *natt_args, "--seq", hex(first_seq), "--dst", dst, esp_out, back])
                         if r.returncode != 0 or packets(back) != packets(plain):
                             failures.append(f"{name}: vpngw-pcap decap did not restore the input: {r.stdout}{r.stderr}")
-                        if suite.startswith("aes-gcm") and not esn and natt != "31000:4501":
-                            verdicts, err = tshark_icv(esp_out, outer, spi, key)
+                        if suite.startswith("aes-") and not esn and natt != "31000:4501":
+                            verdicts, err = tshark_icv(esp_out, outer, spi, suite, key)
                             n = len(packets(plain))
                             if verdicts is None or len(verdicts) != n or any(v not in ("1", "True") for v in verdicts):
                                 failures.append(f"{name}: tshark icv_good {verdicts} for {n} packets {err}")

@@ -40,15 +40,42 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.ipsec import ESP, IPSecIntegrityError, SecurityAssociation
 from scapy.utils import RawPcapReader
 
-# suite name -> (Scapy crypt_algo, AEAD key length without the 4-byte salt)
+# suite name -> (Scapy crypt_algo, key length, Scapy auth_algo or None for an
+# AEAD). AEAD keying material is key || 4-byte salt; AES-CBC's is encryption
+# key || 32-byte HMAC-SHA-256 key.
 SUITES = {
-    "aes-gcm-128": ("AES-GCM", 16),
-    "aes-gcm-256": ("AES-GCM", 32),
-    "chacha20-poly1305": ("CHACHA20-POLY1305", 32),
+    "aes-gcm-128": ("AES-GCM", 16, None),
+    "aes-gcm-256": ("AES-GCM", 32, None),
+    "chacha20-poly1305": ("CHACHA20-POLY1305", 32, None),
+    "aes-cbc-128-hmac-sha256": ("AES-CBC", 16, "SHA2-256-128"),
+    "aes-cbc-256-hmac-sha256": ("AES-CBC", 32, "SHA2-256-128"),
 }
 SALT_LEN = 4
-IV_LEN = 8
+HMAC_KEY_LEN = 32
 ICV_LEN = 16
+
+
+def is_aead(suite):
+    return SUITES[suite][2] is None
+
+
+def iv_len(suite):
+    return 8 if is_aead(suite) else 16
+
+
+def block_len(suite):
+    """RFC 4303 2.4: payload, padding and trailer align to 4, or to the
+    cipher's block."""
+    return 4 if is_aead(suite) else 16
+
+
+def sa_keys(suite, keymat):
+    """Scapy's SecurityAssociation key arguments for the keying material."""
+    if is_aead(suite):
+        return dict(crypt_algo=SUITES[suite][0], crypt_key=keymat)
+    n = SUITES[suite][1]
+    return dict(crypt_algo=SUITES[suite][0], crypt_key=keymat[:n],
+                auth_algo=SUITES[suite][2], auth_key=keymat[n:])
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 ETHERTYPES = {4: 0x0800, 6: 0x86DD}
@@ -96,16 +123,19 @@ def integer(text):
 
 
 def parse_key(text, suite):
-    """Hex key||salt, with or without 0x; checked against the suite."""
+    """Hex keying material, with or without 0x; checked against the suite."""
     hex_text = text[2:] if text.lower().startswith("0x") else text
     try:
         key = bytes.fromhex(hex_text)
     except ValueError:
         raise Usage("--key is not hex")
-    want = SUITES[suite][1] + SALT_LEN
+    if is_aead(suite):
+        want, parts = SUITES[suite][1] + SALT_LEN, "key || 4-byte salt"
+    else:
+        want, parts = SUITES[suite][1] + HMAC_KEY_LEN, "encryption key || 32-byte HMAC key"
     if len(key) != want:
-        raise Usage("--key for %s must be %d bytes (key || 4-byte salt), got %d"
-                    % (suite, want, len(key)))
+        raise Usage("--key for %s must be %d bytes (%s), got %d"
+                    % (suite, want, parts, len(key)))
     return key
 
 
@@ -137,7 +167,8 @@ class Checker:
     """Holds the SA parameters and checks one (plain, esp) frame pair."""
 
     def __init__(self, suite, key, spi, src, dst, natt, esn, first_seq, linktype):
-        self.algo = SUITES[suite][0]
+        self.suite = suite
+        self.iv_len, self.block = iv_len(suite), block_len(suite)
         self.key, self.spi, self.natt, self.esn = key, spi, natt, esn
         self.src, self.dst = ipaddress.ip_address(src), ipaddress.ip_address(dst)
         self.version = self.src.version
@@ -150,9 +181,9 @@ class Checker:
         else:
             tunnel = IPv6(src=str(self.src), dst=str(self.dst))
         nat_t = UDP(sport=self.natt[0], dport=self.natt[1]) if self.natt else None
-        return SecurityAssociation(ESP, spi=self.spi, crypt_algo=self.algo,
-                                   crypt_key=self.key, tunnel_header=tunnel,
-                                   nat_t_header=nat_t, esn_en=self.esn, esn=high)
+        return SecurityAssociation(ESP, spi=self.spi, tunnel_header=tunnel,
+                                   nat_t_header=nat_t, esn_en=self.esn, esn=high,
+                                   **sa_keys(self.suite, self.key))
 
     def scapy_packet(self, outer):
         """Fresh Scapy parse of the outer packet with the ESP layer exposed
@@ -198,7 +229,7 @@ class Checker:
         seq = self.first_seq + index
         if not self.esn and seq > 0xFFFFFFFF:
             raise Fail("sequence %#x does not fit 32 bits and --esn is off" % seq)
-        if len(esp) < 8 + IV_LEN + ICV_LEN:
+        if len(esp) < 8 + self.iv_len + ICV_LEN:
             raise Fail("ESP payload only %d bytes" % len(esp))
         spi, wire_seq = struct.unpack("!II", esp[:8])
         if spi != self.spi:
@@ -210,11 +241,14 @@ class Checker:
         # The ESP trailer, from Scapy's cipher layer (the SA hides it).
         esp_layer = self.scapy_packet(outer)[ESP]
         try:
-            plain = sa.crypt_algo.decrypt(sa, esp_layer, sa.crypt_key,
+            # AES-CBC: HMAC first (encrypt-then-MAC); the AEADs verify as
+            # they decrypt.
+            sa.auth_algo.verify(esp_layer, sa.auth_key, esn_en=sa.esn_en, esn=sa.esn)
+            plain = sa.crypt_algo.decrypt(sa, esp_layer, sa.crypt_key, ICV_LEN,
                                           esn_en=sa.esn_en, esn=sa.esn)
         except IPSecIntegrityError:
             raise Fail("ICV check failed (Scapy cannot authenticate the packet)")
-        ciphertext_len = len(esp) - 8 - IV_LEN - ICV_LEN
+        ciphertext_len = len(esp) - 8 - self.iv_len - ICV_LEN
         if plain.padlen + 2 > ciphertext_len:
             raise Fail("pad length %d exceeds the payload" % plain.padlen)
         want_nh = 4 if inner_version == 4 else 41
@@ -227,7 +261,7 @@ class Checker:
             raise Fail("decrypted inner packet (%d bytes) differs from the plain packet (%d bytes)"
                        % (len(decrypted), len(inner)))
 
-        want_pad = -(len(inner) + 2) % 4
+        want_pad = -(len(inner) + 2) % self.block
         if plain.padlen != want_pad or ciphertext_len != len(inner) + want_pad + 2:
             raise Fail("pad length %d, expected the minimum %d (payload %d bytes, inner %d)"
                        % (plain.padlen, want_pad, ciphertext_len, len(inner)))
@@ -429,20 +463,21 @@ def self_test():
                         flags="DF" if df else 0)
         natt = UDP(sport=sc["natt"][0], dport=sc["natt"][1]) if sc.get("natt") else None
         sa = SecurityAssociation(ESP, spi=sc["spi"], seq_num=seq & 0xFFFFFFFF,
-                                 crypt_algo=SUITES[sc["suite"]][0], crypt_key=sc["key"],
                                  tunnel_header=tunnel, nat_t_header=natt,
-                                 esn_en=sc.get("esn", False), esn=seq >> 32)
+                                 esn_en=sc.get("esn", False), esn=seq >> 32,
+                                 **sa_keys(sc["suite"], sc["key"]))
         pkt = IP(inner) if inner[0] >> 4 == 4 else IPv6(inner)
-        iv = struct.pack("!Q", seq)
+        iv = struct.pack("!Q", seq) * (iv_len(sc["suite"]) // 8)
         out = sa.encrypt(pkt, iv=iv)
         if extra_pad:
             # Replace the ESP payload with one carrying non-minimal padding.
-            pad_len = -(len(inner) + 2) % 4 + extra_pad
+            pad_len = -(len(inner) + 2) % block_len(sc["suite"]) + extra_pad
             esp = _ESPPlain(spi=sc["spi"], seq=seq & 0xFFFFFFFF, iv=iv, data=Raw(inner),
                             padding=bytes(range(1, pad_len + 1)), padlen=pad_len,
                             nh=4 if inner[0] >> 4 == 4 else 41)
-            sealed = sa.crypt_algo.encrypt(sa, esp, sa.crypt_key,
+            sealed = sa.crypt_algo.encrypt(sa, esp, sa.crypt_key, ICV_LEN,
                                            esn_en=sa.esn_en, esn=sa.esn)
+            sealed = sa.auth_algo.sign(sealed, sa.auth_key, esn_en=sa.esn_en, esn=sa.esn)
             out[ESP].data = sealed.data
             if out.version == 4:
                 del out.len, out.chksum
@@ -482,6 +517,8 @@ def self_test():
 
     key16 = bytes(range(16)) + b"SALT"
     key32 = bytes(range(32, 64)) + b"salt"
+    key_cbc128 = bytes(range(64, 80)) + bytes(range(100, 132))
+    key_cbc256 = bytes(range(140, 172)) + bytes(range(180, 212))
     scenarios = [
         dict(name="gcm128 v4 raw", suite="aes-gcm-128", key=key16, spi=0x1001,
              src="192.0.2.1", dst="198.51.100.1"),
@@ -493,6 +530,11 @@ def self_test():
         dict(name="chacha v6 esn high half 1", suite="chacha20-poly1305", key=key32,
              spi=0x4004, src="2001:db8::1", dst="2001:db8:1::1", esn=True,
              seq=0x100000005),
+        dict(name="cbc128 v4 raw", suite="aes-cbc-128-hmac-sha256", key=key_cbc128, spi=0x5005,
+             src="192.0.2.1", dst="198.51.100.1"),
+        dict(name="cbc256 v6 ethernet natt esn across 2^32", suite="aes-cbc-256-hmac-sha256",
+             key=key_cbc256, spi=0x6006, src="2001:db8::1", dst="2001:db8:1::1",
+             natt=(4500, 4500), ethernet=True, esn=True, seq=0xFFFFFFFD),
     ]
 
     def flip(b, offset):
@@ -568,6 +610,16 @@ def self_test():
         sc = scenarios[2]  # ESN across 2^32
         plain, esp = clean(sc)
         expect("tamper: ESN not signalled", 1, sc, esp, plain, esn=False)
+
+        sc = scenarios[4]  # AES-CBC with HMAC-SHA2-256-128
+        plain, esp = clean(sc)
+        expect("tamper: CBC ICV byte flipped", 1, sc, esp[:1] + [flip(esp[1], -1)] + esp[2:], plain)
+        expect("tamper: CBC ciphertext byte flipped", 1, sc, [flip(esp[0], -ICV_LEN - 1)] + esp[1:], plain)
+        expect("tamper: CBC padding one block more", 1, sc,
+               [frame(sc, encrypt(sc, inners[0], 1, extra_pad=16))] + esp[1:], plain)
+        sc = scenarios[5]  # AES-CBC, ESN across 2^32
+        plain, esp = clean(sc)
+        expect("tamper: CBC ESN not signalled", 1, sc, esp, plain, esn=False)
 
     print("self-test %s" % ("passed" if failures == 0 else "FAILED (%d)" % failures))
     return 0 if failures == 0 else 1

@@ -267,7 +267,8 @@ enum TunnelCmd {
         gateway: String,
         #[arg(long)]
         customer_gateway: String,
-        /// aes-gcm-128, aes-gcm-256 or chacha20-poly1305.
+        /// aes-gcm-128, aes-gcm-256, chacha20-poly1305, aes-cbc-128-hmac-sha256
+        /// or aes-cbc-256-hmac-sha256 (strongSwan's default ESP proposal).
         #[arg(long)]
         suite: String,
         /// The outbound SA: SPI:KEY (key and 4-byte salt in hex).

@@ -57,11 +57,14 @@ struct SaArgs {
     /// Security parameter index, decimal or 0x-hex (256 and above).
     #[arg(long, value_parser = parse_spi)]
     spi: u32,
-    /// aes-gcm-128, aes-gcm-256 or chacha20-poly1305.
+    /// aes-gcm-128, aes-gcm-256, chacha20-poly1305, aes-cbc-128-hmac-sha256
+    /// or aes-cbc-256-hmac-sha256.
     #[arg(long)]
     suite: Suite,
-    /// Keying material in hex: the key followed by the 4-byte salt
-    /// (RFC 4106 / RFC 7634), 20 bytes for aes-gcm-128, 36 for the others.
+    /// Keying material in hex: for the AEADs the key followed by the 4-byte
+    /// salt (RFC 4106 / RFC 7634), 20 bytes for aes-gcm-128, 36 for the
+    /// others; for AES-CBC the encryption key followed by the 32-byte
+    /// HMAC-SHA-256 key, 48 or 64 bytes.
     #[arg(long, value_parser = parse_hex)]
     key: HexBytes,
     /// Extended (64-bit) sequence numbers, RFC 4303 section 2.2.1.

@@ -88,15 +88,17 @@ fn every_combination_round_trips() {
         for outer_v6 in [false, true] {
             for natt in [false, true] {
                 let (mut out, mut inb) = pair(suite, outer_v6, |c| c.natt = natt.then_some(NatT::DEFAULT));
-                for len in 0..8 {
+                let (iv, block) = (suite.iv_len(), suite.block_len());
+                for len in 0..18 {
                     for inner in [inner_v4(len, 0), inner_v6(len, 0)] {
                         let outer = round_trip(&mut out, &mut inb, &inner);
                         let ip_len = if outer_v6 { 40 } else { 20 };
                         let udp_len = if natt { 8 } else { 0 };
                         let esp_len = outer.len() - ip_len - udp_len;
-                        // RFC 4303 2.4: payload + pad + 2 is 4-aligned.
-                        assert_eq!((esp_len - 8 - 8 - 16) % 4, 0);
-                        assert!(esp_len - 8 - 8 - 16 - inner.len() - 2 < 4);
+                        // RFC 4303 2.4: payload + pad + 2 is aligned to 4,
+                        // or to the cipher's block.
+                        assert_eq!((esp_len - 8 - iv - 16) % block, 0, "{suite}");
+                        assert!(esp_len - 8 - iv - 16 - inner.len() - 2 < block, "{suite}");
                     }
                 }
             }
@@ -114,9 +116,11 @@ fn inner_v4_df(payload_len: usize, tos: u8, dont_frag: bool) -> Vec<u8> {
 /// The MTU arithmetic agrees with what encapsulation really produces.
 #[test]
 fn encapsulated_lengths_and_the_largest_inner_packet() {
-    for natt in [false, true] {
-        for outer_v6 in [false, true] {
-            let (mut out, _) = pair(Suite::AesGcm128, outer_v6, |c| c.natt = natt.then_some(NatT::DEFAULT));
+    for (suite, natt, outer_v6) in
+        Suite::ALL.into_iter().flat_map(|s| [(s, false), (s, true)]).flat_map(|(s, n)| [(s, n, false), (s, n, true)])
+    {
+        {
+            let (mut out, _) = pair(suite, outer_v6, |c| c.natt = natt.then_some(NatT::DEFAULT));
             for len in [20, 21, 22, 23, 100, 1400] {
                 let mut p = room(&inner_v4(len - 20, 0));
                 encap(&mut out, &mut p, 0, &mut Vec::new()).unwrap();
