@@ -343,7 +343,7 @@ fn cbc_iv<C: Aes>(aes: &C, seq: u64, iv: &mut [u8]) {
 }
 
 fn cbc_seal<C: Aes>(aes: &C, key: &Hmac<Sha256>, auth: &Authenticated, iv: &[u8], buf: &mut [u8]) -> [u8; ICV_LEN] {
-    assert!(buf.len() % 16 == 0, "ESP pads a CBC payload to whole blocks");
+    assert!(buf.len().is_multiple_of(16), "ESP pads a CBC payload to whole blocks");
     let mut enc = cbc::Encryptor::<C>::inner_iv_slice_init(aes.clone(), iv).expect("a 16-byte IV");
     for block in buf.chunks_exact_mut(16) {
         enc.encrypt_block_mut(aes::Block::from_mut_slice(block));
@@ -361,7 +361,7 @@ fn cbc_open<C: Aes>(
     icv: &[u8; ICV_LEN],
 ) -> Result<(), IcvMismatch> {
     auth.mac(key, iv, buf).verify_truncated_left(icv).map_err(|_| IcvMismatch)?;
-    if buf.len() % 16 != 0 {
+    if !buf.len().is_multiple_of(16) {
         // Authentic, but not whole blocks: a broken peer.
         return Err(IcvMismatch);
     }

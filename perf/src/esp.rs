@@ -319,7 +319,7 @@ pub fn print(report: &Report) {
         })
         .collect();
     println!(
-        "ESP on one core, inner packet sizes; raw = the same AEAD crate on a buffer of the same size, same run \
+        "ESP on one core, inner packet sizes; raw = the same crates (AEAD, or AES-CBC and HMAC) on a buffer of the same size, same run \
          (median of {} rounds of {} ms)",
         report.rounds, report.round_ms
     );
