@@ -23,7 +23,9 @@ const OUTER_V6: u8 = 1 << 5;
 const INNER_V6: u8 = 1 << 6;
 
 fn sas(mode: u8, seq: u64) -> (OutboundSa, InboundSad) {
-    let suite = Suite::ALL[(mode as usize >> 1) % 3];
+    // Bits 1, 2 and 7 choose among every suite (AES-CBC's included).
+    let pick = (mode as usize >> 1 & 3) | (mode as usize >> 7) << 2;
+    let suite = Suite::ALL[pick % Suite::ALL.len()];
     let key: Vec<u8> = (0..suite.keymat_len() as u8).collect();
     let (a, b): (IpAddr, IpAddr) = if mode & OUTER_V6 != 0 {
         ("2001:db8::1".parse().unwrap(), "2001:db8:1::1".parse().unwrap())
