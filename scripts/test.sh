@@ -25,9 +25,11 @@ cargo test --workspace --locked
 step "build the tools (release)"
 cargo build --release --locked -p vpngw-ctrl -p vpngw-perf
 
-step "Scapy fixtures regenerate byte for byte"
+step "Scapy fixtures (ESP, IKEv2) regenerate byte for byte"
 python3 engine/tests/fixtures/esp/gen_fixtures.py >/dev/null
 git diff --exit-code --stat -- engine/tests/fixtures/esp
+python3 ctrl/tests/fixtures/ike/gen_ike_fixtures.py >/dev/null
+git diff --exit-code --stat -- ctrl/tests/fixtures/ike
 
 step "the Scapy checker catches what it must (self-test)"
 python3 scripts/interop/scapy_check_encap.py --self-test
@@ -47,6 +49,15 @@ rm -f "$fuzz_log"
 step "fuzz control socket requests for ${FUZZ_SECONDS}s"
 fuzz_log=$(mktemp)
 if ! (cd engine && cargo +nightly fuzz run control_request -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$fuzz_log" 2>&1; then
+  tail -60 "$fuzz_log"
+  exit 1
+fi
+grep -E "^stat::(number_of_executed_units|new_units_added)" "$fuzz_log"
+rm -f "$fuzz_log"
+
+step "fuzz IKEv2 message parsing for ${FUZZ_SECONDS}s"
+fuzz_log=$(mktemp)
+if ! (cd engine && cargo +nightly fuzz run ike_message -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$fuzz_log" 2>&1; then
   tail -60 "$fuzz_log"
   exit 1
 fi

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod events;
 pub mod health;
 pub mod hex;
+pub mod ike;
 pub mod kernel;
 pub mod metrics;
 pub mod report;
