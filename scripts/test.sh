@@ -29,6 +29,7 @@ step "Scapy fixtures (ESP, IKEv2) regenerate byte for byte"
 python3 engine/tests/fixtures/esp/gen_fixtures.py >/dev/null
 git diff --exit-code --stat -- engine/tests/fixtures/esp
 python3 ctrl/tests/fixtures/ike/gen_ike_fixtures.py >/dev/null
+python3 ctrl/tests/fixtures/ike/gen_crypto_vectors.py >/dev/null
 git diff --exit-code --stat -- ctrl/tests/fixtures/ike
 
 step "the Scapy checker catches what it must (self-test)"

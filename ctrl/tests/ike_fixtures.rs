@@ -93,3 +93,64 @@ fn vpngw_reads_what_scapy_wrote_and_writes_it_back_byte_for_byte() {
         assert_eq!(hex(&again), hex(&bytes), "{name}: written again byte for byte");
     }
 }
+
+fn unhex(v: &Value) -> Vec<u8> {
+    vpngw_ctrl::hex::decode(v.as_str().expect("hex")).expect("hex")
+}
+
+/// The DH groups and the key derivation against pyca/cryptography
+/// (OpenSSL), Python's integers and Python's hmac
+/// (`gen_crypto_vectors.py`).
+#[test]
+fn ike_crypto_agrees_with_independent_vectors() {
+    use vpngw_ctrl::ike::crypto::{child_keymat, Group, IkeKeys, KeyPair, Prf};
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("crypto_vectors.json")).unwrap()).unwrap();
+    for d in v["dh"].as_array().unwrap() {
+        let group = Group::from_id(d["group"].as_u64().unwrap() as u16).unwrap();
+        let a = KeyPair::from_private(group, &unhex(&d["private_a"])).unwrap();
+        let b = KeyPair::from_private(group, &unhex(&d["private_b"])).unwrap();
+        assert_eq!(hex(a.public()), d["public_a"].as_str().unwrap(), "{group:?} public a");
+        assert_eq!(hex(b.public()), d["public_b"].as_str().unwrap(), "{group:?} public b");
+        assert_eq!(hex(&a.shared(b.public()).unwrap()), d["shared"].as_str().unwrap(), "{group:?} g^ir");
+        assert_eq!(hex(&b.shared(a.public()).unwrap()), d["shared"].as_str().unwrap(), "{group:?} g^ir");
+    }
+    assert_eq!(v["dh"].as_array().unwrap().len(), Group::ALL.len());
+    for k in v["keys"].as_array().unwrap() {
+        let prf = Prf::from_id(k["prf"].as_u64().unwrap() as u16).unwrap();
+        let spi = |x: &Value| u64::from_be_bytes(unhex(x).try_into().unwrap());
+        let (integ, encr) = (k["integ_len"].as_u64().unwrap() as usize, k["encr_len"].as_u64().unwrap() as usize);
+        let keys = IkeKeys::derive(
+            prf,
+            &unhex(&k["shared"]),
+            &unhex(&k["ni"]),
+            &unhex(&k["nr"]),
+            spi(&k["spi_i"]),
+            spi(&k["spi_r"]),
+            integ,
+            encr,
+        );
+        assert_eq!(hex(&keys.skeyseed), k["skeyseed"].as_str().unwrap(), "{prf:?} SKEYSEED");
+        let got = [&keys.sk_d, &keys.sk_ai, &keys.sk_ar, &keys.sk_ei, &keys.sk_er, &keys.sk_pi, &keys.sk_pr];
+        for (name, key) in ["sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr"].iter().zip(got) {
+            assert_eq!(hex(key), k["keys"][name].as_str().unwrap(), "{prf:?} {name}");
+        }
+        let r = &k["rekey"];
+        let rekeyed = IkeKeys::rekey(
+            prf,
+            &keys.sk_d,
+            &unhex(&r["shared"]),
+            &unhex(&r["ni"]),
+            &unhex(&r["nr"]),
+            spi(&r["spi_i"]),
+            spi(&r["spi_r"]),
+            0,
+            0,
+        );
+        assert_eq!(hex(&rekeyed.skeyseed), r["skeyseed"].as_str().unwrap(), "{prf:?} rekeyed SKEYSEED");
+        assert_eq!(hex(&rekeyed.sk_d), r["sk_d"].as_str().unwrap(), "{prf:?} rekeyed SK_d");
+        let child = child_keymat(prf, &keys.sk_d, None, &unhex(&r["ni"]), &unhex(&r["nr"]), 96);
+        assert_eq!(hex(&child), k["child"].as_str().unwrap(), "{prf:?} child KEYMAT");
+        let pfs = child_keymat(prf, &keys.sk_d, Some(&unhex(&r["shared"])), &unhex(&r["ni"]), &unhex(&r["nr"]), 72);
+        assert_eq!(hex(&pfs), k["child_pfs"].as_str().unwrap(), "{prf:?} child KEYMAT with PFS");
+    }
+}

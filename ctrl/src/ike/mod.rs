@@ -2,10 +2,15 @@
 //! devices. Built sans-IO, as `../shared/STYLE.md` asks: the protocol is
 //! data in, data out; a thin driver owns the UDP sockets and the clock.
 //!
-//! Today: `message`, the wire format (header, payload chain, every payload
-//! a site-to-site exchange uses), parsed strictly and written canonically,
-//! checked against Scapy's independent IKEv2 implementation. Next: the key
-//! derivation and DH groups, then the exchanges' state machine and its
-//! driver.
+//! Today:
+//! - `message`, the wire format (header, payload chain, every payload a
+//!   site-to-site exchange uses), parsed strictly and written canonically,
+//!   checked against Scapy's independent IKEv2 implementation;
+//! - `crypto`, the PRFs, prf+, the keys of IKE and child SAs (new and
+//!   rekeyed) and the DH groups 14, 19, 20 and 31, checked against
+//!   vectors from pyca/cryptography, Python's hmac, and RFC 7748.
+//!
+//! Next: the exchanges' state machine and its UDP driver.
 
+pub mod crypto;
 pub mod message;
