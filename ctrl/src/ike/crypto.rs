@@ -44,7 +44,7 @@ impl Prf {
     }
 
     /// Bytes of output, and of SK_d, SK_pi and SK_pr.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Prf::HmacSha256 => 32,
             Prf::HmacSha384 => 48,
@@ -74,8 +74,8 @@ impl Prf {
     /// # Panics
     /// If `len` exceeds 255 outputs, which no negotiated key set needs.
     pub fn plus(self, key: &[u8], seed: &[u8], len: usize) -> Secret {
-        assert!(len <= 255 * self.len(), "prf+ yields at most 255 blocks");
-        let mut out = Zeroizing::new(Vec::with_capacity(len + self.len()));
+        assert!(len <= 255 * self.output_len(), "prf+ yields at most 255 blocks");
+        let mut out = Zeroizing::new(Vec::with_capacity(len + self.output_len()));
         let mut t: Secret = Zeroizing::new(Vec::new());
         let mut n = 1u8;
         while out.len() < len {
@@ -154,7 +154,7 @@ impl IkeKeys {
         encr_len: usize,
     ) -> IkeKeys {
         let seed = [ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()].concat();
-        let p = prf.len();
+        let p = prf.output_len();
         let all = prf.plus(&skeyseed, &seed, 3 * p + 2 * integ_len + 2 * encr_len);
         let mut at = 0;
         let mut take = |n: usize| {
