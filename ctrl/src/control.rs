@@ -64,6 +64,9 @@ pub struct Control {
     workers: Vec<Arc<WorkerShared>>,
     /// The health checks, by tunnel name.
     health: BTreeMap<String, Checker>,
+    /// Where the tunnels with a check are in the model, so a tick costs
+    /// nothing for the others.
+    checked: Vec<usize>,
     pub events: Events,
     /// Alarms raised and not cleared: (what, of which object).
     alarms: BTreeSet<(String, String)>,
@@ -97,6 +100,7 @@ impl Control {
             marks_dirty: false,
             workers: Vec::new(),
             health: BTreeMap::new(),
+            checked: Vec::new(),
             events: Events::default(),
             alarms: BTreeSet::new(),
             log: Vec::new(),
@@ -104,6 +108,7 @@ impl Control {
             captures: 0,
         };
         control.health = control.next_checks(&control.file, Instant::now());
+        control.index_checks();
         let mut resumed = 0;
         if let Some(path) = &control.state {
             state::save(path, &control.file)?;
@@ -221,6 +226,19 @@ impl Control {
         next
     }
 
+    /// Notes where the tunnels with a check are in the model.
+    fn index_checks(&mut self) {
+        let health = &self.health;
+        self.checked = self
+            .model
+            .tunnels
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| health.contains_key(&t.name))
+            .map(|(i, _)| i)
+            .collect();
+    }
+
     /// Takes the tunnels whose health check failed down in `model` (an
     /// administratively down tunnel stays down).
     fn overlay_health(model: &mut model::Config, health: &BTreeMap<String, Checker>) {
@@ -236,7 +254,7 @@ impl Control {
     /// workers), tunnels going down or up (a new snapshot), SA lifetime
     /// events; a capture nobody reads is ended.
     pub fn tick(&mut self, now: Instant) {
-        let ids: BTreeMap<u32, usize> = self.model.tunnels.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        let ids: BTreeMap<u32, usize> = self.checked.iter().map(|&i| (self.model.tunnels[i].id, i)).collect();
         let mut changes: Vec<(String, Transition)> = Vec::new();
         for w in &self.workers {
             while let Some(e) = w.probe_echoes.pop() {
@@ -249,7 +267,8 @@ impl Control {
                 }
             }
         }
-        for (i, t) in self.model.tunnels.iter().enumerate() {
+        for &i in &self.checked {
+            let t = &self.model.tunnels[i];
             let Some(c) = self.health.get_mut(&t.name) else { continue };
             let mut ch = Vec::new();
             if let Some(seq) = c.tick(now, &mut ch) {
@@ -561,6 +580,7 @@ impl Control {
         self.file = next;
         self.model = model;
         self.health = health;
+        self.index_checks();
         for i in 0..self.model.tunnels.len() {
             let (name, up) = (self.model.tunnels[i].name.clone(), self.model.tunnels[i].up);
             if was.get(&name).is_some_and(|&w| w != up) {
