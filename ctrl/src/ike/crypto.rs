@@ -12,6 +12,7 @@
 
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
 use crypto_bigint::{Encoding, U2048};
+use elliptic_curve::sec1::{FromEncodedPoint, ModulusSize, ToEncodedPoint};
 use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha384, Sha512};
 use zeroize::Zeroizing;
@@ -298,16 +299,8 @@ impl KeyPair {
                 let g = DynResidue::new(&U2048::from_u8(2), modp_params());
                 g.pow_bounded_exp(&x, MODP_EXPONENT_BITS).retrieve().to_be_bytes().to_vec()
             }
-            Group::Ecp256 => {
-                let sk = p256::SecretKey::from_slice(private).map_err(|_| DhError::Invalid(group.id()))?;
-                let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&sk.public_key(), false);
-                point.as_bytes()[1..].to_vec()
-            }
-            Group::Ecp384 => {
-                let sk = p384::SecretKey::from_slice(private).map_err(|_| DhError::Invalid(group.id()))?;
-                let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&sk.public_key(), false);
-                point.as_bytes()[1..].to_vec()
-            }
+            Group::Ecp256 => ecp_public::<p256::NistP256>(private).ok_or(DhError::Invalid(group.id()))?,
+            Group::Ecp384 => ecp_public::<p384::NistP384>(private).ok_or(DhError::Invalid(group.id()))?,
             Group::Curve25519 => {
                 let sk = x25519_dalek::StaticSecret::from(<[u8; 32]>::try_from(private).expect("32 bytes"));
                 x25519_dalek::PublicKey::from(&sk).as_bytes().to_vec()
@@ -345,26 +338,8 @@ impl KeyPair {
                 let s = DynResidue::new(&y, modp_params()).pow_bounded_exp(&x, MODP_EXPONENT_BITS).retrieve();
                 Zeroizing::new(s.to_be_bytes().to_vec())
             }
-            Group::Ecp256 => {
-                let point = p256::EncodedPoint::from_untagged_bytes(peer.into());
-                let pk = Option::<p256::PublicKey>::from(
-                    <p256::PublicKey as p256::elliptic_curve::sec1::FromEncodedPoint<_>>::from_encoded_point(&point),
-                )
-                .ok_or(DhError::Invalid(id))?;
-                let sk = p256::SecretKey::from_slice(&self.private).map_err(|_| DhError::Invalid(id))?;
-                let s = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
-                Zeroizing::new(s.raw_secret_bytes().to_vec())
-            }
-            Group::Ecp384 => {
-                let point = p384::EncodedPoint::from_untagged_bytes(peer.into());
-                let pk = Option::<p384::PublicKey>::from(
-                    <p384::PublicKey as p384::elliptic_curve::sec1::FromEncodedPoint<_>>::from_encoded_point(&point),
-                )
-                .ok_or(DhError::Invalid(id))?;
-                let sk = p384::SecretKey::from_slice(&self.private).map_err(|_| DhError::Invalid(id))?;
-                let s = p384::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
-                Zeroizing::new(s.raw_secret_bytes().to_vec())
-            }
+            Group::Ecp256 => ecp_shared::<p256::NistP256>(&self.private, peer).ok_or(DhError::Invalid(id))?,
+            Group::Ecp384 => ecp_shared::<p384::NistP384>(&self.private, peer).ok_or(DhError::Invalid(id))?,
             Group::Curve25519 => {
                 let sk = x25519_dalek::StaticSecret::from(<[u8; 32]>::try_from(&self.private[..]).expect("32 bytes"));
                 let pk = x25519_dalek::PublicKey::from(<[u8; 32]>::try_from(peer).expect("length checked"));
@@ -378,6 +353,31 @@ impl KeyPair {
         };
         Ok(secret)
     }
+}
+
+/// The public value x | y of a private scalar on a NIST curve (p256,
+/// p384), or `None` if the scalar is zero or not below the group's order.
+fn ecp_public<C: elliptic_curve::CurveArithmetic>(private: &[u8]) -> Option<Vec<u8>>
+where
+    elliptic_curve::AffinePoint<C>: FromEncodedPoint<C> + ToEncodedPoint<C>,
+    elliptic_curve::FieldBytesSize<C>: ModulusSize,
+{
+    let sk = elliptic_curve::SecretKey::<C>::from_slice(private).ok()?;
+    Some(sk.public_key().to_encoded_point(false).as_bytes()[1..].to_vec())
+}
+
+/// The x coordinate of the shared point with the peer's x | y, or `None`
+/// if that is not a point on the curve.
+fn ecp_shared<C: elliptic_curve::CurveArithmetic>(private: &[u8], peer: &[u8]) -> Option<Secret>
+where
+    elliptic_curve::AffinePoint<C>: FromEncodedPoint<C> + ToEncodedPoint<C>,
+    elliptic_curve::FieldBytesSize<C>: ModulusSize,
+{
+    let point = elliptic_curve::sec1::EncodedPoint::<C>::from_untagged_bytes(peer.into());
+    let pk = Option::<elliptic_curve::PublicKey<C>>::from(elliptic_curve::PublicKey::from_encoded_point(&point))?;
+    let sk = elliptic_curve::SecretKey::<C>::from_slice(private).ok()?;
+    let s = elliptic_curve::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
+    Some(Zeroizing::new(s.raw_secret_bytes().to_vec()))
 }
 
 /// A MODP private exponent as a 2048-bit number.
