@@ -30,6 +30,7 @@ python3 engine/tests/fixtures/esp/gen_fixtures.py >/dev/null
 git diff --exit-code --stat -- engine/tests/fixtures/esp
 python3 ctrl/tests/fixtures/ike/gen_ike_fixtures.py >/dev/null
 python3 ctrl/tests/fixtures/ike/gen_crypto_vectors.py >/dev/null
+python3 ctrl/tests/fixtures/ike/gen_sk_vectors.py >/dev/null
 git diff --exit-code --stat -- ctrl/tests/fixtures/ike
 
 step "the Scapy checker catches what it must (self-test)"

@@ -8,9 +8,12 @@
 //!   checked against Scapy's independent IKEv2 implementation;
 //! - `crypto`, the PRFs, prf+, the keys of IKE and child SAs (new and
 //!   rekeyed) and the DH groups 14, 19, 20 and 31, checked against
-//!   vectors from pyca/cryptography, Python's hmac, and RFC 7748.
+//!   vectors from pyca/cryptography, Python's hmac, and RFC 7748;
+//! - `sk`, the Encrypted payload with AES-GCM-16 or AES-CBC and
+//!   HMAC-SHA2-256-128, checked against vectors pyca/cryptography sealed.
 //!
 //! Next: the exchanges' state machine and its UDP driver.
 
 pub mod crypto;
 pub mod message;
+pub mod sk;
