@@ -16,4 +16,5 @@
 
 pub mod crypto;
 pub mod message;
+pub mod proposal;
 pub mod sk;
