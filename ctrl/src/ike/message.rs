@@ -54,6 +54,66 @@ pub mod kind {
     pub const SK: u8 = 46;
 }
 
+/// Notify message types (RFC 7296 section 3.10.1; RFC 7383).
+pub mod notify {
+    pub const UNSUPPORTED_CRITICAL_PAYLOAD: u16 = 1;
+    pub const INVALID_IKE_SPI: u16 = 4;
+    pub const INVALID_MAJOR_VERSION: u16 = 5;
+    pub const INVALID_SYNTAX: u16 = 7;
+    pub const INVALID_MESSAGE_ID: u16 = 9;
+    pub const INVALID_SPI: u16 = 11;
+    pub const NO_PROPOSAL_CHOSEN: u16 = 14;
+    pub const INVALID_KE_PAYLOAD: u16 = 17;
+    pub const AUTHENTICATION_FAILED: u16 = 24;
+    pub const SINGLE_PAIR_REQUIRED: u16 = 34;
+    pub const NO_ADDITIONAL_SAS: u16 = 35;
+    pub const INTERNAL_ADDRESS_FAILURE: u16 = 36;
+    pub const FAILED_CP_REQUIRED: u16 = 37;
+    pub const TS_UNACCEPTABLE: u16 = 38;
+    pub const INVALID_SELECTORS: u16 = 39;
+    pub const TEMPORARY_FAILURE: u16 = 43;
+    pub const CHILD_SA_NOT_FOUND: u16 = 44;
+    /// Types below this are errors; from it on, status.
+    pub const FIRST_STATUS: u16 = 16384;
+    pub const INITIAL_CONTACT: u16 = 16384;
+    pub const NAT_DETECTION_SOURCE_IP: u16 = 16388;
+    pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
+    pub const COOKIE: u16 = 16390;
+    pub const USE_TRANSPORT_MODE: u16 = 16391;
+    pub const REKEY_SA: u16 = 16393;
+
+    /// A name for logs.
+    pub fn name(kind: u16) -> String {
+        let n = match kind {
+            UNSUPPORTED_CRITICAL_PAYLOAD => "UNSUPPORTED_CRITICAL_PAYLOAD",
+            INVALID_IKE_SPI => "INVALID_IKE_SPI",
+            INVALID_MAJOR_VERSION => "INVALID_MAJOR_VERSION",
+            INVALID_SYNTAX => "INVALID_SYNTAX",
+            INVALID_MESSAGE_ID => "INVALID_MESSAGE_ID",
+            INVALID_SPI => "INVALID_SPI",
+            NO_PROPOSAL_CHOSEN => "NO_PROPOSAL_CHOSEN",
+            INVALID_KE_PAYLOAD => "INVALID_KE_PAYLOAD",
+            AUTHENTICATION_FAILED => "AUTHENTICATION_FAILED",
+            SINGLE_PAIR_REQUIRED => "SINGLE_PAIR_REQUIRED",
+            NO_ADDITIONAL_SAS => "NO_ADDITIONAL_SAS",
+            INTERNAL_ADDRESS_FAILURE => "INTERNAL_ADDRESS_FAILURE",
+            FAILED_CP_REQUIRED => "FAILED_CP_REQUIRED",
+            TS_UNACCEPTABLE => "TS_UNACCEPTABLE",
+            INVALID_SELECTORS => "INVALID_SELECTORS",
+            TEMPORARY_FAILURE => "TEMPORARY_FAILURE",
+            CHILD_SA_NOT_FOUND => "CHILD_SA_NOT_FOUND",
+            INITIAL_CONTACT => "INITIAL_CONTACT",
+            NAT_DETECTION_SOURCE_IP => "NAT_DETECTION_SOURCE_IP",
+            NAT_DETECTION_DESTINATION_IP => "NAT_DETECTION_DESTINATION_IP",
+            COOKIE => "COOKIE",
+            USE_TRANSPORT_MODE => "USE_TRANSPORT_MODE",
+            REKEY_SA => "REKEY_SA",
+            k => return format!("notify type {k}"),
+        };
+        n.to_string()
+    }
+}
+
 /// Traffic selector types (RFC 7296 section 3.13.1).
 pub const TS_IPV4_ADDR_RANGE: u8 = 7;
 pub const TS_IPV6_ADDR_RANGE: u8 = 8;

@@ -17,4 +17,5 @@
 pub mod crypto;
 pub mod message;
 pub mod proposal;
+pub mod sa;
 pub mod sk;
