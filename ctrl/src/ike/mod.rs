@@ -15,6 +15,8 @@
 //! Next: the exchanges' state machine and its UDP driver.
 
 pub mod crypto;
+pub mod driver;
+pub mod endpoint;
 pub mod message;
 pub mod proposal;
 pub mod sa;
