@@ -191,6 +191,7 @@ mod tests {
     use crate::ike::proposal::{EspProposal, IkeProposal};
     use crate::ike::sa::identity;
     use std::net::IpAddr;
+    use std::time::Duration;
     use zeroize::Zeroizing;
 
     fn settings(local: &str, remote: &str) -> Settings {
@@ -212,6 +213,7 @@ mod tests {
             local_ts: vec![any],
             remote_ts: vec![any],
             dpd: None,
+            child_lifetime: Duration::from_secs(3600),
         }
     }
 

@@ -100,6 +100,10 @@ pub struct Settings {
     pub local_ts: Vec<TrafficSelector>,
     pub remote_ts: Vec<TrafficSelector>,
     pub dpd: Option<Dpd>,
+    /// A child SA's life: it is rekeyed after 80-90% of it (jittered, so
+    /// the two sides seldom start together), and the engine expires it at
+    /// the end.
+    pub child_lifetime: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -183,14 +187,32 @@ struct Child {
     outbound: u32,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
+    rekey_at: Instant,
 }
 
 /// What a request of ours was, so its response can be understood.
 enum Request {
-    Init { dh: KeyPair, cookie: Option<Vec<u8>> },
-    Auth { inbound: u32 },
+    Init {
+        dh: KeyPair,
+        cookie: Option<Vec<u8>>,
+    },
+    Auth {
+        inbound: u32,
+    },
     Liveness,
     Delete,
+    /// CREATE_CHILD_SA rekeying the child: our new inbound SPI, our nonce
+    /// and, with PFS, our key pair.
+    RekeyChild {
+        inbound: u32,
+        ni: Vec<u8>,
+        dh: Option<KeyPair>,
+    },
+    /// Deleting a rekeyed child: our old inbound SPI, removed once the
+    /// peer confirms.
+    DeleteChild {
+        inbound: u32,
+    },
 }
 
 struct Pending {
@@ -225,6 +247,10 @@ pub struct IkeSa {
     /// The last response we sent, for the request it answered.
     cached: Option<(u32, Vec<u8>)>,
     child: Option<Child>,
+    /// Responder of a rekey: the new child and its outbound SA, held until
+    /// the peer deletes the old one (make-before-break: the peer sends on
+    /// the new SA only after installing its inbound).
+    successor: Option<(Child, SaKeys)>,
     last_heard: Instant,
     out: VecDeque<Output>,
 }
@@ -350,6 +376,7 @@ impl IkeSa {
             pending: None,
             cached: None,
             child: None,
+            successor: None,
             last_heard: now,
             out: VecDeque::new(),
         }
@@ -422,10 +449,12 @@ impl IkeSa {
         if let Some(p) = &self.pending {
             return Some(p.next.min(p.deadline));
         }
-        match (self.phase, self.settings.dpd) {
-            (Phase::Established, Some(d)) => Some(self.last_heard + d.interval),
-            _ => None,
+        if self.phase != Phase::Established {
+            return None;
         }
+        let dpd = self.settings.dpd.map(|d| self.last_heard + d.interval);
+        let rekey = self.child.as_ref().map(|c| c.rekey_at);
+        dpd.into_iter().chain(rekey).min()
     }
 
     /// Retransmits, gives up, or checks the peer's liveness, as due.
@@ -440,6 +469,8 @@ impl IkeSa {
                     Request::Init { .. } => "IKE_SA_INIT request",
                     Request::Auth { .. } => "IKE_AUTH request",
                     Request::Delete => "delete",
+                    Request::RekeyChild { .. } => "child SA rekey",
+                    Request::DeleteChild { .. } => "delete of the rekeyed child SA",
                 };
                 let why = format!("peer {} did not answer our {what} ({} retransmissions)", self.remote, p.retransmits);
                 if matches!(p.what, Request::Delete) {
@@ -458,7 +489,13 @@ impl IkeSa {
             }
             return;
         }
-        if let (Phase::Established, Some(d)) = (self.phase, self.settings.dpd) {
+        if self.phase != Phase::Established {
+            return;
+        }
+        if self.child.as_ref().is_some_and(|c| now >= c.rekey_at) {
+            return self.rekey_child(now);
+        }
+        if let Some(d) = self.settings.dpd {
             if now >= self.last_heard + d.interval {
                 self.request(now, exchange::INFORMATIONAL, Vec::new(), Request::Liveness, Some(d.timeout));
             }
@@ -753,7 +790,7 @@ impl IkeSa {
         self.request(now, exchange::IKE_AUTH, payloads, Request::Auth { inbound }, None);
     }
 
-    fn auth_response(&mut self, payloads: &[Payload], inbound: u32) {
+    fn auth_response(&mut self, now: Instant, payloads: &[Payload], inbound: u32) {
         if let Some(n) = find_notify(payloads, notify::AUTHENTICATION_FAILED) {
             let _ = n;
             return self.close(
@@ -801,7 +838,7 @@ impl IkeSa {
         {
             return self.delete_after_child_failure("the responder's selectors are not within ours".into());
         }
-        self.install_child(chosen.0, inbound, chosen.1, tsi.clone(), tsr.clone());
+        self.install_child(now, chosen.0, inbound, chosen.1, tsi.clone(), tsr.clone());
     }
 
     /// The IKE SA is up but the tunnel has no child SA: vpngw negotiates
@@ -817,30 +854,233 @@ impl IkeSa {
         self.close(why);
     }
 
-    /// Installs a new child SA: the inbound first, then the outbound.
+    /// A child SA's two directions from KEYMAT = prf+(SK_d, [g^ir |] Ni |
+    /// Nr): the exchange's initiator sends with the first half.
+    fn child_keys(
+        &self,
+        p: EspProposal,
+        shared: Option<&[u8]>,
+        ni: &[u8],
+        nr: &[u8],
+        we_initiated: bool,
+        (inbound, outbound): (u32, u32),
+    ) -> (SaKeys, SaKeys) {
+        let k = self.keys.as_ref().expect("keys");
+        let len = p.suite.keymat_len();
+        let keymat = child_keymat(k.proposal.prf, &k.sk_d, shared, ni, nr, 2 * len);
+        let (i_to_r, r_to_i) = keymat.split_at(len);
+        let (out_key, in_key) = if we_initiated { (i_to_r, r_to_i) } else { (r_to_i, i_to_r) };
+        let udp = self.nat.then_some((NATT_PORT, self.remote.port()));
+        let sa = |spi, key: &[u8]| SaKeys { spi, suite: p.suite, keymat: Zeroizing::new(key.to_vec()), udp };
+        (sa(inbound, in_key), sa(outbound, out_key))
+    }
+
+    /// When a child made now is rekeyed: after 80-90% of its life.
+    fn rekey_time(&self, now: Instant) -> Instant {
+        let life = self.settings.child_lifetime;
+        let jitter = u32::from_be_bytes(random()) as f64 / u32::MAX as f64;
+        now + life.mul_f64(0.9 - 0.1 * jitter)
+    }
+
+    /// Installs the first child SA: the inbound first, then the outbound.
     fn install_child(
         &mut self,
+        now: Instant,
         p: EspProposal,
         inbound: u32,
         outbound: u32,
         local_ts: Vec<TrafficSelector>,
         remote_ts: Vec<TrafficSelector>,
     ) {
-        let k = self.keys.as_ref().expect("keys");
-        let len = p.suite.keymat_len();
-        let keymat = child_keymat(k.proposal.prf, &k.sk_d, None, &self.ni, &self.nr, 2 * len);
-        let (i_to_r, r_to_i) = keymat.split_at(len);
-        let (out_key, in_key) = if self.initiator { (i_to_r, r_to_i) } else { (r_to_i, i_to_r) };
-        let udp = self.nat.then_some((NATT_PORT, self.remote.port()));
-        let sa = |spi, key: &[u8]| SaKeys { spi, suite: p.suite, keymat: Zeroizing::new(key.to_vec()), udp };
-        self.out.push_back(Output::InstallInbound(sa(inbound, in_key)));
-        self.out.push_back(Output::InstallOutbound(sa(outbound, out_key)));
+        let (ni, nr) = (self.ni.clone(), self.nr.clone());
+        let (in_sa, out_sa) = self.child_keys(p, None, &ni, &nr, self.initiator, (inbound, outbound));
+        let udp = in_sa.udp;
+        self.out.push_back(Output::InstallInbound(in_sa));
+        self.out.push_back(Output::InstallOutbound(out_sa));
         self.out.push_back(Output::Up { local_ts: local_ts.clone(), remote_ts: remote_ts.clone() });
         self.log(format!(
             "child SA {p} up: in {inbound:08x}, out {outbound:08x}{}",
             if udp.is_some() { ", ESP in UDP" } else { "" }
         ));
-        self.child = Some(Child { proposal: p, inbound, outbound, local_ts, remote_ts });
+        let rekey_at = self.rekey_time(now);
+        self.child = Some(Child { proposal: p, inbound, outbound, local_ts, remote_ts, rekey_at });
+    }
+
+    // ---- CREATE_CHILD_SA: rekeying the child ----------------------------
+
+    /// Asks the peer for the child's successor (with PFS when the proposal
+    /// has a group).
+    fn rekey_child(&mut self, now: Instant) {
+        let Some(c) = &self.child else { return };
+        let (old_in, local_ts, remote_ts) = (c.inbound, c.local_ts.clone(), c.remote_ts.clone());
+        let inbound = esp_spi();
+        let ni = random_vec(NONCE_LEN);
+        // Our proposals, the current one first.
+        let mut offer = self.settings.esp.clone();
+        offer.sort_by_key(|p| Some(*p) != self.child.as_ref().map(|c| c.proposal));
+        let pfs = offer[0].pfs;
+        let dh = match pfs.map(KeyPair::generate).transpose() {
+            Ok(dh) => dh,
+            Err(e) => return self.close(format!("cannot make a Diffie-Hellman key: {e}")),
+        };
+        let mut payloads = vec![
+            Payload::Notify(Notify {
+                protocol: PROTO_ESP,
+                spi: old_in.to_be_bytes().to_vec(),
+                kind: notify::REKEY_SA,
+                data: Vec::new(),
+            }),
+            Payload::Sa(proposal::esp_offer(&offer, inbound, true)),
+            Payload::Nonce(ni.clone()),
+        ];
+        if let Some(k) = &dh {
+            payloads.push(Payload::Ke { group: k.group().id(), data: k.public().to_vec() });
+        }
+        payloads.extend([Payload::TsI(local_ts), Payload::TsR(remote_ts)]);
+        self.log(format!("rekeying child SA {old_in:08x}"));
+        self.request(now, exchange::CREATE_CHILD_SA, payloads, Request::RekeyChild { inbound, ni, dh }, None);
+    }
+
+    /// The peer's answer to our rekey: install the successor both ways,
+    /// then delete the old child (its inbound goes when the peer confirms).
+    fn rekey_response(&mut self, now: Instant, payloads: &[Payload], inbound: u32, ni: Vec<u8>, dh: Option<KeyPair>) {
+        let retry = |sa: &mut IkeSa, why: String| {
+            sa.log(format!("child rekey refused: {why}; trying again in 10 s"));
+            if let Some(c) = &mut sa.child {
+                c.rekey_at = now + Duration::from_secs(10);
+            }
+        };
+        if let Some(n) = error_notify(payloads) {
+            return retry(self, notify::name(n.kind));
+        }
+        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
+        let nr = payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None });
+        let ke =
+            payloads.iter().find_map(|p| if let Payload::Ke { group, data } = p { Some((*group, data)) } else { None });
+        let (Some(sa), Some(nr)) = (sa, nr) else { return retry(self, "no SA or nonce in the answer".into()) };
+        let chosen = match proposal::choose_esp(&self.settings.esp, sa, true) {
+            Ok((c, spi, _)) if sa.len() == 1 => (c, spi),
+            _ => return retry(self, format!("the peer chose {}, which we did not offer", proposal::describe(sa))),
+        };
+        let shared = match (&dh, ke, chosen.0.pfs) {
+            (Some(k), Some((g, data)), Some(pfs)) if g == pfs.id() && k.group() == pfs => match k.shared(data) {
+                Ok(s) => Some(s),
+                Err(e) => return retry(self, format!("the peer's KE payload is unusable: {e}")),
+            },
+            (_, None, None) => None,
+            _ => return retry(self, "the KE payload does not match the chosen PFS group".into()),
+        };
+        if self.successor.is_some() {
+            // We yielded to the peer's simultaneous rekey, and the peer took
+            // ours as well: ours is redundant; it is deleted, never used.
+            self.log(format!("simultaneous rekey: deleting our redundant child SA {inbound:08x}"));
+            let del = Payload::Delete { protocol: PROTO_ESP, spi_size: 4, spis: vec![inbound.to_be_bytes().to_vec()] };
+            return self.request(now, exchange::INFORMATIONAL, vec![del], Request::Liveness, None);
+        }
+        let Some(old) = self.child.take() else { return };
+        let (in_sa, out_sa) =
+            self.child_keys(chosen.0, shared.as_deref().map(|s| &s[..]), &ni, &nr, true, (inbound, chosen.1));
+        self.out.push_back(Output::InstallInbound(in_sa));
+        self.out.push_back(Output::InstallOutbound(out_sa));
+        self.log(format!(
+            "child SA rekeyed: in {inbound:08x}, out {:08x} (was in {:08x}, out {:08x})",
+            chosen.1, old.inbound, old.outbound
+        ));
+        let rekey_at = self.rekey_time(now);
+        self.child = Some(Child { proposal: chosen.0, inbound, outbound: chosen.1, rekey_at, ..old });
+        let del = Payload::Delete { protocol: PROTO_ESP, spi_size: 4, spis: vec![old.inbound.to_be_bytes().to_vec()] };
+        self.request(now, exchange::INFORMATIONAL, vec![del], Request::DeleteChild { inbound: old.inbound }, None);
+    }
+
+    /// The peer rekeys the child: install the successor's inbound now, its
+    /// outbound when the peer deletes the old child.
+    fn rekey_request(&mut self, now: Instant, payloads: &[Payload], id: u32) {
+        let refuse = |sa: &mut IkeSa, kind: u16, data: Vec<u8>, why: String| {
+            let bytes = sa.seal(&sa.header(exchange::CREATE_CHILD_SA, id, true), &[status(kind, data)]);
+            sa.respond(id, bytes);
+            sa.log(format!("refused a CREATE_CHILD_SA request: {why}"));
+        };
+        let rekeys = find_notify(payloads, notify::REKEY_SA).map(|n| n.spi.clone());
+        let Some(c) = &self.child else { return refuse(self, notify::NO_ADDITIONAL_SAS, vec![], "no child SA".into()) };
+        let Some(spi) = rekeys else {
+            return refuse(self, notify::NO_ADDITIONAL_SAS, vec![], "one child SA per tunnel; not a rekey".into());
+        };
+        if spi != c.outbound.to_be_bytes() && spi != c.inbound.to_be_bytes() {
+            return refuse(self, notify::CHILD_SA_NOT_FOUND, vec![], "a rekey of no child of ours".into());
+        }
+        if self.successor.is_some() {
+            return refuse(self, notify::TEMPORARY_FAILURE, vec![], "a rekey is already under way".into());
+        }
+        let (local_ts, remote_ts, old_in) = (c.local_ts.clone(), c.remote_ts.clone(), c.inbound);
+        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
+        let ni = payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None });
+        let ke =
+            payloads.iter().find_map(|p| if let Payload::Ke { group, data } = p { Some((*group, data)) } else { None });
+        let (Some(sa), Some(ni)) = (sa, ni) else {
+            return refuse(self, notify::INVALID_SYNTAX, vec![], "no SA or nonce".into());
+        };
+        // Both sides rekeying at once: the request with the lower nonce
+        // goes ahead (both sides compare the same two), the other is
+        // refused and its sender takes the winner's successor.
+        if let Some(Pending { what: Request::RekeyChild { ni: ours, .. }, .. }) = &self.pending {
+            if *ours < ni {
+                return refuse(
+                    self,
+                    notify::TEMPORARY_FAILURE,
+                    vec![],
+                    "simultaneous rekey: ours goes ahead (lower nonce)".into(),
+                );
+            }
+        }
+        let (p, outbound, mut answer) = match proposal::choose_esp(&self.settings.esp, sa, true) {
+            Ok(c) => c,
+            Err(e) => {
+                return refuse(
+                    self,
+                    notify::NO_PROPOSAL_CHOSEN,
+                    vec![],
+                    format!("NO_PROPOSAL_CHOSEN for the rekey: {e}"),
+                )
+            }
+        };
+        let (shared, ke_r) = match (p.pfs, ke) {
+            (None, _) => (None, None),
+            (Some(g), Some((group, data))) if group == g.id() => {
+                match KeyPair::generate(g)
+                    .map_err(|e| e.to_string())
+                    .and_then(|k| k.shared(data).map(|s| (s, k)).map_err(|e| e.to_string()))
+                {
+                    Ok((s, k)) => (Some(s), Some(k)),
+                    Err(e) => {
+                        return refuse(self, notify::INVALID_SYNTAX, vec![], format!("the KE payload is unusable: {e}"))
+                    }
+                }
+            }
+            (Some(g), _) => {
+                return refuse(
+                    self,
+                    notify::INVALID_KE_PAYLOAD,
+                    g.id().to_be_bytes().to_vec(),
+                    format!("PFS wants group {}", g.id()),
+                )
+            }
+        };
+        let inbound = esp_spi();
+        let nr = random_vec(NONCE_LEN);
+        answer.spi = inbound.to_be_bytes().to_vec();
+        let mut out = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr.clone())];
+        if let Some(k) = &ke_r {
+            out.push(Payload::Ke { group: k.group().id(), data: k.public().to_vec() });
+        }
+        out.extend([Payload::TsI(remote_ts.clone()), Payload::TsR(local_ts.clone())]);
+        let bytes = self.seal(&self.header(exchange::CREATE_CHILD_SA, id, true), &out);
+        self.respond(id, bytes);
+        let (in_sa, out_sa) =
+            self.child_keys(p, shared.as_deref().map(|s| &s[..]), &ni, &nr, false, (inbound, outbound));
+        self.out.push_back(Output::InstallInbound(in_sa));
+        self.log(format!("the peer rekeys child SA {old_in:08x}: new in {inbound:08x} installed, out {outbound:08x} when the old is deleted"));
+        let rekey_at = self.rekey_time(now);
+        self.successor = Some((Child { proposal: p, inbound, outbound, local_ts, remote_ts, rekey_at }, out_sa));
     }
 
     // ---- responder ----------------------------------------------------
@@ -933,7 +1173,7 @@ impl IkeSa {
         }));
     }
 
-    fn auth_request(&mut self, payloads: &[Payload], id: u32) {
+    fn auth_request(&mut self, now: Instant, payloads: &[Payload], id: u32) {
         let idi = payloads.iter().find_map(|p| if let Payload::IdI(i) = p { Some(i) } else { None });
         let checked = self.check_identity(idi).and_then(|i| self.verify_auth(true, &i, payloads));
         if let Err(e) = checked {
@@ -955,7 +1195,7 @@ impl IkeSa {
                 answer.extend([Payload::Sa(vec![sa_answer]), Payload::TsI(tsi.clone()), Payload::TsR(tsr.clone())]);
                 let bytes = self.seal(&self.header(exchange::IKE_AUTH, id, true), &answer);
                 self.respond(id, bytes);
-                self.install_child(p, inbound, outbound, tsr, tsi);
+                self.install_child(now, p, inbound, outbound, tsr, tsi);
             }
             Err((kind, why)) => {
                 answer.push(status(kind, Vec::new()));
@@ -1044,25 +1284,23 @@ impl IkeSa {
             let p = self.pending.take().expect("checked above");
             match p.what {
                 Request::Auth { inbound } if header.exchange == exchange::IKE_AUTH => {
-                    self.auth_response(&payloads, inbound)
+                    self.auth_response(now, &payloads, inbound)
                 }
                 Request::Liveness => {}
                 Request::Delete => self.close("deleted".into()),
+                Request::RekeyChild { inbound, ni, dh } if header.exchange == exchange::CREATE_CHILD_SA => {
+                    self.rekey_response(now, &payloads, inbound, ni, dh)
+                }
+                Request::DeleteChild { inbound } => self.out.push_back(Output::RemoveInbound(inbound)),
                 _ => self.log(format!("dropped: a response of exchange {}", header.exchange)),
             }
             return;
         }
         let id = header.message_id;
         match (header.exchange, self.phase) {
-            (exchange::IKE_AUTH, Phase::Connecting) if !self.initiator => self.auth_request(&payloads, id),
+            (exchange::IKE_AUTH, Phase::Connecting) if !self.initiator => self.auth_request(now, &payloads, id),
             (exchange::INFORMATIONAL, Phase::Established) => self.informational(&payloads, id),
-            (exchange::CREATE_CHILD_SA, Phase::Established) => {
-                let bytes = self.seal(
-                    &self.header(exchange::CREATE_CHILD_SA, id, true),
-                    &[status(notify::NO_ADDITIONAL_SAS, Vec::new())],
-                );
-                self.respond(id, bytes);
-            }
+            (exchange::CREATE_CHILD_SA, Phase::Established) => self.rekey_request(now, &payloads, id),
             _ => {
                 let bytes =
                     self.seal(&self.header(header.exchange, id, true), &[status(notify::INVALID_SYNTAX, Vec::new())]);
@@ -1104,16 +1342,26 @@ impl IkeSa {
                 if *protocol == PROTO_IKE {
                     close = Some("the peer deleted the IKE SA".to_string());
                 } else if *protocol == PROTO_ESP {
-                    let ours = self.child.as_ref().map(|c| (c.inbound, c.outbound));
-                    if let Some((inbound, outbound)) = ours {
-                        if spis.iter().any(|s| s.as_slice() == outbound.to_be_bytes()) {
-                            answer.push(Payload::Delete {
-                                protocol: PROTO_ESP,
-                                spi_size: 4,
-                                spis: vec![inbound.to_be_bytes().to_vec()],
-                            });
-                            close = Some("the peer deleted the tunnel's child SA".to_string());
+                    let Some(c) = &self.child else { continue };
+                    let (inbound, outbound) = (c.inbound, c.outbound);
+                    if !spis.iter().any(|s| s.as_slice() == outbound.to_be_bytes()) {
+                        continue;
+                    }
+                    answer.push(Payload::Delete {
+                        protocol: PROTO_ESP,
+                        spi_size: 4,
+                        spis: vec![inbound.to_be_bytes().to_vec()],
+                    });
+                    match self.successor.take() {
+                        // The end of a rekey the peer made: now send on the
+                        // successor, and drop the old inbound.
+                        Some((next, out_sa)) => {
+                            self.out.push_back(Output::InstallOutbound(out_sa));
+                            self.out.push_back(Output::RemoveInbound(inbound));
+                            self.log(format!("child SA {inbound:08x} replaced by {:08x}", next.inbound));
+                            self.child = Some(next);
                         }
+                        None => close = Some("the peer deleted the tunnel's child SA".to_string()),
                     }
                 }
             }

@@ -37,6 +37,7 @@ fn settings(local: IpAddr, remote: IpAddr, ike: &[&str], esp: &[&str]) -> Settin
         local_ts: if initiator { vec![vpc] } else { vec![ts("172.16.0.0", "172.16.255.255")] },
         remote_ts: if initiator { vec![idc] } else { vec![ts("10.0.0.0", "10.255.255.255")] },
         dpd: None,
+        child_lifetime: Duration::from_secs(3600),
     }
 }
 
@@ -503,4 +504,122 @@ fn narrowing_intersects_ranges_protocols_and_ports() {
     let v6 = TrafficSelector { start: "::".parse().unwrap(), end: "::1".parse().unwrap(), ..a };
     assert_eq!(narrow(&a, &v6), None);
     assert_eq!(narrow(&b, &TrafficSelector { protocol: 17, ..a }), None);
+}
+
+/// What each side's engine holds: inbound SAs by SPI, and the outbound.
+#[derive(Default)]
+struct Engine {
+    inbound: std::collections::HashMap<u32, SaKeys>,
+    outbound: Option<SaKeys>,
+}
+
+impl Engine {
+    fn apply(&mut self, outs: &[Output]) {
+        for o in outs {
+            match o {
+                Output::InstallInbound(k) => {
+                    assert!(self.inbound.insert(k.spi, k.clone()).is_none(), "an SPI installed twice")
+                }
+                Output::InstallOutbound(k) => self.outbound = Some(k.clone()),
+                Output::RemoveInbound(spi) => assert!(self.inbound.remove(spi).is_some(), "removing what is not there"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Make-before-break: whatever a side sends on, the other can receive.
+fn no_packet_lost(a: &Engine, b: &Engine) {
+    for (x, y) in [(a, b), (b, a)] {
+        let out = x.outbound.as_ref().unwrap();
+        assert_eq!(y.inbound.get(&out.spi), Some(out), "an outbound SA without its inbound on the other side");
+    }
+}
+
+/// Both rekey timers as `first` says, then every datagram delivered one at
+/// a time (in the order sent), the invariant checked after each.
+fn rekey(
+    si: Settings,
+    sr: Settings,
+    initiator_first: bool,
+    responder_first: bool,
+) -> (IkeSa, IkeSa, Engine, Engine, String) {
+    let t0 = Instant::now();
+    let (mut i, mut r, oi, or) = establish(si, sr, t0);
+    let (mut ei, mut er) = (Engine::default(), Engine::default());
+    ei.apply(&oi);
+    er.apply(&or);
+    let (old_i, old_r) = (i.child().unwrap(), r.child().unwrap());
+    let now = t0 + Duration::from_secs(95);
+    assert!(i.next_timeout().unwrap() <= now && i.next_timeout().unwrap() >= t0 + Duration::from_secs(80));
+    if initiator_first {
+        i.on_timeout(now);
+    }
+    if responder_first {
+        r.on_timeout(now);
+    }
+    let mut log = String::new();
+    let mut queue: VecDeque<(bool, Datagram)> = VecDeque::new();
+    let mut collect = |sa: &mut IkeSa, e: &mut Engine, to_r: bool, queue: &mut VecDeque<(bool, Datagram)>| {
+        let (d, o) = drain(sa);
+        e.apply(&o);
+        log += &(logs(&o) + "\n");
+        queue.extend(d.into_iter().map(|d| (to_r, d)));
+    };
+    collect(&mut i, &mut ei, true, &mut queue);
+    collect(&mut r, &mut er, false, &mut queue);
+    while let Some((to_r, d)) = queue.pop_front() {
+        if to_r {
+            deliver(&mut r, now, I_ADDR, &d);
+            collect(&mut r, &mut er, false, &mut queue);
+        } else {
+            deliver(&mut i, now, R_ADDR, &d);
+            collect(&mut i, &mut ei, true, &mut queue);
+        }
+        no_packet_lost(&ei, &er);
+    }
+    assert_eq!((ei.inbound.len(), er.inbound.len()), (1, 1), "the old inbound SAs are gone: {log}");
+    let (new_i, new_r) = (i.child().unwrap(), r.child().unwrap());
+    assert_ne!((new_i.1, new_i.2), (old_i.1, old_i.2), "a new child: {log}");
+    assert_ne!((new_r.1, new_r.2), (old_r.1, old_r.2));
+    assert_eq!((new_i.1, new_i.2), (new_r.2, new_r.1), "the same child on both sides");
+    assert_eq!(ei.outbound.as_ref().unwrap().spi, new_i.2);
+    (i, r, ei, er, log)
+}
+
+fn with_lifetime(mut s: Settings, esp: &str) -> Settings {
+    s.child_lifetime = Duration::from_secs(100);
+    s.esp = vec![EspProposal::parse(esp).unwrap()];
+    s
+}
+
+#[test]
+fn child_rekey_installs_the_new_inbound_before_any_outbound_switches() {
+    for (esp, i_first, r_first) in [
+        ("aes256gcm16", true, false),
+        ("aes128-sha256", false, true),
+        ("aes256gcm16-x25519", true, false),
+        ("chacha20poly1305-ecp384", false, true),
+        ("aes128gcm16-modp2048", true, false),
+    ] {
+        let (si, sr) = pair();
+        let (i, r, ei, _, log) = rekey(with_lifetime(si, esp), with_lifetime(sr, esp), i_first, r_first);
+        assert!(log.contains("child SA rekeyed") && log.contains("replaced by"), "{esp}: {log}");
+        assert_eq!(i.child().unwrap().0, EspProposal::parse(esp).unwrap());
+        assert_eq!(ei.outbound.as_ref().unwrap().suite, i.child().unwrap().0.suite);
+        assert_eq!((i.phase(), r.phase()), (Phase::Established, Phase::Established));
+        // The successor's rekey is due again after 80-90% of its life.
+        let next = i.next_timeout().unwrap().max(r.next_timeout().unwrap());
+        assert!(next > Instant::now() + Duration::from_secs(160), "{esp}");
+    }
+}
+
+#[test]
+fn simultaneous_rekeys_end_with_one_child_on_both_sides() {
+    for esp in ["aes256gcm16", "aes128-sha256-ecp256"] {
+        let (si, sr) = pair();
+        let (_, _, _, _, log) = rekey(with_lifetime(si, esp), with_lifetime(sr, esp), true, true);
+        assert!(log.contains("simultaneous rekey: ours goes ahead (lower nonce)"), "{log}");
+        assert_eq!(log.matches("child SA rekeyed").count(), 1, "{log}");
+    }
 }

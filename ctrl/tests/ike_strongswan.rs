@@ -1,0 +1,325 @@
+//! vpngw's IKEv2 against strongSwan 5.9.8 (charon with kernel-libipsec),
+//! the independent implementation, in the namespace lab: charon is the
+//! customer gateway in `cgw` (198.51.100.1, protecting 172.16.1.0/24);
+//! vpngw's IKE endpoint and UDP driver run in `gw` (192.0.2.1, 10.1.0.0/16).
+//!
+//! - vpngw initiates, for each ESP suite, and with strongSwan's default
+//!   proposals; strongSwan initiates. Each time both sides must agree on
+//!   the child SA: charon's SPIs are ours crossed, its algorithms ours,
+//!   ESP in UDP (libipsec always claims a NAT, so IKE moves to 4500).
+//! - A wrong PSK fails with AUTHENTICATION_FAILED and installs nothing;
+//!   disjoint proposals fail with NO_PROPOSAL_CHOSEN, both offers logged.
+//! - Liveness: charon killed, vpngw's checks find it dead within the
+//!   interval plus the timeout.
+//!
+//! (Carrying traffic through these SAs comes with the daemon's use of
+//! IKE; here the IKE exchanges themselves are checked.)
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use vpngw_ctrl::ike::driver::Driver;
+use vpngw_ctrl::ike::endpoint::Endpoint;
+use vpngw_ctrl::ike::message::TrafficSelector;
+use vpngw_ctrl::ike::proposal::{EspProposal, IkeProposal};
+use vpngw_ctrl::ike::sa::{identity, Dpd, DpdAction, Output, SaKeys, Settings};
+use vpngw_testlab::{enter, Lab};
+use zeroize::Zeroizing;
+
+const PSK: &str = "lab pre-shared key 7";
+const GW: &str = "192.0.2.1";
+const CGW: &str = "198.51.100.1";
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path).display().to_string()
+}
+
+/// Runs scripts/interop/swan.py; its output, and whether it succeeded.
+fn swan(args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3").arg(repo("scripts/interop/swan.py")).args(args).output().expect("run swan.py");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// A charon in the customer gateway's namespace; stopped on drop.
+struct Charon {
+    dir: PathBuf,
+}
+
+impl Charon {
+    fn start(lab: &Lab) -> Charon {
+        let dir = std::env::temp_dir().join(format!("{}-charon", lab.prefix));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Charon { dir };
+        let (ok, out) = swan(&["start", "--ns", &lab.ns("cgw"), "--dir", c.dir(), "--forward"]);
+        assert!(ok, "charon starts: {out}");
+        c
+    }
+
+    fn dir(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// Loads connection `name` (to vpngw) with more swan.py options.
+    fn load(&self, name: &str, psk: &str, more: &[&str]) {
+        let mut args = vec!["load", "--dir", self.dir(), "--name", name, "--local", CGW, "--remote", GW, "--psk", psk];
+        args.extend(["--local-ts", "172.16.1.0/24", "--remote-ts", "10.1.0.0/16"]);
+        args.extend(more);
+        let (ok, out) = swan(&args);
+        assert!(ok, "swanctl loads {name}: {out}");
+    }
+
+    fn sas(&self) -> Value {
+        let (ok, out) = swan(&["sas", "--dir", self.dir(), "--json"]);
+        assert!(ok, "swan.py sas: {out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("swan.py sas --json: {e}: {out}"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Charon {
+    fn drop(&mut self) {
+        let _ = swan(&["stop", "--dir", self.dir()]);
+    }
+}
+
+fn cidr(first: &str, last: &str) -> TrafficSelector {
+    TrafficSelector {
+        protocol: 0,
+        start_port: 0,
+        end_port: 65535,
+        start: first.parse().unwrap(),
+        end: last.parse().unwrap(),
+    }
+}
+
+fn settings(ike: &[&str], esp: &[&str], psk: &str) -> Settings {
+    Settings {
+        local: GW.parse().unwrap(),
+        remote: CGW.parse().unwrap(),
+        psk: Zeroizing::new(psk.as_bytes().to_vec()),
+        local_id: identity(GW),
+        remote_id: identity(CGW),
+        ike: ike.iter().map(|p| IkeProposal::parse(p).unwrap()).collect(),
+        esp: esp.iter().map(|p| EspProposal::parse(p).unwrap()).collect(),
+        local_ts: vec![cidr("10.1.0.0", "10.1.255.255")],
+        remote_ts: vec![cidr("172.16.1.0", "172.16.1.255")],
+        dpd: None,
+        child_lifetime: Duration::from_secs(3600),
+    }
+}
+
+/// What vpngw's side saw in one negotiation.
+#[derive(Default)]
+struct Seen {
+    up: bool,
+    down: Option<(Instant, String)>,
+    inbound: Vec<SaKeys>,
+    outbound: Vec<SaKeys>,
+    log: Vec<String>,
+}
+
+impl Seen {
+    fn text(&self) -> String {
+        self.log.join("\n") + "\n" + self.down.as_ref().map_or("", |d| &d.1)
+    }
+}
+
+/// Runs vpngw's endpoint in the gateway's namespace until `done` says so
+/// or `limit` passes; `initiate`: vpngw starts; `meanwhile` runs on this
+/// thread once the driver is bound (strongSwan initiating, or killing it).
+fn run(
+    lab: &Lab,
+    s: Settings,
+    initiate: bool,
+    limit: Duration,
+    done: impl Fn(&Seen) -> bool + Send,
+    meanwhile: impl FnOnce(),
+) -> Seen {
+    let path = format!("/run/netns/{}", lab.ns("gw"));
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            enter(&path);
+            let mut driver = Driver::bind(GW.parse().unwrap()).expect("bind IKE ports in the lab");
+            let mut endpoint = Endpoint::new(vec![s]);
+            let t0 = Instant::now();
+            if initiate {
+                endpoint.initiate(t0, 0);
+            }
+            bound_tx.send(()).unwrap();
+            let mut seen = Seen::default();
+            while t0.elapsed() < limit && !done(&seen) {
+                driver.turn(&mut endpoint, Instant::now(), |_, o| match o {
+                    Output::Up { .. } => seen.up = true,
+                    Output::Down(why) => seen.down = Some((Instant::now(), why)),
+                    Output::InstallInbound(k) => seen.inbound.push(k),
+                    Output::InstallOutbound(k) => seen.outbound.push(k),
+                    Output::Log(l) => seen.log.push(l),
+                    _ => {}
+                });
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (seen, endpoint, driver)
+        });
+        bound_rx.recv().expect("the driver binds");
+        meanwhile();
+        let (seen, _endpoint, _driver) = worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        seen
+    })
+}
+
+/// Both sides agree on the child SA: charon's inbound SPI is our
+/// outbound, and the other way round; ESP in UDP; the algorithm.
+fn check_agreement(charon: &Charon, seen: &Seen, encr: &str) {
+    let sas = charon.sas();
+    let ike = &sas.as_array().expect("a list of IKE SAs")[0];
+    assert_eq!(ike["state"], "ESTABLISHED", "{sas}");
+    let child = &ike["children"].as_array().expect("children")[0];
+    assert_eq!(child["state"], "INSTALLED", "{sas}");
+    let spi = |v: &Value| u32::from_str_radix(v.as_str().unwrap(), 16).unwrap();
+    assert_eq!(spi(&child["spi_in"]), seen.outbound[0].spi, "{sas}");
+    assert_eq!(spi(&child["spi_out"]), seen.inbound[0].spi, "{sas}");
+    assert_eq!(child["encap"], true, "libipsec: ESP in UDP");
+    assert_eq!(seen.outbound[0].udp, Some((4500, 4500)));
+    assert!(child["encr_alg"].as_str().unwrap().to_lowercase().contains(encr), "{encr}: {sas}");
+}
+
+#[test]
+fn ike_against_strongswan() {
+    let lab = Lab::up("ikesw");
+    let charon = Charon::start(&lab);
+    let up = |s: &Seen| s.up || s.down.is_some();
+
+    // (a) vpngw initiates: each ESP suite the engine carries.
+    let suites = [
+        ("aes128gcm16", "aes_gcm"),
+        ("aes256gcm16", "aes_gcm"),
+        ("chacha20poly1305", "chacha20"),
+        ("aes128-sha256", "aes_cbc"),
+        ("aes256-sha256", "aes_cbc"),
+    ];
+    for (n, (esp, encr)) in suites.iter().enumerate() {
+        let name = format!("esp{n}");
+        charon.load(&name, PSK, &["--ike-proposals", "aes256gcm16-prfsha256-x25519", "--esp-proposals", esp]);
+        let seen = run(
+            &lab,
+            settings(&["aes256gcm16-prfsha256-x25519"], &[esp], PSK),
+            true,
+            Duration::from_secs(15),
+            up,
+            || {},
+        );
+        assert!(seen.up, "{esp}: vpngw initiating: {}\ncharon:\n{}", seen.text(), charon.log());
+        check_agreement(&charon, &seen, encr);
+        let _ = swan(&["terminate", "--dir", charon.dir(), "--name", &name]);
+    }
+
+    // strongSwan's default proposals (none configured): vpngw offers
+    // AES-CBC with HMAC-SHA2-256 for both, which charon's defaults include.
+    charon.load("defaults", PSK, &[]);
+    let seen = run(
+        &lab,
+        settings(&["aes128-sha256-ecp256", "aes128-sha256-modp2048"], &["aes128-sha256"], PSK),
+        true,
+        Duration::from_secs(15),
+        up,
+        || {},
+    );
+    assert!(seen.up, "default proposals: {}\ncharon:\n{}", seen.text(), charon.log());
+    check_agreement(&charon, &seen, "aes_cbc");
+    let _ = swan(&["terminate", "--dir", charon.dir(), "--name", "defaults"]);
+
+    // (b) strongSwan initiates; vpngw answers.
+    charon.load("theirs", PSK, &["--ike-proposals", "aes128gcm16-prfsha256-ecp256", "--esp-proposals", "aes256gcm16"]);
+    let s = settings(&["aes128gcm16-prfsha256-ecp256"], &["aes256gcm16"], PSK);
+    let dir = charon.dir().to_string();
+    let seen = run(&lab, s, false, Duration::from_secs(15), up, || {
+        let (ok, out) = swan(&["initiate", "--dir", &dir, "--name", "theirs", "--timeout", "10"]);
+        assert!(ok, "charon initiates: {out}");
+    });
+    assert!(seen.up, "strongSwan initiating: {}\ncharon:\n{}", seen.text(), charon.log());
+    check_agreement(&charon, &seen, "aes_gcm");
+    let _ = swan(&["terminate", "--dir", charon.dir(), "--name", "theirs"]);
+
+    // (e) A wrong PSK: AUTHENTICATION_FAILED, nothing installed.
+    charon.load(
+        "wrongpsk",
+        "not the same key",
+        &["--ike-proposals", "aes256gcm16-prfsha256-x25519", "--esp-proposals", "aes256gcm16"],
+    );
+    let seen = run(
+        &lab,
+        settings(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"], PSK),
+        true,
+        Duration::from_secs(15),
+        up,
+        || {},
+    );
+    let (_, why) = seen.down.as_ref().unwrap_or_else(|| panic!("a wrong PSK fails: {}", seen.text()));
+    assert!(why.contains("AUTHENTICATION_FAILED"), "{why}");
+    assert!(!seen.up && seen.inbound.is_empty() && seen.outbound.is_empty());
+    assert!(!seen.text().contains(PSK), "the PSK is never logged");
+
+    // (f) Disjoint proposals: NO_PROPOSAL_CHOSEN, both offers named. As
+    // initiator vpngw hears the refusal; as responder it writes both.
+    charon.load("disjoint", PSK, &["--ike-proposals", "aes128-sha256-modp2048", "--esp-proposals", "aes128-sha256"]);
+    let seen = run(
+        &lab,
+        settings(&["aes256gcm16-prfsha384-ecp384"], &["aes256gcm16"], PSK),
+        true,
+        Duration::from_secs(15),
+        up,
+        || {},
+    );
+    let (_, why) = seen.down.as_ref().unwrap_or_else(|| panic!("disjoint proposals fail: {}", seen.text()));
+    assert!(why.contains("NO_PROPOSAL_CHOSEN") && why.contains("aes256gcm16-prfsha384-ecp384"), "{why}");
+    let s = settings(&["aes256gcm16-prfsha384-ecp384"], &["aes256gcm16"], PSK);
+    let dir = charon.dir().to_string();
+    let seen = run(
+        &lab,
+        s,
+        false,
+        Duration::from_secs(8),
+        |s| s.log.iter().any(|l| l.contains("NO_PROPOSAL_CHOSEN")),
+        || {
+            let _ = swan(&["initiate", "--dir", &dir, "--name", "disjoint", "--timeout", "5"]);
+        },
+    );
+    let text = seen.text();
+    assert!(text.contains("we offer aes256gcm16-prfsha384-ecp384; the peer offers IKE:aes128-sha256"), "{text}");
+
+    // (d) Liveness: charon killed; found dead within interval + timeout.
+    charon.load("dpd", PSK, &["--ike-proposals", "aes256gcm16-prfsha256-x25519", "--esp-proposals", "aes256gcm16"]);
+    let mut s = settings(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"], PSK);
+    let dpd = Dpd { interval: Duration::from_secs(2), timeout: Duration::from_secs(6), action: DpdAction::Clear };
+    s.dpd = Some(dpd);
+    let killed = std::sync::Mutex::new(None);
+    let seen = run(
+        &lab,
+        s,
+        true,
+        Duration::from_secs(30),
+        |s| s.down.is_some(),
+        || {
+            // Up first (charon answers), then killed.
+            std::thread::sleep(Duration::from_secs(3));
+            let (ok, out) = swan(&["stop", "--dir", charon.dir(), "--kill9"]);
+            assert!(ok, "kill charon: {out}");
+            *killed.lock().unwrap() = Some(Instant::now());
+        },
+    );
+    assert!(seen.up, "up before the kill: {}", seen.text());
+    let (at, why) = seen.down.as_ref().expect("the dead peer is found");
+    assert!(why.contains("did not answer our liveness check"), "{why}");
+    let after = at.duration_since(killed.lock().unwrap().expect("killed"));
+    eprintln!(
+        "liveness: down {after:?} after charon was killed (interval {:?}, timeout {:?})",
+        dpd.interval, dpd.timeout
+    );
+    assert!(after <= dpd.interval + dpd.timeout + Duration::from_secs(1), "down {after:?} after the kill");
+}
