@@ -137,6 +137,7 @@ fn ike_crypto_agrees_with_independent_vectors() {
         let r = &k["rekey"];
         let rekeyed = IkeKeys::rekey(
             prf,
+            prf,
             &keys.sk_d,
             &unhex(&r["shared"]),
             &unhex(&r["ni"]),

@@ -110,6 +110,7 @@ fn settings(ike: &[&str], esp: &[&str], psk: &str) -> Settings {
         remote_ts: vec![cidr("172.16.1.0", "172.16.1.255")],
         dpd: None,
         child_lifetime: Duration::from_secs(3600),
+        ike_lifetime: Duration::from_secs(86400),
     }
 }
 

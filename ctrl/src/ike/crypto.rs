@@ -126,9 +126,11 @@ impl IkeKeys {
     }
 
     /// The keys of an IKE SA made by rekeying (RFC 7296 section 2.18):
-    /// SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), the new SPIs.
+    /// SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) with the old IKE
+    /// SA's PRF, the rest with the new one's, from the new SPIs.
     #[allow(clippy::too_many_arguments)]
     pub fn rekey(
+        old_prf: Prf,
         prf: Prf,
         old_sk_d: &[u8],
         shared: &[u8],
@@ -139,7 +141,7 @@ impl IkeKeys {
         integ_len: usize,
         encr_len: usize,
     ) -> IkeKeys {
-        let skeyseed = prf.compute(old_sk_d, &[shared, ni, nr]);
+        let skeyseed = old_prf.compute(old_sk_d, &[shared, ni, nr]);
         Self::from_skeyseed(prf, skeyseed, ni, nr, spi_i, spi_r, integ_len, encr_len)
     }
 

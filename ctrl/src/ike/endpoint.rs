@@ -97,6 +97,9 @@ impl Endpoint {
         while let Some(o) = sa.poll() {
             self.out.push_back((Some(tunnel), o));
         }
+        if let Some(new) = sa.take_replacement() {
+            self.keep(tunnel, new);
+        }
         let key = (sa.remote(), sa.spi_i);
         if sa.phase() == Phase::Closed {
             self.half_open.retain(|_, s| *s != sa.our_spi());
@@ -214,6 +217,7 @@ mod tests {
             remote_ts: vec![any],
             dpd: None,
             child_lifetime: Duration::from_secs(3600),
+            ike_lifetime: Duration::from_secs(86400),
         }
     }
 
@@ -267,6 +271,53 @@ mod tests {
         c.initiate(now, 0);
         let seen = run(&mut c, "203.0.113.1".parse().unwrap(), &mut b, ip_b, now);
         assert!(seen.iter().any(|(_, o)| matches!(o, Output::Log(l) if l.contains("which is no tunnel's peer"))));
+    }
+
+    #[test]
+    fn ike_sa_rekeys_keep_the_tunnel_and_its_child() {
+        let t0 = Instant::now();
+        let (ip_a, ip_b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "198.51.100.1".parse().unwrap());
+        let short = |mut s: Settings| {
+            s.ike_lifetime = Duration::from_secs(100);
+            s
+        };
+        for a_rekeys in [true, false] {
+            let mut a = Endpoint::new(vec![short(settings("192.0.2.1", "198.51.100.1"))]);
+            let mut b = Endpoint::new(vec![short(settings("198.51.100.1", "192.0.2.1"))]);
+            a.initiate(t0, 0);
+            run(&mut a, ip_a, &mut b, ip_b, t0);
+            let spis = |e: &Endpoint| e.sas().map(|(_, sa)| (sa.spi_i, sa.spi_r, sa.child())).collect::<Vec<_>>();
+            let (before, child) = (spis(&a), spis(&a)[0].2);
+            // One side's timer first (80-90% of 100 s), then the other's.
+            let now = t0 + Duration::from_secs(95);
+            if a_rekeys {
+                a.on_timeout(now)
+            } else {
+                b.on_timeout(now)
+            }
+            let seen = run(&mut a, ip_a, &mut b, ip_b, now);
+            let text = format!("{seen:?}");
+            assert!(text.contains("IKE SA rekeyed"), "{text}");
+            assert!(
+                !seen
+                    .iter()
+                    .any(|(_, o)| matches!(o, Output::Down(_) | Output::RemoveInbound(_) | Output::InstallOutbound(_))),
+                "{text}"
+            );
+            // Only the new IKE SA is left on each side, with the same child.
+            let (after_a, after_b) = (spis(&a), spis(&b));
+            assert_eq!((after_a.len(), after_b.len()), (1, 1), "{text}");
+            assert_ne!((after_a[0].0, after_a[0].1), (before[0].0, before[0].1));
+            assert_eq!((after_a[0].0, after_a[0].1), (after_b[0].0, after_b[0].1));
+            assert_eq!(after_a[0].2, child, "the child SA lives on");
+            let initiators: Vec<bool> = [&a, &b].iter().map(|e| e.sas().next().unwrap().1.is_initiator()).collect();
+            assert_eq!(initiators, vec![a_rekeys, !a_rekeys], "the rekey's initiator is the new SA's");
+            // The new SA's keys work: a delete goes through.
+            a.delete(now, 0);
+            let seen = run(&mut a, ip_a, &mut b, ip_b, now);
+            assert!(format!("{seen:?}").contains("the peer deleted the IKE SA"));
+            assert_eq!((a.sas().count(), b.sas().count()), (0, 0));
+        }
     }
 
     #[test]

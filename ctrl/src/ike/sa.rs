@@ -104,6 +104,9 @@ pub struct Settings {
     /// the two sides seldom start together), and the engine expires it at
     /// the end.
     pub child_lifetime: Duration,
+    /// The IKE SA's life: rekeyed (CREATE_CHILD_SA, new keys and SPIs,
+    /// the child SAs kept) after 80-90% of it.
+    pub ike_lifetime: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -213,6 +216,12 @@ enum Request {
     DeleteChild {
         inbound: u32,
     },
+    /// CREATE_CHILD_SA rekeying the IKE SA: our new SPI, nonce, key pair.
+    RekeyIke {
+        spi: u64,
+        ni: Vec<u8>,
+        dh: KeyPair,
+    },
 }
 
 struct Pending {
@@ -251,6 +260,14 @@ pub struct IkeSa {
     /// the peer deletes the old one (make-before-break: the peer sends on
     /// the new SA only after installing its inbound).
     successor: Option<(Child, SaKeys)>,
+    /// When this IKE SA is rekeyed.
+    ike_rekey_at: Option<Instant>,
+    /// The IKE SA that replaces this one (rekeyed), for the endpoint to
+    /// take; this one then only finishes its delete.
+    replacement: Option<Box<IkeSa>>,
+    /// Replaced: closes quietly (its tunnel lives on in the replacement),
+    /// at the latest at this time.
+    retired: Option<Instant>,
     last_heard: Instant,
     out: VecDeque<Output>,
 }
@@ -377,6 +394,9 @@ impl IkeSa {
             cached: None,
             child: None,
             successor: None,
+            ike_rekey_at: None,
+            replacement: None,
+            retired: None,
             last_heard: now,
             out: VecDeque::new(),
         }
@@ -452,9 +472,12 @@ impl IkeSa {
         if self.phase != Phase::Established {
             return None;
         }
+        if self.retired.is_some() {
+            return self.retired;
+        }
         let dpd = self.settings.dpd.map(|d| self.last_heard + d.interval);
         let rekey = self.child.as_ref().map(|c| c.rekey_at);
-        dpd.into_iter().chain(rekey).min()
+        dpd.into_iter().chain(rekey).chain(self.ike_rekey_at).min()
     }
 
     /// Retransmits, gives up, or checks the peer's liveness, as due.
@@ -471,6 +494,7 @@ impl IkeSa {
                     Request::Delete => "delete",
                     Request::RekeyChild { .. } => "child SA rekey",
                     Request::DeleteChild { .. } => "delete of the rekeyed child SA",
+                    Request::RekeyIke { .. } => "IKE SA rekey",
                 };
                 let why = format!("peer {} did not answer our {what} ({} retransmissions)", self.remote, p.retransmits);
                 if matches!(p.what, Request::Delete) {
@@ -492,8 +516,17 @@ impl IkeSa {
         if self.phase != Phase::Established {
             return;
         }
+        if let Some(t) = self.retired {
+            if now >= t {
+                self.close("replaced by its rekeyed IKE SA".into());
+            }
+            return;
+        }
         if self.child.as_ref().is_some_and(|c| now >= c.rekey_at) {
             return self.rekey_child(now);
+        }
+        if self.ike_rekey_at.is_some_and(|t| now >= t) {
+            return self.rekey_ike(now);
         }
         if let Some(d) = self.settings.dpd {
             if now >= self.last_heard + d.interval {
@@ -525,11 +558,14 @@ impl IkeSa {
         if self.phase == Phase::Closed {
             return;
         }
+        self.phase = Phase::Closed;
+        self.pending = None;
+        if self.retired.is_some() {
+            return self.log(format!("closed: {why}"));
+        }
         self.remove_child();
         self.log(format!("closed: {why}"));
         self.out.push_back(Output::Down(why));
-        self.phase = Phase::Closed;
-        self.pending = None;
     }
 
     fn remove_child(&mut self) {
@@ -708,16 +744,13 @@ impl IkeSa {
 
     fn make_keys(&mut self, proposal: IkeProposal, shared: &[u8]) -> Result<(), String> {
         let e = proposal.encryption;
-        let k = IkeKeys::derive(
-            proposal.prf,
-            shared,
-            &self.ni,
-            &self.nr,
-            self.spi_i,
-            self.spi_r,
-            e.integ_len(),
-            e.encr_len(),
-        );
+        let (ni, nr) = (&self.ni, &self.nr);
+        let k = IkeKeys::derive(proposal.prf, shared, ni, nr, self.spi_i, self.spi_r, e.integ_len(), e.encr_len());
+        self.set_keys(proposal, k)
+    }
+
+    fn set_keys(&mut self, proposal: IkeProposal, k: IkeKeys) -> Result<(), String> {
+        let e = proposal.encryption;
         let (send, recv) = if self.initiator {
             ((&k.sk_ei, &k.sk_ai), (&k.sk_er, &k.sk_ar))
         } else {
@@ -804,6 +837,7 @@ impl IkeSa {
             return self.close(format!("authentication of the responder failed: {e}"));
         }
         self.phase = Phase::Established;
+        self.ike_rekey_at = Some(self.rekey_time_of(self.settings.ike_lifetime, now));
         self.log(format!("IKE SA established with {}", show_identity(&self.settings.remote_id)));
         if let Some(n) = error_notify(payloads) {
             let why = match n.kind {
@@ -877,7 +911,11 @@ impl IkeSa {
 
     /// When a child made now is rekeyed: after 80-90% of its life.
     fn rekey_time(&self, now: Instant) -> Instant {
-        let life = self.settings.child_lifetime;
+        self.rekey_time_of(self.settings.child_lifetime, now)
+    }
+
+    /// After 80-90% of `life`, jittered so both sides seldom start at once.
+    fn rekey_time_of(&self, life: Duration, now: Instant) -> Instant {
         let jitter = u32::from_be_bytes(random()) as f64 / u32::MAX as f64;
         now + life.mul_f64(0.9 - 0.1 * jitter)
     }
@@ -995,6 +1033,10 @@ impl IkeSa {
     /// The peer rekeys the child: install the successor's inbound now, its
     /// outbound when the peer deletes the old child.
     fn rekey_request(&mut self, now: Instant, payloads: &[Payload], id: u32) {
+        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
+        if sa.is_some_and(|s| s.iter().any(|p| p.protocol == PROTO_IKE)) {
+            return self.rekey_ike_request(now, payloads, id);
+        }
         let refuse = |sa: &mut IkeSa, kind: u16, data: Vec<u8>, why: String| {
             let bytes = sa.seal(&sa.header(exchange::CREATE_CHILD_SA, id, true), &[status(kind, data)]);
             sa.respond(id, bytes);
@@ -1081,6 +1123,176 @@ impl IkeSa {
         self.log(format!("the peer rekeys child SA {old_in:08x}: new in {inbound:08x} installed, out {outbound:08x} when the old is deleted"));
         let rekey_at = self.rekey_time(now);
         self.successor = Some((Child { proposal: p, inbound, outbound, local_ts, remote_ts, rekey_at }, out_sa));
+    }
+
+    // ---- CREATE_CHILD_SA: rekeying the IKE SA ---------------------------
+
+    fn rekey_ike(&mut self, now: Instant) {
+        let Some(current) = self.proposal() else { return };
+        let spi = ike_spi();
+        let ni = random_vec(NONCE_LEN);
+        let dh = match KeyPair::generate(current.group) {
+            Ok(k) => k,
+            Err(e) => return self.close(format!("cannot make a Diffie-Hellman key: {e}")),
+        };
+        let mut offer = self.settings.ike.clone();
+        offer.sort_by_key(|p| *p != current);
+        let payloads = vec![
+            Payload::Sa(proposal::ike_offer(&offer, &spi.to_be_bytes())),
+            Payload::Nonce(ni.clone()),
+            Payload::Ke { group: dh.group().id(), data: dh.public().to_vec() },
+        ];
+        self.log("rekeying the IKE SA".into());
+        self.request(now, exchange::CREATE_CHILD_SA, payloads, Request::RekeyIke { spi, ni, dh }, None);
+    }
+
+    fn rekey_ike_response(&mut self, now: Instant, payloads: &[Payload], spi_i: u64, ni: Vec<u8>, dh: KeyPair) {
+        let retry = |sa: &mut IkeSa, why: String| {
+            sa.log(format!("IKE SA rekey refused: {why}; trying again in 10 s"));
+            sa.ike_rekey_at = Some(now + Duration::from_secs(10));
+        };
+        if let Some(n) = error_notify(payloads) {
+            return retry(self, notify::name(n.kind));
+        }
+        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
+        let nr = payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None });
+        let ke =
+            payloads.iter().find_map(|p| if let Payload::Ke { group, data } = p { Some((*group, data)) } else { None });
+        let (Some(sa), Some(nr), Some((group, ke))) = (sa, nr, ke) else {
+            return retry(self, "no SA, nonce or KE in the answer".into());
+        };
+        let chosen = match proposal::choose_ike(&self.settings.ike, sa) {
+            Ok((c, p)) if sa.len() == 1 && p.spi.len() == 8 && c.group == dh.group() && group == c.group.id() => {
+                (c, u64::from_be_bytes(p.spi[..].try_into().expect("8 bytes")))
+            }
+            _ => {
+                return retry(
+                    self,
+                    format!("the peer chose {}, not our proposal with our KE's group", proposal::describe(sa)),
+                )
+            }
+        };
+        let shared = match dh.shared(ke) {
+            Ok(s) => s,
+            Err(e) => return retry(self, format!("the peer's KE payload is unusable: {e}")),
+        };
+        if let Err(e) = self.replace_with(now, chosen.0, &shared, (&ni, &nr), (spi_i, chosen.1), true) {
+            return retry(self, e);
+        }
+        let del = Payload::Delete { protocol: PROTO_IKE, spi_size: 0, spis: Vec::new() };
+        self.request(now, exchange::INFORMATIONAL, vec![del], Request::Delete, Some(Duration::from_secs(10)));
+    }
+
+    fn rekey_ike_request(&mut self, now: Instant, payloads: &[Payload], id: u32) {
+        let refuse = |sa: &mut IkeSa, kind: u16, data: Vec<u8>, why: String| {
+            let bytes = sa.seal(&sa.header(exchange::CREATE_CHILD_SA, id, true), &[status(kind, data)]);
+            sa.respond(id, bytes);
+            sa.log(format!("refused to rekey the IKE SA: {why}"));
+        };
+        if self.retired.is_some() || self.successor.is_some() {
+            return refuse(self, notify::TEMPORARY_FAILURE, vec![], "a rekey is under way".into());
+        }
+        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
+        let ni = payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None });
+        let ke =
+            payloads.iter().find_map(|p| if let Payload::Ke { group, data } = p { Some((*group, data)) } else { None });
+        let (Some(sa), Some(ni), Some((group, ke))) = (sa, ni, ke) else {
+            return refuse(self, notify::INVALID_SYNTAX, vec![], "no SA, nonce or KE".into());
+        };
+        if let Some(Pending { what: Request::RekeyIke { ni: ours, .. }, .. }) = &self.pending {
+            if *ours < ni {
+                return refuse(
+                    self,
+                    notify::TEMPORARY_FAILURE,
+                    vec![],
+                    "simultaneous rekey: ours goes ahead (lower nonce)".into(),
+                );
+            }
+        }
+        let (p, mut answer) = match proposal::choose_ike(&self.settings.ike, sa) {
+            Ok(c) if c.1.spi.len() == 8 => c,
+            Ok(_) => {
+                return refuse(self, notify::INVALID_SYNTAX, vec![], "an IKE proposal without an 8-byte SPI".into())
+            }
+            Err(e) => return refuse(self, notify::NO_PROPOSAL_CHOSEN, vec![], format!("NO_PROPOSAL_CHOSEN: {e}")),
+        };
+        if group != p.group.id() {
+            let want = p.group.id();
+            return refuse(
+                self,
+                notify::INVALID_KE_PAYLOAD,
+                want.to_be_bytes().to_vec(),
+                format!("we take group {want}"),
+            );
+        }
+        let spi_i = u64::from_be_bytes(answer.spi[..].try_into().expect("8 bytes"));
+        let (dh, shared) = match KeyPair::generate(p.group) {
+            Ok(k) => match k.shared(ke) {
+                Ok(s) => (k, s),
+                Err(e) => {
+                    return refuse(self, notify::INVALID_SYNTAX, vec![], format!("the KE payload is unusable: {e}"))
+                }
+            },
+            Err(e) => return refuse(self, notify::TEMPORARY_FAILURE, vec![], e.to_string()),
+        };
+        let spi_r = ike_spi();
+        let nr = random_vec(NONCE_LEN);
+        answer.spi = spi_r.to_be_bytes().to_vec();
+        let ke_r = Payload::Ke { group, data: dh.public().to_vec() };
+        let bytes = self.seal(
+            &self.header(exchange::CREATE_CHILD_SA, id, true),
+            &[Payload::Sa(vec![answer]), Payload::Nonce(nr.clone()), ke_r],
+        );
+        self.respond(id, bytes);
+        if let Err(e) = self.replace_with(now, p, &shared, (&ni, &nr), (spi_i, spi_r), false) {
+            self.log(format!("the rekeyed IKE SA cannot be made: {e}"));
+        }
+    }
+
+    /// Makes the IKE SA that replaces this one: new keys (RFC 7296 section
+    /// 2.18) and SPIs, message IDs from 0, the rekey's initiator as its
+    /// initiator, this one's child SAs. This one is retired: it answers
+    /// or sends the delete, then closes quietly.
+    fn replace_with(
+        &mut self,
+        now: Instant,
+        p: IkeProposal,
+        shared: &[u8],
+        (ni, nr): (&[u8], &[u8]),
+        (spi_i, spi_r): (u64, u64),
+        we_initiated: bool,
+    ) -> Result<(), String> {
+        let old = self.keys.as_ref().expect("keys");
+        let e = p.encryption;
+        let k = IkeKeys::rekey(
+            old.proposal.prf,
+            p.prf,
+            &old.sk_d,
+            shared,
+            ni,
+            nr,
+            spi_i,
+            spi_r,
+            e.integ_len(),
+            e.encr_len(),
+        );
+        let mut new = IkeSa::new(self.settings.clone(), we_initiated, now, self.local_port, self.remote);
+        (new.spi_i, new.spi_r, new.nat) = (spi_i, spi_r, self.nat);
+        (new.ni, new.nr) = (ni.to_vec(), nr.to_vec());
+        new.set_keys(p, k)?;
+        new.phase = Phase::Established;
+        new.ike_rekey_at = Some(new.rekey_time_of(new.settings.ike_lifetime, now));
+        new.child = self.child.take();
+        new.successor = self.successor.take();
+        new.log(format!("IKE SA rekeyed: {p} (replaces {:016x}_{:016x})", self.spi_i, self.spi_r));
+        self.replacement = Some(Box::new(new));
+        self.retired = Some(now + Duration::from_secs(30));
+        Ok(())
+    }
+
+    /// The IKE SA that replaced this one, once (for the endpoint).
+    pub fn take_replacement(&mut self) -> Option<IkeSa> {
+        self.replacement.take().map(|b| *b)
     }
 
     // ---- responder ----------------------------------------------------
@@ -1186,6 +1398,7 @@ impl IkeSa {
         let auth = self.auth(false, &me);
         let mut answer = vec![Payload::IdR(me), Payload::Auth { method: AUTH_PSK, data: auth.to_vec() }];
         self.phase = Phase::Established;
+        self.ike_rekey_at = Some(self.rekey_time_of(self.settings.ike_lifetime, now));
         self.log(format!("IKE SA established with {}", show_identity(&self.settings.remote_id)));
         match self.choose_child(payloads) {
             Ok((p, outbound, tsi, tsr, sa_answer)) => {
@@ -1292,6 +1505,9 @@ impl IkeSa {
                     self.rekey_response(now, &payloads, inbound, ni, dh)
                 }
                 Request::DeleteChild { inbound } => self.out.push_back(Output::RemoveInbound(inbound)),
+                Request::RekeyIke { spi, ni, dh } if header.exchange == exchange::CREATE_CHILD_SA => {
+                    self.rekey_ike_response(now, &payloads, spi, ni, dh)
+                }
                 _ => self.log(format!("dropped: a response of exchange {}", header.exchange)),
             }
             return;

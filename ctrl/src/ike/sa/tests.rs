@@ -38,6 +38,7 @@ fn settings(local: IpAddr, remote: IpAddr, ike: &[&str], esp: &[&str]) -> Settin
         remote_ts: if initiator { vec![idc] } else { vec![ts("10.0.0.0", "10.255.255.255")] },
         dpd: None,
         child_lifetime: Duration::from_secs(3600),
+        ike_lifetime: Duration::from_secs(86400),
     }
 }
 
