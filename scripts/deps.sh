@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what vpngw's demo and tests need on a fresh Debian 12 machine:
 # Debian packages (tshark, pip; clang, llvm and libbpf-dev, which build the
-# XDP programs; iproute2, procps, ethtool, iperf3 and ping for the lab),
+# XDP programs; iproute2, procps, ethtool, iperf3 and ping for the lab;
+# strongSwan's charon and swanctl, the independent IKEv2 peer),
 # Python packages (Scapy; prometheus-client, whose parser checks the
 # metrics endpoint), and, with --fuzz,
 # a nightly toolchain and cargo-fuzz. Each is
@@ -25,6 +26,10 @@ command -v ethtool >/dev/null || apt_packages+=(ethtool)
 command -v iperf3 >/dev/null || apt_packages+=(iperf3)
 command -v ping >/dev/null || apt_packages+=(iputils-ping)
 command -v trafgen >/dev/null || apt_packages+=(netsniff-ng)
+# strongSwan, the independent IKEv2 peer: charon with userspace ESP
+# (kernel-libipsec, in libcharon-extra-plugins) and swanctl.
+[ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null ||
+  apt_packages+=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   say "apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

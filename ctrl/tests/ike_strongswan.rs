@@ -79,11 +79,25 @@ impl Charon {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
     }
+
+    /// Whether charon's log says `what` within 3 s (it writes a moment
+    /// after it sends).
+    fn logs(&self, what: &str) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(3) {
+            if self.log().contains(what) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
 }
 
 impl Drop for Charon {
     fn drop(&mut self) {
         let _ = swan(&["stop", "--dir", self.dir()]);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -188,6 +202,18 @@ fn check_agreement(charon: &Charon, seen: &Seen, encr: &str) {
     assert_eq!(child["encap"], true, "libipsec: ESP in UDP");
     assert_eq!(seen.outbound[0].udp, Some((4500, 4500)));
     assert!(child["encr_alg"].as_str().unwrap().to_lowercase().contains(encr), "{encr}: {sas}");
+    eprintln!(
+        "agreed with charon: IKE {}/{}/{}, ESP {} {} bits, SPIs in {} out {}, ESP in UDP {}:{}",
+        ike["encr_alg"],
+        ike["prf_alg"],
+        ike["dh_group"],
+        child["encr_alg"],
+        child["encr_keysize"],
+        child["spi_in"],
+        child["spi_out"],
+        ike["remote_host"],
+        ike["remote_port"]
+    );
 }
 
 #[test]
@@ -265,6 +291,7 @@ fn ike_against_strongswan() {
     assert!(why.contains("AUTHENTICATION_FAILED"), "{why}");
     assert!(!seen.up && seen.inbound.is_empty() && seen.outbound.is_empty());
     assert!(!seen.text().contains(PSK), "the PSK is never logged");
+    assert!(charon.logs("N(AUTH_FAILED)"), "charon refused us too:\n{}", charon.log());
 
     // (f) Disjoint proposals: NO_PROPOSAL_CHOSEN, both offers named. As
     // initiator vpngw hears the refusal; as responder it writes both.
@@ -279,6 +306,7 @@ fn ike_against_strongswan() {
     );
     let (_, why) = seen.down.as_ref().unwrap_or_else(|| panic!("disjoint proposals fail: {}", seen.text()));
     assert!(why.contains("NO_PROPOSAL_CHOSEN") && why.contains("aes256gcm16-prfsha384-ecp384"), "{why}");
+    assert!(charon.logs("N(NO_PROP)"), "charon's refusal:\n{}", charon.log());
     let s = settings(&["aes256gcm16-prfsha384-ecp384"], &["aes256gcm16"], PSK);
     let dir = charon.dir().to_string();
     let seen = run(
