@@ -30,6 +30,7 @@ use zeroize::Zeroizing;
 const PSK: &str = "lab pre-shared key 7";
 const GW: &str = "192.0.2.1";
 const CGW: &str = "198.51.100.1";
+const HOUR: Duration = Duration::from_secs(3600);
 
 fn repo(path: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path).display().to_string()
@@ -135,10 +136,22 @@ struct Seen {
     down: Option<(Instant, String)>,
     inbound: Vec<SaKeys>,
     outbound: Vec<SaKeys>,
+    removed: Vec<u32>,
     log: Vec<String>,
 }
 
 impl Seen {
+    /// The child SA now: (inbound, outbound) SPIs.
+    fn current(&self) -> (u32, u32) {
+        let live: Vec<u32> = self.inbound.iter().map(|k| k.spi).filter(|s| !self.removed.contains(s)).collect();
+        assert_eq!(live.len(), 1, "one inbound SA left: {live:x?}\n{}", self.text());
+        (live[0], self.outbound.last().expect("an outbound SA").spi)
+    }
+
+    fn says(&self, what: &str) -> bool {
+        self.log.iter().any(|l| l.contains(what))
+    }
+
     fn text(&self) -> String {
         self.log.join("\n") + "\n" + self.down.as_ref().map_or("", |d| &d.1)
     }
@@ -174,6 +187,7 @@ fn run(
                     Output::Down(why) => seen.down = Some((Instant::now(), why)),
                     Output::InstallInbound(k) => seen.inbound.push(k),
                     Output::InstallOutbound(k) => seen.outbound.push(k),
+                    Output::RemoveInbound(spi) => seen.removed.push(spi),
                     Output::Log(l) => seen.log.push(l),
                     _ => {}
                 });
@@ -194,11 +208,12 @@ fn check_agreement(charon: &Charon, seen: &Seen, encr: &str) {
     let sas = charon.sas();
     let ike = &sas.as_array().expect("a list of IKE SAs")[0];
     assert_eq!(ike["state"], "ESTABLISHED", "{sas}");
-    let child = &ike["children"].as_array().expect("children")[0];
-    assert_eq!(child["state"], "INSTALLED", "{sas}");
+    let installed = |c: &&Value| c["state"] == "INSTALLED";
+    let child = ike["children"].as_array().expect("children").iter().find(installed).expect("an installed child");
     let spi = |v: &Value| u32::from_str_radix(v.as_str().unwrap(), 16).unwrap();
-    assert_eq!(spi(&child["spi_in"]), seen.outbound[0].spi, "{sas}");
-    assert_eq!(spi(&child["spi_out"]), seen.inbound[0].spi, "{sas}");
+    let (inbound, outbound) = seen.current();
+    assert_eq!(spi(&child["spi_in"]), outbound, "{sas}");
+    assert_eq!(spi(&child["spi_out"]), inbound, "{sas}");
     assert_eq!(child["encap"], true, "libipsec: ESP in UDP");
     assert_eq!(seen.outbound[0].udp, Some((4500, 4500)));
     assert!(child["encr_alg"].as_str().unwrap().to_lowercase().contains(encr), "{encr}: {sas}");
@@ -272,6 +287,41 @@ fn ike_against_strongswan() {
     assert!(seen.up, "strongSwan initiating: {}\ncharon:\n{}", seen.text(), charon.log());
     check_agreement(&charon, &seen, "aes_gcm");
     let _ = swan(&["terminate", "--dir", charon.dir(), "--name", "theirs"]);
+
+    // (c) Rekeys: charon rekeys the child (every 6 s), vpngw rekeys it
+    // (with PFS), vpngw and then charon rekey the IKE SA; each time the
+    // two sides agree on the child afterwards. Charon's liveness checks
+    // (every 2 s) run over the rekeyed IKE SA and must be answered.
+    let pfs = "aes256gcm16-x25519";
+    let cases: [(&str, &[&str], Duration, Duration, &str); 4] = [
+        ("charon rekeys the child", &["--rekey-time", "6", "--life-time", "30"], HOUR, HOUR, "replaced by"),
+        ("vpngw rekeys the child", &[], Duration::from_secs(8), HOUR, "child SA rekeyed"),
+        ("vpngw rekeys the IKE SA", &["--dpd-delay", "2"], HOUR, Duration::from_secs(8), "IKE SA rekeyed"),
+        ("charon rekeys the IKE SA", &["--ike-rekey-time", "6", "--dpd-delay", "2"], HOUR, HOUR, "IKE SA rekeyed"),
+    ];
+    for (n, (what, theirs, child_life, ike_life, sign)) in cases.into_iter().enumerate() {
+        let name = format!("rekey{n}");
+        let mut args = vec!["--ike-proposals", "aes256gcm16-prfsha256-x25519", "--esp-proposals", pfs];
+        args.extend(theirs);
+        charon.load(&name, PSK, &args);
+        let mut s = settings(&["aes256gcm16-prfsha256-x25519"], &[pfs], PSK);
+        (s.child_lifetime, s.ike_lifetime) = (child_life, ike_life);
+        // Until the rekey, then 5 s more (charon's liveness checks).
+        let since = std::sync::Mutex::new(None::<Instant>);
+        let done = |seen: &Seen| {
+            let mut t = since.lock().unwrap();
+            if t.is_none() && seen.says(sign) {
+                *t = Some(Instant::now());
+            }
+            t.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) || seen.down.is_some()
+        };
+        let seen = run(&lab, s, true, Duration::from_secs(25), done, || {});
+        assert!(seen.says(sign) && seen.down.is_none(), "{what}: {}\ncharon:\n{}", seen.text(), charon.log());
+        check_agreement(&charon, &seen, "aes_gcm");
+        assert_eq!(charon.sas().as_array().unwrap().len(), 1, "{what}: one IKE SA left at charon");
+        eprintln!("{what}: agreed afterwards");
+        let _ = swan(&["terminate", "--dir", charon.dir(), "--name", &name]);
+    }
 
     // (e) A wrong PSK: AUTHENTICATION_FAILED, nothing installed.
     charon.load(

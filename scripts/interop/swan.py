@@ -16,7 +16,8 @@ as ../shared/docs/LAB.md shows: charon run directly, with a private tmpfs on
   swan.py sas --dir DIR [--json]                the IKE and child SAs
   swan.py stop --dir DIR [--kill9]
 
-`sas --json` prints a list of IKE SAs: {name, state, local_host,
+`sas --json` prints a list of IKE SAs: {name, state, initiator_spi,
+responder_spi, local_host,
 local_port, remote_host, remote_port, encr_alg, encr_keysize, integ_alg,
 prf_alg, dh_group, established, rekey_time, children: [{name, state,
 protocol, encap (bool), spi_in, spi_out (hex), encr_alg, encr_keysize,
@@ -108,6 +109,9 @@ def load(a):
     for key, v in [("rekey_time", a.ike_rekey_time), ("dpd_delay", a.dpd_delay), ("dpd_timeout", a.dpd_timeout)]:
         if v is not None:
             ike.append(f"    {key} = {v}s")
+    if a.ike_rekey_time is not None:
+        # Rekeyed when due, not deleted: a life well beyond the rekey time.
+        ike.extend(["    rand_time = 0s", f"    over_time = {3 * a.ike_rekey_time}s"])
     child = [f"        local_ts = {a.local_ts}", f"        remote_ts = {a.remote_ts}",
              f"        start_action = {a.start_action}"]
     if a.esp_proposals:
@@ -115,6 +119,9 @@ def load(a):
     for key, v in [("rekey_time", a.rekey_time), ("life_time", a.life_time)]:
         if v is not None:
             child.append(f"        {key} = {v}s")
+    if a.rekey_time is not None:
+        # No jitter: a test's short rekey time is when the rekey comes.
+        child.append("        rand_time = 0s")
     if a.dpd_action:
         child.append(f"        dpd_action = {a.dpd_action}")
     local_id, remote_id = a.local_id or a.local, a.remote_id or a.remote
@@ -188,7 +195,7 @@ def sas(a):
     for event in parse_raw(r.stdout):
         for name, ike in event.items():
             entry = {"name": name}
-            for k in ["state", "local-host", "local-port", "remote-host", "remote-port", "encr-alg",
+            for k in ["state", "initiator-spi", "responder-spi", "local-host", "local-port", "remote-host", "remote-port", "encr-alg",
                       "encr-keysize", "integ-alg", "prf-alg", "dh-group", "established", "rekey-time"]:
                 entry[k.replace("-", "_")] = ike.get(k)
             children = []
