@@ -39,32 +39,24 @@ python3 scripts/interop/scapy_check_encap.py --self-test
 step "vpngw-pcap against Scapy and tshark"
 python3 scripts/interop/esp_interop.py --bin target/release/vpngw-pcap
 
-step "fuzz inbound ESP for ${FUZZ_SECONDS}s"
-fuzz_log=$(mktemp)
-if ! (cd engine && cargo +nightly fuzz run esp_inbound -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$fuzz_log" 2>&1; then
-  tail -60 "$fuzz_log"   # the panic, the input and the artifact path to reproduce it
-  exit 1
-fi
-grep -E "^stat::(number_of_executed_units|new_units_added)" "$fuzz_log"
-rm -f "$fuzz_log"
-
-step "fuzz control socket requests for ${FUZZ_SECONDS}s"
-fuzz_log=$(mktemp)
-if ! (cd engine && cargo +nightly fuzz run control_request -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$fuzz_log" 2>&1; then
-  tail -60 "$fuzz_log"
-  exit 1
-fi
-grep -E "^stat::(number_of_executed_units|new_units_added)" "$fuzz_log"
-rm -f "$fuzz_log"
-
-step "fuzz IKEv2 message parsing for ${FUZZ_SECONDS}s"
-fuzz_log=$(mktemp)
-if ! (cd engine && cargo +nightly fuzz run ike_message -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$fuzz_log" 2>&1; then
-  tail -60 "$fuzz_log"
-  exit 1
-fi
-grep -E "^stat::(number_of_executed_units|new_units_added)" "$fuzz_log"
-rm -f "$fuzz_log"
+# A bounded fuzz run of one target; on a crash, the panic, the input and
+# the artifact path to reproduce it.
+fuzz() {
+  local target=$1; shift
+  step "fuzz $* for ${FUZZ_SECONDS}s"
+  local log
+  log=$(mktemp)
+  if ! (cd engine && cargo +nightly fuzz run "$target" -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$log" 2>&1; then
+    tail -60 "$log"
+    exit 1
+  fi
+  grep -E "^stat::(number_of_executed_units|new_units_added)" "$log"
+  rm -f "$log"
+}
+fuzz esp_inbound inbound ESP
+fuzz control_request control socket requests
+fuzz ike_message IKEv2 message parsing
+fuzz ike_exchange hostile datagrams against an established IKE SA
 
 step "benchmark smoke run (numbers not asserted)"
 out=$(mktemp)

@@ -159,7 +159,8 @@ pub enum Output {
         local_ts: Vec<TrafficSelector>,
         remote_ts: Vec<TrafficSelector>,
     },
-    /// The IKE SA is gone, with its child SAs: why.
+    /// The tunnel's IKE SA is gone with its child SAs, or our attempt to
+    /// negotiate one failed: why.
     Down(String),
     /// A line for the log (what happened and why; never a secret).
     Log(String),
@@ -558,9 +559,14 @@ impl IkeSa {
         if self.phase == Phase::Closed {
             return;
         }
+        // Down concerns the tunnel: an SA that carried it, or our own
+        // attempt to bring it up. A responder that never got that far
+        // (a refused or hostile IKE_SA_INIT, a failed IKE_AUTH) says why
+        // in the log only, so it cannot take an established tunnel down.
+        let concerns_tunnel = self.phase == Phase::Established || self.initiator;
         self.phase = Phase::Closed;
         self.pending = None;
-        if self.retired.is_some() {
+        if self.retired.is_some() || !concerns_tunnel {
             return self.log(format!("closed: {why}"));
         }
         self.remove_child();
