@@ -94,6 +94,9 @@ pub enum Request {
     CaptureRead { id: u64 },
     /// Ends a capture.
     CaptureStop { id: u64 },
+    /// The IKE-keyed tunnels: their IKE SAs (state, algorithms,
+    /// identities, child SA, next rekey) and why each last failed.
+    Ike,
 }
 
 /// Where a capture copies a tunnel's packets.

@@ -53,6 +53,9 @@ use vpngw_engine::model::{self, AddrRange, Attachment, NextHop, PortId, PortRang
 use vpngw_engine::wire::ether::MacAddr;
 use vpngw_engine::{Direction, InboundSa, NatT, OutboundSa, SaConfig, Suite};
 
+pub mod ike;
+pub use ike::IkeConfig;
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,7 +232,9 @@ pub struct Tunnel {
     pub name: String,
     pub gateway: String,
     pub customer_gateway: String,
-    pub suite: String,
+    /// The ESP suite of static SAs (with `ike` it is negotiated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
     #[serde(default = "yes")]
     pub up: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,9 +251,15 @@ pub struct Tunnel {
     pub hard_lifetime: Option<LimitConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
-    pub outbound: StaticSa,
+    /// Static SAs (a lab convenience)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<StaticSa>,
     /// Up to four (a rekey keeps the old ones a while).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound: Vec<StaticSa>,
+    /// ... or SAs negotiated with IKEv2 ([`ike`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike: Option<Box<IkeConfig>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -488,53 +499,36 @@ impl Config {
                 .ok_or_else(|| {
                     invalid(&object, "customer_gateway", remote, "the gateway has no address of its family")
                 })?;
-            let suite = Suite::from_str(&t.suite).map_err(|e| invalid(&object, "suite", &t.suite, e))?;
-            let sa = |field: &'static str, s: &StaticSa, direction| {
-                let mut c = SaConfig::new(s.spi, direction, suite, local, remote);
-                c.natt = match t.nat_t {
-                    None | Some(NatTConfig::Enabled(false)) => None,
-                    Some(NatTConfig::Enabled(true)) => Some(NatT::DEFAULT),
-                    Some(NatTConfig::Ports { src_port, dst_port }) => Some(NatT { src_port, dst_port }),
-                };
-                c.esn = t.esn;
-                c.replay_window = t.replay_window.unwrap_or(c.replay_window);
-                let limit = |field: &'static str, l: Option<LimitConfig>| {
-                    let l = l.unwrap_or_default();
-                    // TOML integers are 64-bit signed: the state file must
-                    // hold what is accepted.
-                    for v in [l.bytes, l.packets, l.seconds].into_iter().flatten() {
-                        if v > i64::MAX as u64 {
-                            return Err(invalid(&object, field, v, "a lifetime is at most 9223372036854775807"));
-                        }
-                    }
-                    Ok(Limit { bytes: l.bytes, packets: l.packets, seconds: l.seconds })
-                };
-                c.lifetimes = Lifetimes {
-                    soft: limit("soft_lifetime", t.soft_lifetime)?,
-                    hard: limit("hard_lifetime", t.hard_lifetime)?,
-                };
-                let key = crate::hex::decode(&s.key).map_err(|e| invalid(&object, field, "(key)", e))?;
-                Ok::<_, ConfigError>((c, key))
+            let (outbound, inbound) = match (&t.ike, &t.outbound, &t.suite) {
+                (Some(_), None, None) if t.inbound.is_empty() => {
+                    // Checked here, made by the control thread's negotiation.
+                    ike::settings(t, local, remote, &[])?;
+                    (None, Vec::new())
+                }
+                (Some(_), ..) => {
+                    return Err(invalid(
+                        &object,
+                        "ike",
+                        "{..}",
+                        "a tunnel has static SAs (suite, outbound, inbound) or ike, not both",
+                    ))
+                }
+                (None, Some(o), Some(suite)) => static_sas(&object, t, suite, o, local, remote, now)?,
+                (None, ..) => {
+                    return Err(invalid(
+                        &object,
+                        "outbound",
+                        "(none)",
+                        "a tunnel has static SAs (suite, outbound, inbound) or ike",
+                    ))
+                }
             };
-            let (c, key) = sa("outbound", &t.outbound, Direction::Outbound)?;
-            let spi = format!("{:#x}", t.outbound.spi);
-            let outbound = OutboundSa::new(c, &key, now).map_err(|e| invalid(&object, "outbound", &spi, e))?;
-            if t.inbound.is_empty() || t.inbound.len() > model::MAX_INBOUND_SAS {
-                return Err(invalid(&object, "inbound", t.inbound.len(), "a tunnel has 1 to 4 inbound SAs"));
-            }
-            let mut inbound = Vec::new();
-            for s in &t.inbound {
-                let (c, key) = sa("inbound", s, Direction::Inbound)?;
-                let spi = format!("{:#x}", s.spi);
-                let sa = InboundSa::new(c, &key, now).map_err(|e| invalid(&object, "inbound", &spi, e))?;
-                inbound.push(Arc::new(Mutex::new(sa)));
-            }
             cfg.tunnels.push(model::Tunnel {
                 id,
                 name: t.name.clone(),
                 gateway: g,
                 customer_gateway: cgw,
-                outbound: Arc::new(Mutex::new(outbound)),
+                outbound,
                 inbound,
                 up: t.up,
                 mss_clamp: t.mss_clamp,
@@ -603,6 +597,63 @@ impl Config {
     }
 }
 
+/// A tunnel's outbound SA and inbound SAs, as the engine's.
+type StaticSas = (Option<model::SaHandle<OutboundSa>>, Vec<model::SaHandle<InboundSa>>);
+
+/// A tunnel's static SAs (`suite`, `outbound`, `inbound`) as the engine's.
+fn static_sas(
+    object: &str,
+    t: &Tunnel,
+    suite: &str,
+    outbound: &StaticSa,
+    local: IpAddr,
+    remote: IpAddr,
+    now: u64,
+) -> Result<StaticSas, ConfigError> {
+    let suite = Suite::from_str(suite).map_err(|e| invalid(object, "suite", suite, e))?;
+    let sa = |field: &'static str, s: &StaticSa, direction| {
+        let mut c = SaConfig::new(s.spi, direction, suite, local, remote);
+        c.natt = match t.nat_t {
+            None | Some(NatTConfig::Enabled(false)) => None,
+            Some(NatTConfig::Enabled(true)) => Some(NatT::DEFAULT),
+            Some(NatTConfig::Ports { src_port, dst_port }) => Some(NatT { src_port, dst_port }),
+        };
+        c.esn = t.esn;
+        c.replay_window = t.replay_window.unwrap_or(c.replay_window);
+        let limit = |field: &'static str, l: Option<LimitConfig>| {
+            let l = l.unwrap_or_default();
+            // TOML integers are 64-bit signed: the state file must
+            // hold what is accepted.
+            for v in [l.bytes, l.packets, l.seconds].into_iter().flatten() {
+                if v > i64::MAX as u64 {
+                    return Err(invalid(object, field, v, "a lifetime is at most 9223372036854775807"));
+                }
+            }
+            Ok(Limit { bytes: l.bytes, packets: l.packets, seconds: l.seconds })
+        };
+        c.lifetimes = Lifetimes {
+            soft: limit("soft_lifetime", t.soft_lifetime)?,
+            hard: limit("hard_lifetime", t.hard_lifetime)?,
+        };
+        let key = crate::hex::decode(&s.key).map_err(|e| invalid(object, field, "(key)", e))?;
+        Ok::<_, ConfigError>((c, key))
+    };
+    let (c, key) = sa("outbound", outbound, Direction::Outbound)?;
+    let spi = format!("{:#x}", outbound.spi);
+    let outbound = OutboundSa::new(c, &key, now).map_err(|e| invalid(object, "outbound", &spi, e))?;
+    if t.inbound.is_empty() || t.inbound.len() > model::MAX_INBOUND_SAS {
+        return Err(invalid(object, "inbound", t.inbound.len(), "a tunnel has 1 to 4 inbound SAs"));
+    }
+    let mut inbound = Vec::new();
+    for s in &t.inbound {
+        let (c, key) = sa("inbound", s, Direction::Inbound)?;
+        let spi = format!("{:#x}", s.spi);
+        let sa = InboundSa::new(c, &key, now).map_err(|e| invalid(object, "inbound", &spi, e))?;
+        inbound.push(Arc::new(Mutex::new(sa)));
+    }
+    Ok((Some(Arc::new(Mutex::new(outbound))), inbound))
+}
+
 /// Two tunnels' SAs must not share an SPI where a receiver tells SAs apart
 /// by it: inbound, the SPI and our address; outbound, the SPI and the peer.
 fn unique_spis(tunnels: &[model::Tunnel]) -> Result<(), ConfigError> {
@@ -610,10 +661,12 @@ fn unique_spis(tunnels: &[model::Tunnel]) -> Result<(), ConfigError> {
     let mut outbound: HashMap<(u32, IpAddr), &str> = HashMap::new();
     for t in tunnels {
         let object = format!("tunnel {}", t.name);
-        let o = t.outbound.lock().expect("SA lock").cfg.clone();
-        if let Some(other) = outbound.insert((o.spi, o.remote), &t.name) {
-            let why = format!("tunnel {other} already sends to {} with this SPI", o.remote);
-            return Err(invalid(object, "outbound", format!("{:#x}", o.spi), why));
+        if let Some(o) = &t.outbound {
+            let o = o.lock().expect("SA lock").cfg.clone();
+            if let Some(other) = outbound.insert((o.spi, o.remote), &t.name) {
+                let why = format!("tunnel {other} already sends to {} with this SPI", o.remote);
+                return Err(invalid(object, "outbound", format!("{:#x}", o.spi), why));
+            }
         }
         for sa in &t.inbound {
             let i = sa.lock().expect("SA lock").cfg.clone();

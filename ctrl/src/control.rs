@@ -18,6 +18,9 @@ use crate::api::{self, ApiError, CapturePoint, ErrorKind, Request};
 use crate::config::{self as file_config, Config, Link, StaticSa};
 use crate::events::Events;
 use crate::health::{Checker, Transition};
+use crate::ike::endpoint::{Endpoint, TunnelId};
+use crate::ike::sa::Output;
+use crate::negotiation::{self, Negotiation};
 use crate::report::{Report, StateChange, Stats, HISTORY};
 use crate::{hex, metrics, state};
 use serde_json::{json, Value};
@@ -74,6 +77,8 @@ pub struct Control {
     log: Vec<String>,
     capture: Option<Capture>,
     captures: u64,
+    /// The tunnels IKE keys.
+    ike: Negotiation,
 }
 
 impl Control {
@@ -106,7 +111,12 @@ impl Control {
             log: Vec::new(),
             capture: None,
             captures: 0,
+            ike: Negotiation::default(),
         };
+        let plan = Negotiation::plan(&control.file, &control.model)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let changes = control.ike.adopt(plan, Instant::now());
+        control.ike_changes(changes);
         control.health = control.next_checks(&control.file, Instant::now());
         control.index_checks();
         let mut resumed = 0;
@@ -115,13 +125,18 @@ impl Control {
             let marks = state::load_marks(&state::marks_path(path))
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             control.marks = marks.into_iter().map(|(k, m)| (k, (m.resume_at, m))).collect();
-            let tunnels = control.model.tunnels.clone();
-            for t in &tunnels {
-                resumed += usize::from(control.resume(&t.outbound));
+            for sa in control.static_outbound(&control.model) {
+                resumed += usize::from(control.resume(&sa));
             }
         }
         control.mark_sequences()?;
         Ok((control, resumed))
+    }
+
+    /// The outbound SAs of `model` with static keys, which need sequence
+    /// marks (IKE makes fresh keys).
+    fn static_outbound(&self, model: &model::Config) -> Vec<SaHandle<OutboundSa>> {
+        model.tunnels.iter().filter(|t| !self.ike.keys(&t.name)).filter_map(|t| t.outbound.clone()).collect()
     }
 
     /// Starts a new outbound SA above every sequence number an SA with its
@@ -144,8 +159,8 @@ impl Control {
     /// sent since the last mark (at least 65,536). Marks of SAs that are
     /// gone are kept, for an SA made again with the same SPI and peer.
     pub fn mark_sequences(&mut self) -> std::io::Result<()> {
-        for t in &self.model.tunnels {
-            let sa = t.outbound.lock().expect("SA lock");
+        for sa in self.static_outbound(&self.model) {
+            let sa = sa.lock().expect("SA lock");
             let (seq, k) = (sa.state.next_seq, mark_key(&sa.cfg));
             let (before, old) = self.marks.get(&k).map_or((seq, None), |(s, m)| (*s, Some(*m)));
             if old.is_some() && before == seq {
@@ -279,10 +294,18 @@ impl Control {
             }
             changes.extend(ch.into_iter().map(|x| (t.name.clone(), x)));
         }
+        self.ike.tick(now);
         let lifetimes: Vec<_> = self.workers.iter().flat_map(|w| std::iter::from_fn(|| w.events.pop())).collect();
         for e in lifetimes {
+            if e.expiry == vpngw_engine::lifetime::Expiry::Soft {
+                if let Some(t) = self.ike.rekey_soon(e.spi, now) {
+                    let detail = format!("SA {:#x}: {:?} volume limit near: rekeying", e.spi, e.direction);
+                    let gw = self.tunnel_gateway(&t);
+                    self.event("ike", gw.as_deref(), Some(&t), detail);
+                }
+            }
             let tunnel = self.model.tunnels.iter().find(|t| {
-                t.outbound.lock().expect("SA lock").cfg.spi == e.spi
+                t.outbound.as_ref().is_some_and(|sa| sa.lock().expect("SA lock").cfg.spi == e.spi)
                     || t.inbound.iter().any(|sa| sa.lock().expect("SA lock").cfg.spi == e.spi)
             });
             let (gw, name) = match tunnel {
@@ -503,6 +526,61 @@ impl Control {
         m
     }
 
+    /// The IKE endpoints, by the address each serves (for the daemon's
+    /// drivers).
+    pub fn ike_endpoints(&mut self) -> impl Iterator<Item = (IpAddr, &mut Endpoint)> {
+        self.ike.endpoints_mut()
+    }
+
+    /// Deletes every IKE SA with its peer (the daemon is stopping).
+    pub fn ike_shutdown(&mut self, now: Instant) {
+        self.ike.shutdown(now);
+    }
+
+    /// Applies what the IKE endpoint on `local` asked for `slot`.
+    pub fn ike_output(&mut self, local: IpAddr, slot: Option<TunnelId>, o: Output) {
+        let clock = self.started.elapsed().as_secs();
+        let changes = self.ike.output(local, slot, o, clock, Instant::now());
+        self.ike_changes(changes);
+    }
+
+    /// Records IKE's changes: events, alarms, and the tunnels' SAs into
+    /// the model (a snapshot published) when they changed.
+    fn ike_changes(&mut self, changes: Vec<negotiation::Change>) {
+        let mut republish = false;
+        for c in changes {
+            match c {
+                negotiation::Change::Keys => republish = true,
+                negotiation::Change::Up { tunnel, detail } => {
+                    let gw = self.tunnel_gateway(&tunnel);
+                    self.event("tunnel-up", gw.as_deref(), Some(&tunnel), detail.clone());
+                    self.clear("tunnel-down", &tunnel, gw.as_deref(), detail);
+                }
+                negotiation::Change::Down { tunnel, why } => {
+                    let gw = self.tunnel_gateway(&tunnel);
+                    let why = format!("IKE: {why}");
+                    self.event("tunnel-down", gw.as_deref(), Some(&tunnel), why.clone());
+                    self.raise("tunnel-down", &tunnel, gw.as_deref(), why);
+                }
+                negotiation::Change::Log { tunnel, line } => {
+                    let gw = tunnel.as_deref().and_then(|t| self.tunnel_gateway(t));
+                    self.event("ike", gw.as_deref(), tunnel.as_deref(), line);
+                }
+            }
+        }
+        if republish {
+            self.ike.overlay(&mut self.model, None);
+            if let Err(e) = self.republish() {
+                self.log.push(format!("IKE SAs not published: {e}"));
+            }
+        }
+    }
+
+    fn tunnel_gateway(&self, tunnel: &str) -> Option<String> {
+        let t = self.model.tunnels.iter().find(|t| t.name == tunnel)?;
+        self.gateway_name(t.gateway)
+    }
+
     /// Answers one request.
     pub fn handle(&mut self, request: &Request, workers: &[WorkerReport]) -> Result<Value, ApiError> {
         let value = |v: Result<Value, serde_json::Error>| v.expect("views serialize");
@@ -524,6 +602,7 @@ impl Control {
             }
             Request::Capture { tunnel, point, count, pps } => self.start_capture(tunnel, *point, *count, *pps),
             Request::CaptureRead { id } => self.read_capture(*id),
+            Request::Ike => Ok(self.ike.view(Instant::now())),
             Request::CaptureStop { id } => match &self.capture {
                 Some(c) if c.id == *id => {
                     self.end_capture();
@@ -549,6 +628,8 @@ impl Control {
         }
         let mut model = next.to_model(link, self.started.elapsed().as_secs())?;
         keep_sas(&mut model, &next, &self.model, &self.file);
+        let plan = Negotiation::plan(&next, &model)?;
+        self.ike.overlay(&mut model, Some(&plan));
         let health = self.next_checks(&next, Instant::now());
         Self::overlay_health(&mut model, &health);
         let snapshot = Snapshot::build(&model, self.generation + 1)
@@ -562,17 +643,18 @@ impl Control {
         // the marks (workers on the old snapshot may send a few more: 2^16
         // ahead); the new ones start above any mark of their SPI and peer.
         let fresh = |sa: &SaHandle<OutboundSa>, among: &model::Config| {
-            !among.tunnels.iter().any(|t| Arc::ptr_eq(&t.outbound, sa))
+            !among.tunnels.iter().any(|t| t.outbound.as_ref().is_some_and(|o| Arc::ptr_eq(o, sa)))
         };
-        for t in self.model.tunnels.iter().filter(|t| fresh(&t.outbound, &model)) {
-            let sa = t.outbound.lock().expect("SA lock");
+        let (old_static, new_static) = (self.static_outbound(&self.model), self.static_outbound(&model));
+        for sa in old_static.iter().filter(|sa| fresh(sa, &model)) {
+            let sa = sa.lock().expect("SA lock");
             let resume_at = sa.state.next_seq.saturating_add(1 << 16).min(sa.cfg.max_seq());
             let m = self.marks.entry(mark_key(&sa.cfg)).or_insert((0, state::SeqMark { spi: sa.cfg.spi, resume_at }));
             m.1.resume_at = m.1.resume_at.max(resume_at);
             self.marks_dirty = true;
         }
-        for t in model.tunnels.iter().filter(|t| fresh(&t.outbound, &self.model)) {
-            self.resume(&t.outbound);
+        for sa in new_static.iter().filter(|sa| fresh(sa, &self.model)) {
+            self.resume(sa);
         }
         self.generation += 1;
         self.cell.publish(snapshot);
@@ -581,6 +663,8 @@ impl Control {
         self.model = model;
         self.health = health;
         self.index_checks();
+        let ike = self.ike.adopt(plan, Instant::now());
+        self.ike_changes(ike);
         for i in 0..self.model.tunnels.len() {
             let (name, up) = (self.model.tunnels[i].name.clone(), self.model.tunnels[i].up);
             if was.get(&name).is_some_and(|&w| w != up) {
@@ -664,10 +748,11 @@ pub fn keep_sas(new: &mut model::Config, new_file: &Config, old: &model::Config,
     let same_key = |a: &StaticSa, b: &StaticSa| a.spi == b.spi && a.key == b.key;
     for (t, f) in new.tunnels.iter_mut().zip(&new_file.tunnels) {
         let Some((old_t, old_f)) = old_tunnels.get(f.name.as_str()) else { continue };
-        if same_key(&f.outbound, &old_f.outbound) {
-            let same = old_t.outbound.lock().expect("SA lock").cfg == t.outbound.lock().expect("SA lock").cfg;
-            if same {
-                t.outbound = old_t.outbound.clone();
+        if let (Some(f_o), Some(old_f_o), Some(o), Some(old_o)) =
+            (&f.outbound, &old_f.outbound, &t.outbound, &old_t.outbound)
+        {
+            if same_key(f_o, old_f_o) && old_o.lock().expect("SA lock").cfg == o.lock().expect("SA lock").cfg {
+                t.outbound = Some(old_o.clone());
             }
         }
         for (sa, s) in t.inbound.iter_mut().zip(&f.inbound) {

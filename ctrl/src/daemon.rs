@@ -20,12 +20,14 @@
 use crate::api::{Request, Response};
 use crate::config::{Config, ConfigError, Link, Role};
 use crate::control::Control;
+use crate::ike::driver::Driver;
 use crate::kernel::{Interface, Netlink};
 use crate::metrics;
 use crate::report::Report;
 use crate::server::{self, Access, Call};
 use crate::state;
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -258,6 +260,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         }
     }
     let (mut last_neigh, mut last_stats) = (Instant::now(), Instant::now());
+    let mut ike = IkePorts::default();
     while !stop.load(Ordering::Relaxed) {
         if let Ok(call) = calls.recv_timeout(Duration::from_millis(20)) {
             answer(&mut control, call, &reports(&shared), &mut steering, &log);
@@ -275,6 +278,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
             }
         }
         control.tick(Instant::now());
+        ike.turn(&mut control, &log);
         for line in control.take_log() {
             log(&line);
         }
@@ -298,6 +302,12 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
             }
         }
     }
+    // The IKE SAs are deleted with their peers, who then know at once.
+    control.ike_shutdown(Instant::now());
+    ike.turn(&mut control, &log);
+    for line in control.take_log() {
+        log(&line);
+    }
     // Clients still waiting hear that the daemon is going.
     drop(calls);
     if let Some(a) = acceptor {
@@ -320,6 +330,46 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
         s.detach()?;
     }
     Ok(report)
+}
+
+/// The kernel UDP sockets IKE is served on: ports 500 and 4500 of each
+/// gateway address an IKE tunnel uses (the steering program passes IKE to
+/// the kernel).
+#[derive(Default)]
+struct IkePorts {
+    drivers: BTreeMap<IpAddr, Driver>,
+    /// Addresses whose ports could not be bound (said once).
+    failed: BTreeSet<IpAddr>,
+}
+
+impl IkePorts {
+    /// Serves every IKE endpoint for one turn: datagrams in, timers, datagrams
+    /// out; the rest of what the endpoints say goes to the control thread.
+    fn turn(&mut self, control: &mut Control, log: &impl Fn(&str)) {
+        let now = Instant::now();
+        let mut outputs = Vec::new();
+        for (local, endpoint) in control.ike_endpoints() {
+            let driver = match self.drivers.entry(local) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => match Driver::bind(local) {
+                    Ok(d) => {
+                        log(&format!("IKE on {local} ports 500 and 4500"));
+                        v.insert(d)
+                    }
+                    Err(e) => {
+                        if self.failed.insert(local) {
+                            log(&format!("IKE cannot be served: {e}"));
+                        }
+                        continue;
+                    }
+                },
+            };
+            driver.turn(endpoint, now, |slot, o| outputs.push((local, slot, o)));
+        }
+        for (local, slot, o) in outputs {
+            control.ike_output(local, slot, o);
+        }
+    }
 }
 
 /// Answers one request from the control socket; after an accepted change,

@@ -11,6 +11,7 @@ pub mod hex;
 pub mod ike;
 pub mod kernel;
 pub mod metrics;
+pub mod negotiation;
 pub mod report;
 pub mod server;
 pub mod state;

@@ -25,7 +25,8 @@ pub struct TunnelStats {
     pub gateway: String,
     pub up: bool,
     /// Encrypted and sent.
-    pub outbound: SaStats,
+    /// None while an IKE tunnel has no SA negotiated.
+    pub outbound: Option<SaStats>,
     /// Decrypted and accepted, per inbound SA.
     pub inbound: Vec<SaStats>,
 }
@@ -79,10 +80,10 @@ impl Report {
             .tunnels
             .iter()
             .map(|t| {
-                let outbound = {
-                    let sa = t.outbound.lock().expect("SA lock");
+                let outbound = t.outbound.as_ref().map(|sa| {
+                    let sa = sa.lock().expect("SA lock");
                     sa_stats(sa.cfg.spi, sa.state.lifetime.traffic, &sa.state.drops)
-                };
+                });
                 let inbound = t
                     .inbound
                     .iter()
@@ -134,14 +135,14 @@ impl Report {
         );
         for t in &self.tunnels {
             let (rx_p, rx_b) = t.inbound.iter().fold((0, 0), |(p, b), sa| (p + sa.packets, b + sa.bytes));
-            let mut all = t.outbound.drops.clone();
+            let mut all = t.outbound.as_ref().map(|o| o.drops.clone()).unwrap_or_default();
             for sa in &t.inbound {
                 for (r, n) in &sa.drops {
                     *all.entry(r.clone()).or_default() += n;
                 }
             }
             let up = if t.up { "yes" } else { "no" };
-            let (tx_p, tx_b) = (t.outbound.packets, t.outbound.bytes);
+            let (tx_p, tx_b) = t.outbound.as_ref().map_or((0, 0), |o| (o.packets, o.bytes));
             let _ = writeln!(
                 s,
                 "{:<12} {:<8} {:<4} {tx_p:>10} {tx_b:>12} {rx_p:>10} {rx_b:>12}  {}",
@@ -249,7 +250,8 @@ pub struct Stats {
 
 fn totals(t: &TunnelStats) -> (u64, u64, u64, u64) {
     let (rx_p, rx_b) = t.inbound.iter().fold((0, 0), |(p, b), sa| (p + sa.packets, b + sa.bytes));
-    (t.outbound.packets, t.outbound.bytes, rx_p, rx_b)
+    let (tx_p, tx_b) = t.outbound.as_ref().map_or((0, 0), |o| (o.packets, o.bytes));
+    (tx_p, tx_b, rx_p, rx_b)
 }
 
 fn add_drops(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
@@ -280,7 +282,7 @@ impl Stats {
             .map(|t| {
                 let (tx_packets, tx_bytes, rx_packets, rx_bytes) = totals(t);
                 let (tx_bps, tx_pps, rx_bps, rx_pps) = rate(&t.name);
-                let mut drops = t.outbound.drops.clone();
+                let mut drops = t.outbound.as_ref().map(|o| o.drops.clone()).unwrap_or_default();
                 for sa in &t.inbound {
                     add_drops(&mut drops, &sa.drops);
                 }

@@ -80,7 +80,8 @@ pub struct Tunnel {
     pub name: String,
     pub gateway: GatewayId,
     pub customer_gateway: CustomerGatewayId,
-    pub outbound: SaHandle<OutboundSa>,
+    /// None until one is negotiated (IKE): the tunnel carries nothing.
+    pub outbound: Option<SaHandle<OutboundSa>>,
     /// Up to [`MAX_INBOUND_SAS`].
     pub inbound: Vec<SaHandle<InboundSa>>,
     /// Down: no route through it is used, no packet is sent into it.

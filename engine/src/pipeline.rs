@@ -314,8 +314,8 @@ impl Pipeline {
         // Forwarding, with the outbound SAs prefetched.
         for step in &steps {
             if let Step::Forward { hop: Hop::Tunnel(t), .. } = *step {
-                if self.owner(t) == self.worker {
-                    prefetch::value(&*snap.tunnels[t].outbound);
+                if let (true, Some(sa)) = (self.owner(t) == self.worker, &snap.tunnels[t].outbound) {
+                    prefetch::value(&**sa);
                 }
             }
         }
@@ -623,7 +623,8 @@ impl Pipeline {
         }
         self.tap(at, tunnel.id, TapPoint::Inner, pkt.data(), true);
         {
-            let mut sa = tunnel.outbound.lock().expect("SA lock");
+            // A tunnel without an outbound SA is down, and never chosen.
+            let mut sa = tunnel.outbound.as_ref().ok_or(DropReason::TunnelDown)?.lock().expect("SA lock");
             esp::encap(&mut sa, pkt, at.now, &mut self.events)?;
         }
         self.tap(at, tunnel.id, TapPoint::Outer, pkt.data(), true);

@@ -182,7 +182,10 @@ pub struct TunnelView {
     pub gateway: usize,
     /// The customer gateway's address: where ESP is sent.
     pub peer: IpAddr,
-    pub outbound: SaHandle<OutboundSa>,
+    /// None until one is negotiated; the tunnel is down meanwhile.
+    pub outbound: Option<SaHandle<OutboundSa>>,
+    /// The operator has it up, its health check (if any) passes, and it
+    /// has an outbound SA.
     pub up: bool,
     /// The reverse of the SPD rules that protect via this tunnel, which
     /// packets decrypted from it must fit; none for a route-based tunnel.
@@ -293,8 +296,8 @@ impl Snapshot {
                 .ok_or_else(|| invalid(&object, "customer_gateway", t.customer_gateway, "is not a customer gateway"))?
                 .addr;
             let gateway = &cfg.gateways[g];
-            let max_inner = {
-                let sa = t.outbound.lock().expect("SA lock");
+            let max_inner = if let Some(sa) = &t.outbound {
+                let sa = sa.lock().expect("SA lock");
                 if sa.cfg.remote != peer {
                     return Err(invalid(
                         &object,
@@ -313,6 +316,8 @@ impl Snapshot {
                 }
                 let mtu = cfg.ports.iter().find(|p| p.id == gateway.outside_port).map_or(0, |p| p.mtu);
                 crate::esp::max_inner_len(&sa.cfg, mtu as usize)
+            } else {
+                0
             };
             if let Some(p) = t.probe.filter(|p| p.local.is_ipv4() != p.remote.is_ipv4() || p.local == p.remote) {
                 return Err(invalid(
@@ -338,7 +343,7 @@ impl Snapshot {
                 gateway: g,
                 peer,
                 outbound: t.outbound.clone(),
-                up: t.up,
+                up: t.up && t.outbound.is_some(),
                 selectors: Selectors::default(),
                 mss_clamp: t.mss_clamp,
                 max_inner,

@@ -129,9 +129,9 @@ impl Lab {
             name: format!("t{id}"),
             gateway: GW,
             customer_gateway: id,
-            outbound: Arc::new(Mutex::new(
+            outbound: Some(Arc::new(Mutex::new(
                 OutboundSa::new(sa(spi_out, Direction::Outbound, gw, cgw), &key, 0).unwrap(),
-            )),
+            ))),
             inbound: vec![Arc::new(Mutex::new(
                 InboundSa::new(sa(spi_in, Direction::Inbound, gw, cgw), &key, 0).unwrap(),
             ))],
@@ -414,7 +414,8 @@ fn scenario_5_active_standby_failover() {
     for _ in 0..3 {
         assert_reached(lab.inside_sends(VPC, IDC1), VPC, IDC1, Some(2));
     }
-    let sent_into_1 = |lab: &Lab| lab.cfg.tunnels[0].outbound.lock().unwrap().state.lifetime.traffic.packets;
+    let sent_into_1 =
+        |lab: &Lab| lab.cfg.tunnels[0].outbound.as_ref().unwrap().lock().unwrap().state.lifetime.traffic.packets;
     assert_eq!(sent_into_1(&lab), 1, "nothing was sent into the down tunnel");
     lab.set_up(1, true);
     assert_reached(lab.inside_sends(VPC, IDC1), VPC, IDC1, Some(1));
@@ -610,7 +611,11 @@ fn too_big_for_the_tunnel_tells_the_sender() {
     assert_eq!((icmp[0], icmp[1], u16::from_be_bytes([icmp[6], icmp[7]]) as usize), (3, 4, max));
     assert_eq!(&icmp[8..28], &big[..20], "the sender's own header is quoted");
     assert_eq!(lab.pipeline.drops.get(DropReason::TooBig), 1);
-    assert_eq!(lab.cfg.tunnels[0].outbound.lock().unwrap().state.next_seq, 2, "one packet sent, none wasted");
+    assert_eq!(
+        lab.cfg.tunnels[0].outbound.as_ref().unwrap().lock().unwrap().state.next_seq,
+        2,
+        "one packet sent, none wasted"
+    );
 }
 
 /// MTU: IPv4 without DF is fragmented before encryption (RFC 791); each

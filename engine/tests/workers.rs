@@ -71,9 +71,9 @@ fn setup() -> (Arc<SnapshotCell>, Vec<(InboundSa, OutboundSa)>) {
             name: format!("t{t}"),
             gateway: 1,
             customer_gateway: t,
-            outbound: Arc::new(Mutex::new(
+            outbound: Some(Arc::new(Mutex::new(
                 OutboundSa::new(sa(out_spi, Direction::Outbound, GW, peer(t)), &key, 0).unwrap(),
-            )),
+            ))),
             inbound: vec![Arc::new(Mutex::new(
                 InboundSa::new(sa(in_spi, Direction::Inbound, GW, peer(t)), &key, 0).unwrap(),
             ))],

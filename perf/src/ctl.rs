@@ -149,7 +149,7 @@ fn tunnel(i: usize) -> Change {
         name: format!("t{}", i + 1),
         gateway: "gw1".into(),
         customer_gateway: "idc".into(),
-        suite: "aes-gcm-128".into(),
+        suite: Some("aes-gcm-128".into()),
         up: true,
         nat_t: None,
         esn: false,
@@ -158,8 +158,9 @@ fn tunnel(i: usize) -> Change {
         health_check: None,
         soft_lifetime: None,
         hard_lifetime: None,
-        outbound: config::StaticSa { spi: out, key: key(out) },
+        outbound: Some(config::StaticSa { spi: out, key: key(out) }),
         inbound: vec![config::StaticSa { spi: inb, key: key(inb) }],
+        ike: None,
     }))
 }
 

@@ -120,7 +120,7 @@ pub(crate) fn config(tunnels: usize, routes: usize) -> (Config, Vec<OutboundSa>)
             name: format!("t{i}"),
             gateway: 1,
             customer_gateway: id,
-            outbound: Arc::new(Mutex::new(out)),
+            outbound: Some(Arc::new(Mutex::new(out))),
             inbound: vec![Arc::new(Mutex::new(inb))],
             up: true,
             mss_clamp: None,

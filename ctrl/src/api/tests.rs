@@ -128,7 +128,7 @@ fn tunnel(name: &str, gateway: &str, spi: u32) -> Tunnel {
         name: name.into(),
         gateway: gateway.into(),
         customer_gateway: "idc1".into(),
-        suite: "aes-gcm-128".into(),
+        suite: Some("aes-gcm-128".into()),
         up: true,
         nat_t: None,
         esn: false,
@@ -137,8 +137,9 @@ fn tunnel(name: &str, gateway: &str, spi: u32) -> Tunnel {
         health_check: None,
         soft_lifetime: None,
         hard_lifetime: None,
-        outbound: crate::config::StaticSa { spi, key: KEY16.into() },
+        outbound: Some(crate::config::StaticSa { spi, key: KEY16.into() }),
         inbound: vec![crate::config::StaticSa { spi: spi + 0x1000, key: KEY16.into() }],
+        ike: None,
     }
 }
 
@@ -342,7 +343,7 @@ fn an_add_appends_and_a_second_add_is_exists() {
     assert_eq!(e.object.as_deref(), Some("tunnel t4"));
     // The identity is the name: other fields differing does not matter.
     let mut other = t4;
-    other.outbound.spi = 0x9999;
+    other.outbound.as_mut().unwrap().spi = 0x9999;
     assert_eq!(apply(&next, &[Change::Add(Object::Tunnel(other))], false).unwrap_err().kind, ErrorKind::Exists);
     // A route's identity is gateway, prefix and next hop, not its priority.
     let mut r = cfg.routes[0].clone();

@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use vpngw_ctrl::api::{self, CapturePoint, Change, Envelope, Key, Kind, Object, Request, Response, RouteKey, SpdKey};
+use vpngw_ctrl::config::ike::{DpdActionConfig, DpdConfig, Negotiation};
 use vpngw_ctrl::config::{
-    AttachmentKind, Config, CustomerGateway, Gateway, HealthCheck, LimitConfig, NatTConfig, Route, SpdRule, StaticSa,
-    Tunnel,
+    AttachmentKind, Config, CustomerGateway, Gateway, HealthCheck, IkeConfig, LimitConfig, NatTConfig, Route, SpdRule,
+    StaticSa, Tunnel,
 };
 use vpngw_ctrl::events::Event;
 use vpngw_ctrl::report::{drops_text, Report, Stats, TunnelStats, TunnelTraffic, WorkerStats};
@@ -30,8 +31,11 @@ use vpngw_ctrl::report::{drops_text, Report, Stats, TunnelStats, TunnelTraffic, 
 /// Examples:
 ///   vpnctl gateway add gw1 --attachment vpc --outside gw-out --inside gw-in --address 192.0.2.1
 ///   vpnctl customer-gateway add idc1 --address 198.51.100.1
-///   vpnctl tunnel add t1 --gateway gw1 --customer-gateway idc1 --suite aes-gcm-128 \
-///       --outbound 0x1001:<key+salt hex> --inbound 0x2001:<key+salt hex>
+///   vpnctl tunnel add t1 --gateway gw1 --customer-gateway idc1 --psk '<secret>' \
+///       --esp-proposal aes128gcm16 --dpd 10:30:restart        # negotiated with IKEv2
+///   vpnctl tunnel add t2 --gateway gw1 --customer-gateway idc2 --suite aes-gcm-128 \
+///       --outbound 0x1001:<key+salt hex> --inbound 0x2001:<key+salt hex>   # static SAs
+///   vpnctl show ike                        # IKE SAs, child SAs, why a negotiation failed
 ///   vpnctl route add 172.16.1.0/24 --gateway gw1 --via tunnel:t1 --priority 0
 ///   vpnctl spd add --gateway gw1 --local 10.1.0.0/16 --remote 172.16.2.0/24 --action protect:t2
 ///   vpnctl tunnel set t1 --down            # routes fail over to the next priority
@@ -69,7 +73,7 @@ enum Command {
     CustomerGateway(CustomerGatewayCmd),
     /// Tunnels between a gateway and a customer gateway, with their SAs.
     #[command(subcommand)]
-    Tunnel(TunnelCmd),
+    Tunnel(Box<TunnelCmd>),
     /// SPD rules: traffic selectors that send traffic into a tunnel (or
     /// bypass, or discard it), before the route table.
     #[command(subcommand)]
@@ -130,6 +134,10 @@ enum Command {
     },
     /// The SAs of every tunnel with their counters.
     Sas,
+    /// IKE: `show ike` lists the IKE SAs (state, algorithms, identities,
+    /// child SAs, next rekey) and why a negotiation last failed.
+    #[command(subcommand)]
+    Show(ShowCmd),
     /// The workers: frames, drops, burst latency, port counters.
     Workers,
     /// Print the running configuration (the configuration file's schema).
@@ -260,6 +268,12 @@ enum CustomerGatewayCmd {
 }
 
 #[derive(Subcommand)]
+enum ShowCmd {
+    /// The IKE-keyed tunnels and their IKE SAs.
+    Ike,
+}
+
+#[derive(Subcommand)]
 enum TunnelCmd {
     Add {
         name: String,
@@ -267,18 +281,21 @@ enum TunnelCmd {
         gateway: String,
         #[arg(long)]
         customer_gateway: String,
-        /// aes-gcm-128, aes-gcm-256, chacha20-poly1305, aes-cbc-128-hmac-sha256
-        /// or aes-cbc-256-hmac-sha256 (strongSwan's default ESP proposal).
-        #[arg(long)]
-        suite: String,
-        /// The outbound SA: SPI:KEY (key and 4-byte salt in hex).
-        #[arg(long, value_parser = parse_sa)]
-        outbound: StaticSa,
-        /// An inbound SA: SPI:KEY (repeat, up to 4).
-        #[arg(long, value_parser = parse_sa, required = true)]
+        /// Static SAs: aes-gcm-128, aes-gcm-256, chacha20-poly1305,
+        /// aes-cbc-128-hmac-sha256 or aes-cbc-256-hmac-sha256 (strongSwan's
+        /// default ESP proposal). Without --psk.
+        #[arg(long, required_unless_present = "psk", conflicts_with = "psk")]
+        suite: Option<String>,
+        /// The outbound static SA: SPI:KEY (key and 4-byte salt in hex).
+        #[arg(long, value_parser = parse_sa, required_unless_present = "psk", conflicts_with = "psk")]
+        outbound: Option<StaticSa>,
+        /// An inbound static SA: SPI:KEY (repeat, up to 4).
+        #[arg(long, value_parser = parse_sa, required_unless_present = "psk", conflicts_with = "psk")]
         inbound: Vec<StaticSa>,
         #[command(flatten)]
         options: TunnelOptions,
+        #[command(flatten)]
+        ike: IkeOptions,
     },
     /// Change a tunnel (the options given replace the current values).
     Set {
@@ -292,6 +309,8 @@ enum TunnelCmd {
         inbound: Vec<StaticSa>,
         #[command(flatten)]
         options: TunnelOptions,
+        #[command(flatten)]
+        ike: IkeOptions,
         /// Bring it up (routes through it are used again).
         #[arg(long, conflicts_with = "down")]
         up: bool,
@@ -358,6 +377,126 @@ struct TunnelOptions {
     /// Remove the health check.
     #[arg(long, conflicts_with_all = ["health_local", "health_remote"])]
     no_health_check: bool,
+}
+
+/// A tunnel negotiated with IKEv2 (--psk makes one).
+#[derive(Args)]
+struct IkeOptions {
+    /// IKEv2 with this pre-shared key (at least 8 characters) instead of
+    /// static SAs.
+    #[arg(long, value_name = "SECRET")]
+    psk: Option<String>,
+    /// active: vpngw initiates (and again after the tunnel goes down);
+    /// passive: it waits for the customer gateway.
+    #[arg(long, value_parser = ["active", "passive"])]
+    negotiation: Option<String>,
+    /// Our identity: an IP address or a domain name (default: the
+    /// gateway's address).
+    #[arg(long, value_name = "ID")]
+    local_id: Option<String>,
+    /// The customer gateway's identity (default: its address).
+    #[arg(long, value_name = "ID")]
+    remote_id: Option<String>,
+    /// An IKE proposal in strongSwan's syntax, e.g.
+    /// aes256gcm16-prfsha256-x25519 (repeat, best first).
+    #[arg(long = "ike-proposal", value_name = "PROPOSAL")]
+    ike_proposals: Vec<String>,
+    /// An ESP proposal in strongSwan's syntax, e.g. aes128gcm16 or
+    /// aes128-sha256 (repeat, best first).
+    #[arg(long = "esp-proposal", value_name = "PROPOSAL")]
+    esp_proposals: Vec<String>,
+    /// A DH group for child SA rekeys (PFS): ecp256, ecp384, x25519, modp2048.
+    #[arg(long, value_name = "GROUP")]
+    pfs: Option<String>,
+    /// The IKE SA's lifetime in seconds (60-604800, default 86400).
+    #[arg(long, value_name = "SECONDS")]
+    ike_lifetime: Option<u32>,
+    /// The IPsec SAs' lifetime in seconds (180-604800, default 3600).
+    #[arg(long, value_name = "SECONDS")]
+    lifetime: Option<u32>,
+    /// The IPsec SAs' lifetime in kilobytes (rekeyed at 80%).
+    #[arg(long, value_name = "KB")]
+    lifetime_kilobytes: Option<u64>,
+    /// Liveness checks: INTERVAL:TIMEOUT[:clear|restart] in seconds.
+    #[arg(long, value_name = "INTERVAL:TIMEOUT[:ACTION]", value_parser = parse_dpd)]
+    dpd: Option<DpdConfig>,
+}
+
+impl IkeOptions {
+    /// Changes `t`'s IKE settings by the options given (making them, with
+    /// the defaults, if --psk is given and it has none).
+    fn apply_to(&self, t: &mut Tunnel) -> Result<(), Failure> {
+        if let (None, Some(psk)) = (&t.ike, &self.psk) {
+            t.ike = Some(Box::new(IkeConfig::new(psk)));
+            (t.suite, t.outbound, t.inbound) = (None, None, Vec::new());
+        }
+        let given = self.psk.is_some()
+            || self.negotiation.is_some()
+            || self.local_id.is_some()
+            || self.remote_id.is_some()
+            || !self.ike_proposals.is_empty()
+            || !self.esp_proposals.is_empty()
+            || self.pfs.is_some()
+            || self.ike_lifetime.is_some()
+            || self.lifetime.is_some()
+            || self.lifetime_kilobytes.is_some()
+            || self.dpd.is_some();
+        let Some(ike) = &mut t.ike else {
+            return if given {
+                Err(Failure::Usage(format!("tunnel {} has static SAs: give --psk to negotiate it with IKE", t.name)))
+            } else {
+                Ok(())
+            };
+        };
+        if let Some(p) = &self.psk {
+            ike.psk = p.clone();
+        }
+        if let Some(n) = &self.negotiation {
+            ike.negotiation = if n == "passive" { Negotiation::Passive } else { Negotiation::Active };
+        }
+        if let Some(i) = &self.local_id {
+            ike.local_id = Some(i.clone());
+        }
+        if let Some(i) = &self.remote_id {
+            ike.remote_id = Some(i.clone());
+        }
+        if !self.ike_proposals.is_empty() {
+            ike.ike_proposals = self.ike_proposals.clone();
+        }
+        if !self.esp_proposals.is_empty() {
+            ike.esp_proposals = self.esp_proposals.clone();
+        }
+        if let Some(g) = &self.pfs {
+            ike.pfs = Some(g.clone());
+        }
+        if let Some(l) = self.ike_lifetime {
+            ike.ike_lifetime = l;
+        }
+        if let Some(l) = self.lifetime {
+            ike.lifetime = l;
+        }
+        if let Some(k) = self.lifetime_kilobytes {
+            ike.lifetime_kilobytes = Some(k);
+        }
+        if let Some(d) = self.dpd {
+            ike.dpd = Some(d);
+        }
+        Ok(())
+    }
+}
+
+fn parse_dpd(s: &str) -> Result<DpdConfig, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let secs = |p: &str| p.parse::<u32>().map_err(|_| format!("{p:?} is not a number of seconds"));
+    let action = match parts.get(2).copied() {
+        None | Some("restart") => DpdActionConfig::Restart,
+        Some("clear") => DpdActionConfig::Clear,
+        Some(a) => return Err(format!("{a:?} is not an action (clear or restart)")),
+    };
+    match parts[..] {
+        [i, t] | [i, t, _] => Ok(DpdConfig { interval: secs(i)?, timeout: secs(t)?, action }),
+        _ => Err("expected INTERVAL:TIMEOUT[:clear|restart]".into()),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -667,8 +806,8 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 )
             }
         },
-        Command::Tunnel(cmd) => match cmd {
-            TunnelCmd::Add { name, gateway, customer_gateway, suite, outbound, inbound, options } => {
+        Command::Tunnel(cmd) => match cmd.as_ref() {
+            TunnelCmd::Add { name, gateway, customer_gateway, suite, outbound, inbound, options, ike } => {
                 let mut t = Tunnel {
                     name: name.clone(),
                     gateway: gateway.clone(),
@@ -684,22 +823,28 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                     health_check: None,
                     outbound: outbound.clone(),
                     inbound: inbound.clone(),
+                    ike: None,
                 };
                 options.apply_to(&mut t)?;
+                ike.apply_to(&mut t)?;
                 done(c.apply(vec![Change::Add(Object::Tunnel(t))], false)?)
             }
-            TunnelCmd::Set { name, suite, outbound, inbound, options, up } => {
+            TunnelCmd::Set { name, suite, outbound, inbound, options, ike, up } => {
                 let mut t: Tunnel = c.get(Kind::Tunnel, name)?;
                 if let Some(s) = suite {
-                    t.suite = s.clone();
+                    t.suite = Some(s.clone());
                 }
                 if let Some(o) = outbound {
-                    t.outbound = o.clone();
+                    t.outbound = Some(o.clone());
                 }
                 if !inbound.is_empty() {
                     t.inbound = inbound.clone();
                 }
+                if suite.is_some() || outbound.is_some() || !inbound.is_empty() {
+                    t.ike = None; // static SAs replace IKE
+                }
                 options.apply_to(&mut t)?;
+                ike.apply_to(&mut t)?;
                 if *up {
                     t.up = true;
                 }
@@ -722,15 +867,18 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 table(
                     cli.json,
                     &v,
-                    &["tunnel", "gateway", "customer gw", "suite", "up", "out spi", "in spis", "nat-t"],
+                    &["tunnel", "gateway", "customer gw", "keys", "up", "out spi", "in spis", "nat-t"],
                     tunnels.iter().map(|t| {
                         vec![
                             t.name.clone(),
                             t.gateway.clone(),
                             t.customer_gateway.clone(),
-                            t.suite.clone(),
+                            match (&t.ike, &t.suite) {
+                                (Some(ike), _) => format!("ike ({:?})", ike.negotiation).to_lowercase(),
+                                (None, s) => s.clone().unwrap_or_default(),
+                            },
                             yes_no(t.up),
-                            format!("{:#x}", t.outbound.spi),
+                            t.outbound.as_ref().map_or("-".into(), |o| format!("{:#x}", o.spi)),
                             t.inbound.iter().map(|s| format!("{:#x}", s.spi)).collect::<Vec<_>>().join(","),
                             match t.nat_t {
                                 None | Some(NatTConfig::Enabled(false)) => "-".into(),
@@ -901,14 +1049,16 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
             let mut rows = Vec::new();
             for t in &tunnels {
                 let drops = drops_text;
-                rows.push(vec![
-                    t.name.clone(),
-                    "out".into(),
-                    format!("{:#x}", t.outbound.spi),
-                    t.outbound.packets.to_string(),
-                    t.outbound.bytes.to_string(),
-                    drops(&t.outbound.drops),
-                ]);
+                if let Some(o) = &t.outbound {
+                    rows.push(vec![
+                        t.name.clone(),
+                        "out".into(),
+                        format!("{:#x}", o.spi),
+                        o.packets.to_string(),
+                        o.bytes.to_string(),
+                        drops(&o.drops),
+                    ]);
+                }
                 for sa in &t.inbound {
                     rows.push(vec![
                         t.name.clone(),
@@ -921,6 +1071,14 @@ fn run(cli: &Cli, c: &Client) -> Result<(), Failure> {
                 }
             }
             table(cli.json, &v, &["tunnel", "dir", "spi", "packets", "bytes", "drops"], rows.into_iter())
+        }
+        Command::Show(ShowCmd::Ike) => {
+            let v = c.call(Request::Ike)?;
+            if cli.json {
+                return show(true, v);
+            }
+            print!("{}", ike_text(&v));
+            Ok(())
         }
         Command::Workers => {
             let v = c.call(Request::Workers)?;
@@ -1056,6 +1214,9 @@ fn from<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Failure> {
 
 /// Keys stay in the daemon's answer for `export`, not on the screen.
 fn hide_keys(v: &mut Value) {
+    if let Some(k) = v.get_mut("ike").and_then(|o| o.get_mut("psk")) {
+        *k = json!("(hidden)");
+    }
     if let Some(k) = v.get_mut("outbound").and_then(|o| o.get_mut("key")) {
         *k = json!("(hidden)");
     }
@@ -1343,4 +1504,59 @@ fn print_stats(s: &Stats) {
         }
     }
     let _ = table(false, &Value::Null, &head, rows.into_iter());
+}
+
+/// `show ike` for people: a block per tunnel.
+fn ike_text(v: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    };
+    let mut out = String::new();
+    let tunnels = v["tunnels"].as_array().cloned().unwrap_or_default();
+    if tunnels.is_empty() {
+        out.push_str("no tunnel is negotiated with IKE\n");
+    }
+    for t in tunnels {
+        out += &format!(
+            "tunnel {}: {} ({}), {} -> {}\n",
+            text(&t["tunnel"]),
+            if t["up"] == json!(true) { "up" } else { "down" },
+            text(&t["negotiation"]),
+            text(&t["local"]),
+            text(&t["remote"])
+        );
+        for sa in t["ike_sas"].as_array().into_iter().flatten() {
+            out += &format!(
+                "  IKE SA {} {} ({}), {} {} -> {}, peer {}{}, next rekey in {} s\n",
+                text(&sa["spi"]),
+                text(&sa["state"]),
+                if sa["initiator"] == json!(true) { "initiator" } else { "responder" },
+                text(&sa["proposal"]),
+                text(&sa["local_id"]),
+                text(&sa["remote_id"]),
+                text(&sa["remote"]),
+                if sa["nat_t"] == json!(true) { ", UDP encapsulated" } else { "" },
+                text(&sa["next_rekey_s"]),
+            );
+            if let Some(c) = sa["child"].as_object() {
+                out += &format!(
+                    "    child SA {}: in {} out {}, {} === {}\n",
+                    text(&c["proposal"]),
+                    text(&c["spi_in"]),
+                    text(&c["spi_out"]),
+                    text(&c["local_ts"]),
+                    text(&c["remote_ts"])
+                );
+            }
+        }
+        if !t["last_failure"].is_null() {
+            out += &format!("  last failure: {}\n", text(&t["last_failure"]));
+        }
+        if !t["retry_in_s"].is_null() {
+            out += &format!("  negotiating again in {} s\n", text(&t["retry_in_s"]));
+        }
+    }
+    out
 }

@@ -87,7 +87,7 @@ fn the_example_becomes_a_model_a_snapshot_accepts() {
     assert_eq!(model.ports[0].router, Some("192.0.2.254".parse().unwrap()));
     let t = &model.tunnels[0];
     assert_eq!((t.gateway, t.customer_gateway, t.mss_clamp), (1, 1, Some(1360)));
-    let out = t.outbound.lock().unwrap();
+    let out = t.outbound.as_ref().unwrap().lock().unwrap();
     assert_eq!(out.cfg.spi, 0x1001);
     assert_eq!(out.cfg.natt, Some(NatT::DEFAULT));
     assert_eq!(out.cfg.lifetimes.hard.seconds, Some(3600));

@@ -181,14 +181,14 @@ fn a_refused_apply_changes_nothing() {
     spi_collision.inbound[0].spi = 0x2003; // only the outbound SPI collides with t2's
     let mut inbound_collision = tunnel(&c, "t2");
     inbound_collision.name = "t3".into();
-    inbound_collision.outbound.spi = 0x1003;
+    inbound_collision.outbound.as_mut().unwrap().spi = 0x1003;
     inbound_collision.inbound[0].spi = 0x2001; // t1 receives on it
     let mut short_key = tunnel(&c, "t1");
-    short_key.outbound.key = KEY16[..32].into(); // no salt
+    short_key.outbound.as_mut().unwrap().key = KEY16[..32].into(); // no salt
     let mut long_key = tunnel(&c, "t2");
     long_key.inbound[0].key = format!("{KEY16}00");
     let mut wrong_suite = tunnel(&c, "t1");
-    wrong_suite.suite = "aes-gcm-256".into(); // the key is 16 bytes and a salt
+    wrong_suite.suite = Some("aes-gcm-256".into()); // the key is 16 bytes and a salt
     let mut bad_window = tunnel(&c, "t1");
     bad_window.replay_window = Some(0);
     let cases: Vec<(Vec<Change>, api::ErrorKind, &str)> = vec![
@@ -224,7 +224,7 @@ fn a_refused_apply_changes_nothing() {
         (vec![Change::Delete(Key::Tunnel("t1".into()))], ErrorKind::InUse, "is used by"),
         (vec![Change::Delete(Key::Tunnel("t9".into()))], ErrorKind::NotFound, "does not exist"),
     ];
-    let first_sa = model_tunnel(&c, "t1").outbound.clone();
+    let first_sa = model_tunnel(&c, "t1").outbound.clone().unwrap().clone();
     for (changes, kind, why) in cases {
         let e = apply(&mut c, changes.clone()).expect_err(&format!("accepted: {changes:?}"));
         assert_eq!(e.kind, kind, "{changes:?}: {e}");
@@ -233,7 +233,10 @@ fn a_refused_apply_changes_nothing() {
         assert_eq!(saved(&dir.state()), file(), "{changes:?}");
         assert_eq!(cell.load().generation, 1, "{changes:?}");
         assert_eq!(c.model().routes.len(), 2);
-        assert!(Arc::ptr_eq(&model_tunnel(&c, "t1").outbound, &first_sa), "the model is the one before");
+        assert!(
+            Arc::ptr_eq(&model_tunnel(&c, "t1").outbound.clone().unwrap(), &first_sa),
+            "the model is the one before"
+        );
     }
     // A good change then goes through as generation 2.
     let r = apply(&mut c, vec![Change::Add(Object::Route(route("172.21.0.0/16", "tunnel:t2")))]).unwrap();
@@ -260,9 +263,9 @@ fn a_change_that_cannot_be_saved_is_not_applied() {
 #[test]
 fn sas_of_untouched_tunnels_carry_on_and_a_new_key_is_a_new_sa() {
     let (mut c, cell) = control(file(), None);
-    let out1 = model_tunnel(&c, "t1").outbound.clone();
+    let out1 = model_tunnel(&c, "t1").outbound.clone().unwrap().clone();
     let in1 = model_tunnel(&c, "t1").inbound[0].clone();
-    let out2 = model_tunnel(&c, "t2").outbound.clone();
+    let out2 = model_tunnel(&c, "t2").outbound.clone().unwrap().clone();
     out1.lock().unwrap().state.next_seq = 4242;
     out2.lock().unwrap().state.next_seq = 777;
     in1.lock().unwrap().state.window.start_after(99);
@@ -275,70 +278,73 @@ fn sas_of_untouched_tunnels_carry_on_and_a_new_key_is_a_new_sa() {
         vec![Change::Add(Object::Route(route("172.20.0.0/16", "tunnel:t1"))), Change::Set(Object::Tunnel(t2))],
     )
     .unwrap();
-    assert!(Arc::ptr_eq(&model_tunnel(&c, "t1").outbound, &out1));
+    assert!(Arc::ptr_eq(&model_tunnel(&c, "t1").outbound.clone().unwrap(), &out1));
     assert!(Arc::ptr_eq(&model_tunnel(&c, "t1").inbound[0], &in1));
-    assert!(Arc::ptr_eq(&model_tunnel(&c, "t2").outbound, &out2));
+    assert!(Arc::ptr_eq(&model_tunnel(&c, "t2").outbound.clone().unwrap(), &out2));
     assert!(!model_tunnel(&c, "t2").up);
-    assert_eq!(model_tunnel(&c, "t1").outbound.lock().unwrap().state.next_seq, 4242);
-    assert_eq!(model_tunnel(&c, "t2").outbound.lock().unwrap().state.next_seq, 777);
+    assert_eq!(model_tunnel(&c, "t1").outbound.clone().unwrap().lock().unwrap().state.next_seq, 4242);
+    assert_eq!(model_tunnel(&c, "t2").outbound.clone().unwrap().lock().unwrap().state.next_seq, 777);
     assert_eq!(model_tunnel(&c, "t1").inbound[0].lock().unwrap().state.window.top(), 99);
     // The workers' snapshot holds those very SAs.
     let snap = cell.load();
     let view = snap.tunnels.iter().find(|t| t.name == "t1").unwrap();
-    assert!(Arc::ptr_eq(&view.outbound, &out1));
+    assert!(Arc::ptr_eq(view.outbound.as_ref().unwrap(), &out1));
 
     // t1's outbound key changes: a fresh outbound SA (starting above the
     // old one's numbers: marks go by SPI and peer); its inbound SA (same
     // SPI and key) carries on.
     let mut t1 = tunnel(&c, "t1");
-    t1.outbound.key = KEY16_B.into();
+    t1.outbound.as_mut().unwrap().key = KEY16_B.into();
     apply(&mut c, vec![Change::Set(Object::Tunnel(t1))]).unwrap();
     let now = model_tunnel(&c, "t1");
-    assert!(!Arc::ptr_eq(&now.outbound, &out1));
-    assert!(now.outbound.lock().unwrap().state.next_seq > 4242);
+    assert!(!Arc::ptr_eq(now.outbound.as_ref().unwrap(), &out1));
+    assert!(now.outbound.as_ref().unwrap().lock().unwrap().state.next_seq > 4242);
     assert!(Arc::ptr_eq(&now.inbound[0], &in1));
-    assert!(Arc::ptr_eq(&model_tunnel(&c, "t2").outbound, &out2), "t2 untouched");
+    assert!(Arc::ptr_eq(&model_tunnel(&c, "t2").outbound.clone().unwrap(), &out2), "t2 untouched");
     let snap = cell.load();
     let view = snap.tunnels.iter().find(|t| t.name == "t1").unwrap();
-    assert!(Arc::ptr_eq(&view.outbound, &model_tunnel(&c, "t1").outbound), "the new SA is published");
+    assert!(
+        Arc::ptr_eq(view.outbound.as_ref().unwrap(), &model_tunnel(&c, "t1").outbound.clone().unwrap()),
+        "the new SA is published"
+    );
 
     // A new SPI with the same key is a new SA too; so is a changed
     // parameter (NAT-T) under the same SPI and key.
     let mut t2 = tunnel(&c, "t2");
-    t2.outbound.spi = 0x1012;
+    t2.outbound.as_mut().unwrap().spi = 0x1012;
     apply(&mut c, vec![Change::Set(Object::Tunnel(t2))]).unwrap();
-    assert!(!Arc::ptr_eq(&model_tunnel(&c, "t2").outbound, &out2));
-    let out2 = model_tunnel(&c, "t2").outbound.clone();
+    assert!(!Arc::ptr_eq(&model_tunnel(&c, "t2").outbound.clone().unwrap(), &out2));
+    let out2 = model_tunnel(&c, "t2").outbound.clone().unwrap().clone();
     let mut t2 = tunnel(&c, "t2");
     t2.nat_t = Some(crate::config::NatTConfig::Enabled(true));
     apply(&mut c, vec![Change::Set(Object::Tunnel(t2))]).unwrap();
-    assert!(!Arc::ptr_eq(&model_tunnel(&c, "t2").outbound, &out2));
-    assert!(model_tunnel(&c, "t2").outbound.lock().unwrap().cfg.natt.is_some());
+    assert!(!Arc::ptr_eq(&model_tunnel(&c, "t2").outbound.clone().unwrap(), &out2));
+    assert!(model_tunnel(&c, "t2").outbound.clone().unwrap().lock().unwrap().cfg.natt.is_some());
 }
 
 #[test]
 fn sas_are_kept_by_tunnel_name_when_tunnels_move() {
     let (mut c, _) = control(file(), None);
-    let out2 = model_tunnel(&c, "t2").outbound.clone();
+    let out2 = model_tunnel(&c, "t2").outbound.clone().unwrap().clone();
     out2.lock().unwrap().state.next_seq = 555;
-    model_tunnel(&c, "t1").outbound.lock().unwrap().state.next_seq = 5000;
+    model_tunnel(&c, "t1").outbound.clone().unwrap().lock().unwrap().state.next_seq = 5000;
     // t1 deleted (with its users): t2 is now the first tunnel.
     c.handle(&Request::Apply { changes: vec![Change::Delete(Key::Tunnel("t1".into()))], cascade: true }, &[]).unwrap();
     assert_eq!(c.model().tunnels.len(), 1);
-    assert!(Arc::ptr_eq(&model_tunnel(&c, "t2").outbound, &out2));
+    assert!(Arc::ptr_eq(&model_tunnel(&c, "t2").outbound.clone().unwrap(), &out2));
     assert_eq!(out2.lock().unwrap().state.next_seq, 555);
     // A tunnel added back under t1's name, SPI and peer is a new SA, but
     // it starts above every number the old one used (no state file needed).
     let t1 = file().tunnels[0].clone();
     apply(&mut c, vec![Change::Add(Object::Tunnel(t1))]).unwrap();
-    let seq = model_tunnel(&c, "t1").outbound.lock().unwrap().state.next_seq;
+    let seq = model_tunnel(&c, "t1").outbound.clone().unwrap().lock().unwrap().state.next_seq;
     assert!(seq > 5000, "the re-made SA starts at {seq}");
     // One with a new SPI starts from 1.
     let mut t3 = file().tunnels[0].clone();
     t3.name = "t3".into();
-    (t3.outbound.spi, t3.inbound[0].spi) = (0x1003, 0x2003);
+    (t3.outbound.as_mut().unwrap().spi, t3.inbound[0].spi) = (0x1003, 0x2003);
     apply(&mut c, vec![Change::Add(Object::Tunnel(t3))]).unwrap();
-    assert_eq!(model_tunnel(&c, "t3").outbound.lock().unwrap().state.next_seq, 1);
+    assert_eq!(model_tunnel(&c, "t3").outbound.clone().unwrap().lock().unwrap().state.next_seq, 1);
 }
 
 /// An SA replaced by one with the same SPI, peer and key (here NAT-T is
@@ -352,13 +358,13 @@ fn an_sa_remade_with_the_same_spi_and_key_starts_above_the_old_ones_numbers() {
     let dir = TempDir::new("an_sa_remade_with_the_same_spi_and_key_starts_above_the_old_ones_numbers");
     for state in [Some(dir.state()), None] {
         let (mut c, _) = control(file(), state.as_deref());
-        let old = model_tunnel(&c, "t1").outbound.clone();
+        let old = model_tunnel(&c, "t1").outbound.clone().unwrap().clone();
         // 1,000,000 packets sent since the last mark.
         old.lock().unwrap().state.next_seq = 1_000_000;
         let mut t1 = tunnel(&c, "t1");
         t1.nat_t = Some(crate::config::NatTConfig::Enabled(true));
         apply(&mut c, vec![Change::Set(Object::Tunnel(t1))]).unwrap();
-        let new = model_tunnel(&c, "t1").outbound.clone();
+        let new = model_tunnel(&c, "t1").outbound.clone().unwrap().clone();
         assert!(!Arc::ptr_eq(&new, &old), "a new SA");
         let seq = new.lock().unwrap().state.next_seq;
         assert!(seq >= 1_000_000, "state file {state:?}: the new SA starts at {seq}, below the old one's 1000000");
@@ -443,7 +449,7 @@ fn lookup_prefers_longer_prefixes_and_spd_rules_for_a_source() {
 fn sequence_numbers_resume_from_the_marks_after_a_restart() {
     let dir = TempDir::new("sequence_numbers_resume_from_the_marks_after_a_restart");
     let (mut c, _) = control(file(), Some(&dir.state()));
-    model_tunnel(&c, "t1").outbound.lock().unwrap().state.next_seq = 1_000_000;
+    model_tunnel(&c, "t1").outbound.clone().unwrap().lock().unwrap().state.next_seq = 1_000_000;
     c.mark_sequences().unwrap();
     let marks = state::load_marks(&state::marks_path(&dir.state())).unwrap();
     // By SPI and peer.
@@ -455,14 +461,14 @@ fn sequence_numbers_resume_from_the_marks_after_a_restart() {
     // A restart: the configuration from the state file, its SAs fresh.
     let restored = saved(&dir.state());
     let model = restored.to_model(link, 0).unwrap();
-    assert_eq!(model.tunnels[0].outbound.lock().unwrap().state.next_seq, 1);
+    assert_eq!(model.tunnels[0].outbound.as_ref().unwrap().lock().unwrap().state.next_seq, 1);
     let cell = Arc::new(SnapshotCell::new(Snapshot::build(&model, 1).unwrap()));
     let (c, resumed) = Control::new(restored, model, cell, 1, Some(dir.state())).unwrap();
     assert_eq!(resumed, 2, "both tunnels had marks");
-    let t1 = model_tunnel(&c, "t1").outbound.lock().unwrap().state.next_seq;
+    let t1 = model_tunnel(&c, "t1").outbound.clone().unwrap().lock().unwrap().state.next_seq;
     assert!(t1 >= 1_000_000, "t1 resumes at {t1}");
     // t2 sent nothing; it still resumes above where it could have got to.
-    let t2 = model_tunnel(&c, "t2").outbound.lock().unwrap().state.next_seq;
+    let t2 = model_tunnel(&c, "t2").outbound.clone().unwrap().lock().unwrap().state.next_seq;
     assert!((2..1_000_000).contains(&t2), "t2 resumes at {t2}");
 }
 
@@ -475,7 +481,7 @@ fn sequence_numbers_resume_from_the_marks_after_a_restart() {
 fn a_deleted_tunnels_mark_outlives_a_restart() {
     let dir = TempDir::new("a_deleted_tunnels_mark_outlives_a_restart");
     let (mut c, _) = control(file(), Some(&dir.state()));
-    model_tunnel(&c, "t1").outbound.lock().unwrap().state.next_seq = 1_000_000;
+    model_tunnel(&c, "t1").outbound.clone().unwrap().lock().unwrap().state.next_seq = 1_000_000;
     c.handle(&Request::Apply { changes: vec![Change::Delete(Key::Tunnel("t1".into()))], cascade: true }, &[]).unwrap();
     assert!(saved(&dir.state()).tunnels.iter().all(|t| t.name != "t1"));
     c.mark_sequences().unwrap(); // the daemon's once-a-second mark
@@ -488,7 +494,7 @@ fn a_deleted_tunnels_mark_outlives_a_restart() {
     let cell = Arc::new(SnapshotCell::new(Snapshot::build(&model, 1).unwrap()));
     let (c, resumed) = Control::new(file(), model, cell, 1, Some(dir.state())).unwrap();
     assert_eq!(resumed, 2);
-    let seq = model_tunnel(&c, "t1").outbound.lock().unwrap().state.next_seq;
+    let seq = model_tunnel(&c, "t1").outbound.clone().unwrap().lock().unwrap().state.next_seq;
     assert!(seq >= 1_000_000, "t1 resumes at {seq}");
 }
 
@@ -496,17 +502,17 @@ fn a_deleted_tunnels_mark_outlives_a_restart() {
 fn a_mark_for_another_spi_is_not_used() {
     let dir = TempDir::new("a_mark_for_another_spi_is_not_used");
     let (mut c, _) = control(file(), Some(&dir.state()));
-    model_tunnel(&c, "t1").outbound.lock().unwrap().state.next_seq = 1_000_000;
+    model_tunnel(&c, "t1").outbound.clone().unwrap().lock().unwrap().state.next_seq = 1_000_000;
     c.mark_sequences().unwrap();
     drop(c);
     // The restart's configuration has a new outbound SA for t1.
     let mut restored = saved(&dir.state());
-    restored.tunnels[0].outbound.spi = 0x1011;
+    restored.tunnels[0].outbound.as_mut().unwrap().spi = 0x1011;
     let model = restored.to_model(link, 0).unwrap();
     let cell = Arc::new(SnapshotCell::new(Snapshot::build(&model, 1).unwrap()));
     let (c, resumed) = Control::new(restored, model, cell, 1, Some(dir.state())).unwrap();
     assert_eq!(resumed, 1, "only t2's mark matches its SPI");
-    assert_eq!(model_tunnel(&c, "t1").outbound.lock().unwrap().state.next_seq, 1);
+    assert_eq!(model_tunnel(&c, "t1").outbound.clone().unwrap().lock().unwrap().state.next_seq, 1);
 }
 
 #[test]

@@ -20,7 +20,8 @@ pub const COOKIE_THRESHOLD: usize = 64;
 pub type TunnelId = usize;
 
 pub struct Endpoint {
-    tunnels: Vec<Settings>,
+    /// By [`TunnelId`]; None for a tunnel removed.
+    tunnels: Vec<Option<Settings>>,
     sas: HashMap<u64, (TunnelId, IkeSa)>,
     /// Responders by (initiator's address, initiator's SPI), for
     /// retransmitted IKE_SA_INIT requests.
@@ -37,7 +38,7 @@ impl Endpoint {
         let mut cookie_secret = [0u8; 32];
         getrandom::getrandom(&mut cookie_secret).expect("the OS random source");
         Endpoint {
-            tunnels,
+            tunnels: tunnels.into_iter().map(Some).collect(),
             sas: HashMap::new(),
             half_open: HashMap::new(),
             cookie_secret,
@@ -46,10 +47,36 @@ impl Endpoint {
         }
     }
 
-    /// Starts negotiating `tunnel` as initiator.
+    /// Serves one more tunnel; its id.
+    pub fn add(&mut self, settings: Settings) -> TunnelId {
+        self.tunnels.push(Some(settings));
+        self.tunnels.len() - 1
+    }
+
+    /// Deletes `tunnel`'s IKE SAs with the peer and serves it no more (its
+    /// peer's new IKE_SA_INIT requests are ignored).
+    pub fn remove(&mut self, now: Instant, tunnel: TunnelId) {
+        self.delete(now, tunnel);
+        if let Some(t) = self.tunnels.get_mut(tunnel) {
+            *t = None;
+        }
+    }
+
+    /// Starts negotiating `tunnel` as initiator (if it is served).
     pub fn initiate(&mut self, now: Instant, tunnel: TunnelId) {
-        let sa = IkeSa::initiate(self.tunnels[tunnel].clone(), now);
+        let Some(settings) = self.tunnels.get(tunnel).cloned().flatten() else { return };
+        let sa = IkeSa::initiate(settings, now);
         self.keep(tunnel, sa);
+    }
+
+    /// Rekeys `tunnel`'s child SA at the next timeout (its volume limit is
+    /// near).
+    pub fn rekey_child_soon(&mut self, now: Instant, tunnel: TunnelId) {
+        for (t, sa) in self.sas.values_mut() {
+            if *t == tunnel {
+                sa.rekey_child_soon(now);
+            }
+        }
     }
 
     /// The IKE SAs, with their tunnels.
@@ -146,7 +173,7 @@ impl Endpoint {
             }
             return;
         }
-        let Some(tunnel) = self.tunnels.iter().position(|s| s.remote == from.ip()) else {
+        let Some(tunnel) = self.tunnels.iter().position(|s| s.as_ref().is_some_and(|s| s.remote == from.ip())) else {
             return self.log(None, format!("ike: IKE_SA_INIT from {from}, which is no tunnel's peer: ignored"));
         };
         let msg = match message::parse(bytes) {
@@ -162,7 +189,8 @@ impl Endpoint {
             self.out.push_back((Some(tunnel), Output::Send(Datagram { local_port, remote: from, bytes })));
             return;
         }
-        let sa = IkeSa::respond_init(self.tunnels[tunnel].clone(), now, local_port, from, bytes, &msg);
+        let settings = self.tunnels[tunnel].clone().expect("found among the served");
+        let sa = IkeSa::respond_init(settings, now, local_port, from, bytes, &msg);
         if sa.phase() == Phase::Connecting {
             self.half_open.insert((from, header.spi_i), sa.our_spi());
         }

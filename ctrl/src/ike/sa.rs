@@ -162,6 +162,9 @@ pub enum Output {
     /// The tunnel's IKE SA is gone with its child SAs, or our attempt to
     /// negotiate one failed: why.
     Down(String),
+    /// The peer's attempt to negotiate failed (the tunnel is as it was):
+    /// why.
+    Failed(String),
     /// A line for the log (what happened and why; never a secret).
     Log(String),
 }
@@ -536,6 +539,22 @@ impl IkeSa {
         }
     }
 
+    /// Rekeys the child SA at the next timeout.
+    pub fn rekey_child_soon(&mut self, now: Instant) {
+        if let Some(c) = &mut self.child {
+            c.rekey_at = c.rekey_at.min(now);
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// When the child SA or this IKE SA is rekeyed next.
+    pub fn next_rekey(&self) -> Option<Instant> {
+        self.child.as_ref().map(|c| c.rekey_at).into_iter().chain(self.ike_rekey_at).min()
+    }
+
     /// Deletes the IKE SA (and its child SAs) with the peer.
     pub fn delete(&mut self, now: Instant) {
         if self.phase != Phase::Established {
@@ -566,8 +585,12 @@ impl IkeSa {
         let concerns_tunnel = self.phase == Phase::Established || self.initiator;
         self.phase = Phase::Closed;
         self.pending = None;
-        if self.retired.is_some() || !concerns_tunnel {
+        if self.retired.is_some() {
             return self.log(format!("closed: {why}"));
+        }
+        if !concerns_tunnel {
+            self.log(format!("closed: {why}"));
+            return self.out.push_back(Output::Failed(why));
         }
         self.remove_child();
         self.log(format!("closed: {why}"));

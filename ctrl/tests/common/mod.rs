@@ -1,10 +1,10 @@
 //! What the lab tests that run vpngw daemons share: a daemon in a lab
-//! namespace with its own control socket, vpnctl against it, and the lab's
-//! keying material.
+//! namespace with its own control socket, vpnctl against it, the lab's
+//! keying material, and strongSwan's charon as the customer gateway.
 #![allow(dead_code)] // each test file uses its part
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use vpngw_testlab::{Background, Lab};
@@ -124,4 +124,78 @@ pub fn reaches(lab: &Lab, from: &str, to: &str) {
     }
     let (ok, out) = lab.run(from, &["ping", "-c3", "-i0.2", "-W2", to]);
     assert!(ok && out.contains(" 0% packet loss"), "{from} -> {to}: {out}");
+}
+
+/// The cloud gateway's and the customer gateway's outside addresses.
+pub const GW: &str = "192.0.2.1";
+pub const CGW: &str = "198.51.100.1";
+
+pub fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path).display().to_string()
+}
+
+/// Runs scripts/interop/swan.py; its output, and whether it succeeded.
+pub fn swan(args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3").arg(repo("scripts/interop/swan.py")).args(args).output().expect("run swan.py");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// A charon in the customer gateway's namespace; stopped on drop.
+pub struct Charon {
+    dir: PathBuf,
+}
+
+impl Charon {
+    pub fn start(lab: &Lab) -> Charon {
+        let dir = std::env::temp_dir().join(format!("{}-charon", lab.prefix));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Charon { dir };
+        let (ok, out) = swan(&["start", "--ns", &lab.ns("cgw"), "--dir", c.dir(), "--forward"]);
+        assert!(ok, "charon starts: {out}");
+        c
+    }
+
+    pub fn dir(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// Loads connection `name` (to vpngw) with more swan.py options.
+    pub fn load(&self, name: &str, psk: &str, more: &[&str]) {
+        let mut args = vec!["load", "--dir", self.dir(), "--name", name, "--local", CGW, "--remote", GW, "--psk", psk];
+        args.extend(["--local-ts", "172.16.1.0/24", "--remote-ts", "10.1.0.0/16"]);
+        args.extend(more);
+        let (ok, out) = swan(&args);
+        assert!(ok, "swanctl loads {name}: {out}");
+    }
+
+    pub fn sas(&self) -> Value {
+        let (ok, out) = swan(&["sas", "--dir", self.dir(), "--json"]);
+        assert!(ok, "swan.py sas: {out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("swan.py sas --json: {e}: {out}"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
+    }
+
+    /// Whether charon's log says `what` within 3 s (it writes a moment
+    /// after it sends).
+    pub fn logs(&self, what: &str) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(3) {
+            if self.log().contains(what) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Charon {
+    fn drop(&mut self) {
+        let _ = swan(&["stop", "--dir", self.dir()]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

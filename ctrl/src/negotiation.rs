@@ -1,0 +1,417 @@
+//! The tunnels IKE keys, between the control thread and [`crate::ike`]:
+//! an IKE endpoint per gateway address these tunnels use (the daemon's
+//! drivers feed them datagrams), each tunnel's settings made from its
+//! `ike` section and the SPD rules that protect into it, the SAs
+//! negotiated for it as engine SAs (the control thread puts them into the
+//! model), initiating and restarting as the tunnel's configuration asks,
+//! and the view `vpnctl show ike` prints. Without I/O: the time comes in.
+
+use crate::config::ike::{self, Mapping};
+use crate::config::{Config, ConfigError, IkeConfig};
+use crate::ike::endpoint::{Endpoint, TunnelId};
+use crate::ike::message::TrafficSelector;
+use crate::ike::sa::{show_identity, Output, Phase, SaKeys, Settings};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vpngw_engine::lifetime::{Lifetimes, Limit};
+use vpngw_engine::model::{self, PortRange, SaHandle, SpdAction, MAX_INBOUND_SAS};
+use vpngw_engine::{Direction, InboundSa, NatT, OutboundSa, SaConfig};
+
+/// How long a tunnel that restarts waits after going down.
+pub const RETRY: Duration = Duration::from_secs(5);
+
+/// A tunnel's negotiation: where it is served, and what it has now.
+struct Keyed {
+    local: IpAddr,
+    remote: IpAddr,
+    slot: TunnelId,
+    /// What it was made from, to tell a change.
+    made_from: (IkeConfig, Vec<Mapping>),
+    cfg: IkeConfig,
+    outbound: Option<SaHandle<OutboundSa>>,
+    /// Oldest first.
+    inbound: Vec<SaHandle<InboundSa>>,
+    selectors: Option<(Vec<TrafficSelector>, Vec<TrafficSelector>)>,
+    /// Why it last went down (or failed to come up).
+    last_failure: Option<String>,
+    retry_at: Option<Instant>,
+}
+
+/// What the control thread must do about an IKE output.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The tunnel's SAs changed: put them into the model and publish.
+    Keys,
+    Up {
+        tunnel: String,
+        detail: String,
+    },
+    Down {
+        tunnel: String,
+        why: String,
+    },
+    /// A log line, about a tunnel or not.
+    Log {
+        tunnel: Option<String>,
+        line: String,
+    },
+}
+
+/// One tunnel's settings as planned from a configuration.
+pub struct Plan {
+    tunnels: Vec<(String, IpAddr, IpAddr, Settings, IkeConfig, Vec<Mapping>)>,
+}
+
+#[derive(Default)]
+pub struct Negotiation {
+    endpoints: BTreeMap<IpAddr, Endpoint>,
+    tunnels: BTreeMap<String, Keyed>,
+}
+
+impl Negotiation {
+    /// The IKE settings of every tunnel of `file` with an `ike` section
+    /// (`model` is `file.to_model`'s): checked, not yet used.
+    pub fn plan(file: &Config, model: &model::Config) -> Result<Plan, ConfigError> {
+        let mut tunnels = Vec::new();
+        for (t, m) in file.tunnels.iter().zip(&model.tunnels) {
+            if t.ike.is_none() {
+                continue;
+            }
+            let remote = model
+                .customer_gateways
+                .iter()
+                .find(|c| c.id == m.customer_gateway)
+                .map(|c| c.addr)
+                .expect("to_model checked the reference");
+            let local = model
+                .gateways
+                .iter()
+                .find(|g| g.id == m.gateway)
+                .and_then(|g| g.outside_addrs.iter().copied().find(|a| a.is_ipv4() == remote.is_ipv4()))
+                .expect("to_model checked the family");
+            let rules: Vec<Mapping> = model
+                .spd
+                .iter()
+                .filter(|r| r.action == SpdAction::Protect(m.id))
+                .map(|r| (r.src, r.dst, r.protocol.unwrap_or(0), r.src_ports, r.dst_ports))
+                .collect();
+            let settings = ike::settings(t, local, remote, &rules)?;
+            let cfg = *t.ike.clone().expect("checked above");
+            tunnels.push((t.name.clone(), local, remote, settings, cfg, rules));
+        }
+        Ok(Plan { tunnels })
+    }
+
+    /// Serves `plan`: new tunnels are added (and initiated if active),
+    /// changed ones deleted with their peer and negotiated afresh, removed
+    /// ones deleted. Unchanged ones go on undisturbed.
+    pub fn adopt(&mut self, plan: Plan, now: Instant) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut next = BTreeMap::new();
+        for (name, local, remote, settings, cfg, rules) in plan.tunnels {
+            let made_from = (cfg.clone(), rules);
+            match self.tunnels.remove(&name) {
+                Some(k) if k.made_from == made_from && k.local == local && k.remote == remote => {
+                    next.insert(name, k);
+                    continue;
+                }
+                Some(old) => {
+                    self.endpoint(old.local).remove(now, old.slot);
+                    changes.push(Change::Keys);
+                    changes.push(Change::Log {
+                        tunnel: Some(name.clone()),
+                        line: "ike: settings changed; negotiating afresh".into(),
+                    });
+                }
+                None => {}
+            }
+            let slot = self.endpoint(local).add(settings);
+            let active = cfg.negotiation == crate::config::ike::Negotiation::Active;
+            if active {
+                self.endpoint(local).initiate(now, slot);
+            }
+            let k = Keyed {
+                local,
+                remote,
+                slot,
+                made_from,
+                cfg,
+                outbound: None,
+                inbound: Vec::new(),
+                selectors: None,
+                last_failure: None,
+                retry_at: None,
+            };
+            next.insert(name, k);
+        }
+        for (_, gone) in std::mem::replace(&mut self.tunnels, next) {
+            self.endpoint(gone.local).remove(now, gone.slot);
+            changes.push(Change::Keys);
+        }
+        changes
+    }
+
+    fn endpoint(&mut self, local: IpAddr) -> &mut Endpoint {
+        self.endpoints.entry(local).or_insert_with(|| Endpoint::new(Vec::new()))
+    }
+
+    /// The addresses IKE is served on, each with its endpoint (for the
+    /// daemon's drivers).
+    pub fn endpoints_mut(&mut self) -> impl Iterator<Item = (IpAddr, &mut Endpoint)> {
+        self.endpoints.iter_mut().map(|(a, e)| (*a, e))
+    }
+
+    /// Puts each IKE tunnel's negotiated SAs into `model` (none yet: it
+    /// carries nothing). With a `plan` not yet adopted, only the tunnels
+    /// it leaves as they are keep theirs.
+    pub fn overlay(&self, model: &mut model::Config, plan: Option<&Plan>) {
+        for t in &mut model.tunnels {
+            let Some(k) = self.tunnels.get(&t.name) else { continue };
+            let kept = plan.is_none_or(|p| {
+                p.tunnels.iter().any(|(name, local, remote, _, cfg, rules)| {
+                    name == &t.name
+                        && *local == k.local
+                        && *remote == k.remote
+                        && k.made_from == (cfg.clone(), rules.clone())
+                })
+            });
+            if kept {
+                t.outbound = k.outbound.clone();
+                t.inbound = k.inbound.clone();
+            }
+        }
+    }
+
+    fn name_of(&self, local: IpAddr, slot: TunnelId) -> Option<String> {
+        self.tunnels.iter().find(|(_, k)| k.local == local && k.slot == slot).map(|(n, _)| n.clone())
+    }
+
+    /// Applies one output of the endpoint on `local` about `slot`; the
+    /// engine clock is `clock` (seconds), the control thread's `now`.
+    pub fn output(
+        &mut self,
+        local: IpAddr,
+        slot: Option<TunnelId>,
+        o: Output,
+        clock: u64,
+        now: Instant,
+    ) -> Vec<Change> {
+        let name = slot.and_then(|s| self.name_of(local, s));
+        let Some(k) = name.as_ref().and_then(|n| self.tunnels.get_mut(n)) else {
+            // A tunnel removed meanwhile: only its words matter.
+            return match o {
+                Output::Log(line) => vec![Change::Log { tunnel: name, line: format!("ike: {line}") }],
+                Output::Down(why) | Output::Failed(why) => {
+                    vec![Change::Log { tunnel: name, line: format!("ike: down: {why}") }]
+                }
+                _ => Vec::new(),
+            };
+        };
+        let tunnel = name.clone().expect("found by name");
+        match o {
+            Output::Send(_) => Vec::new(),
+            Output::InstallInbound(keys) => match engine_sa(k, &keys, Direction::Inbound) {
+                Ok(cfg) => match InboundSa::new(cfg, &keys.keymat, clock) {
+                    Ok(sa) => {
+                        if k.inbound.len() == MAX_INBOUND_SAS {
+                            k.inbound.remove(0);
+                        }
+                        k.inbound.push(Arc::new(Mutex::new(sa)));
+                        vec![Change::Keys]
+                    }
+                    Err(e) => vec![Change::Log { tunnel: name, line: format!("ike: inbound SA refused: {e}") }],
+                },
+                Err(e) => vec![Change::Log { tunnel: name, line: e }],
+            },
+            Output::InstallOutbound(keys) => match engine_sa(k, &keys, Direction::Outbound) {
+                Ok(cfg) => match OutboundSa::new(cfg, &keys.keymat, clock) {
+                    Ok(sa) => {
+                        k.outbound = Some(Arc::new(Mutex::new(sa)));
+                        vec![Change::Keys]
+                    }
+                    Err(e) => vec![Change::Log { tunnel: name, line: format!("ike: outbound SA refused: {e}") }],
+                },
+                Err(e) => vec![Change::Log { tunnel: name, line: e }],
+            },
+            Output::RemoveInbound(spi) => {
+                k.inbound.retain(|sa| sa.lock().expect("SA lock").cfg.spi != spi);
+                vec![Change::Keys]
+            }
+            Output::Up { local_ts, remote_ts } => {
+                let detail = format!(
+                    "IKE: child SA up, local {} remote {}",
+                    show_selectors(&local_ts),
+                    show_selectors(&remote_ts)
+                );
+                k.selectors = Some((local_ts, remote_ts));
+                k.last_failure = None;
+                k.retry_at = None;
+                vec![Change::Up { tunnel, detail }]
+            }
+            Output::Down(why) => {
+                let had = k.outbound.take().is_some() | !k.inbound.is_empty();
+                k.inbound.clear();
+                k.selectors = None;
+                k.last_failure = Some(why.clone());
+                if k.cfg.restarts() {
+                    k.retry_at = Some(now + RETRY);
+                }
+                let mut changes = vec![Change::Down { tunnel, why }];
+                if had {
+                    changes.push(Change::Keys);
+                }
+                changes
+            }
+            Output::Failed(why) => {
+                k.last_failure = Some(why.clone());
+                vec![Change::Log { tunnel: name, line: format!("ike: the peer's negotiation failed: {why}") }]
+            }
+            Output::Log(line) => vec![Change::Log { tunnel: name, line: format!("ike: {line}") }],
+        }
+    }
+
+    /// Deletes every IKE SA with its peer; nothing is negotiated again.
+    pub fn shutdown(&mut self, now: Instant) {
+        for k in self.tunnels.values_mut() {
+            k.retry_at = None;
+            k.cfg.negotiation = crate::config::ike::Negotiation::Passive;
+            k.cfg.dpd = None;
+        }
+        let all: Vec<(IpAddr, TunnelId)> = self.tunnels.values().map(|k| (k.local, k.slot)).collect();
+        for (local, slot) in all {
+            self.endpoint(local).remove(now, slot);
+        }
+    }
+
+    /// Restarts the tunnels whose retry is due.
+    pub fn tick(&mut self, now: Instant) {
+        let due: Vec<(IpAddr, TunnelId)> = self
+            .tunnels
+            .values_mut()
+            .filter(|k| k.retry_at.is_some_and(|t| t <= now))
+            .map(|k| {
+                k.retry_at = None;
+                (k.local, k.slot)
+            })
+            .collect();
+        for (local, slot) in due {
+            let endpoint = self.endpoint(local);
+            if !endpoint.sas().any(|(t, _)| t == slot) {
+                endpoint.initiate(now, slot);
+            }
+        }
+    }
+
+    /// The tunnel whose SAs include SPI `spi` (an engine lifetime event).
+    pub fn rekey_soon(&mut self, spi: u32, now: Instant) -> Option<String> {
+        let has = |k: &Keyed| {
+            k.outbound.iter().any(|sa| sa.lock().expect("SA lock").cfg.spi == spi)
+                || k.inbound.iter().any(|sa| sa.lock().expect("SA lock").cfg.spi == spi)
+        };
+        let (name, local, slot) =
+            self.tunnels.iter().find(|(_, k)| has(k)).map(|(n, k)| (n.clone(), k.local, k.slot))?;
+        self.endpoint(local).rekey_child_soon(now, slot);
+        Some(name)
+    }
+
+    /// Whether `tunnel` is keyed by IKE.
+    pub fn keys(&self, tunnel: &str) -> bool {
+        self.tunnels.contains_key(tunnel)
+    }
+
+    /// `show ike`: per IKE tunnel, its IKE SAs with state, algorithms,
+    /// identities, child SA and next rekey, and why it last failed.
+    pub fn view(&self, now: Instant) -> Value {
+        let tunnels: Vec<Value> = self
+            .tunnels
+            .iter()
+            .map(|(name, k)| {
+                let sas: Vec<Value> = self
+                    .endpoints
+                    .get(&k.local)
+                    .into_iter()
+                    .flat_map(|e| e.sas())
+                    .filter(|(slot, _)| *slot == k.slot)
+                    .map(|(_, sa)| {
+                        let s = sa.settings();
+                        let child = sa.child().map(|(p, inbound, outbound)| {
+                            let (l, r) = sa.selectors().unwrap_or((&[], &[]));
+                            json!({
+                                "proposal": p.to_string(),
+                                "spi_in": format!("{inbound:08x}"),
+                                "spi_out": format!("{outbound:08x}"),
+                                "local_ts": show_selectors(l),
+                                "remote_ts": show_selectors(r),
+                            })
+                        });
+                        json!({
+                            "state": match sa.phase() {
+                                Phase::Connecting => "connecting",
+                                Phase::Established => "established",
+                                Phase::Closed => "closed",
+                            },
+                            "initiator": sa.is_initiator(),
+                            "spi": format!("{:016x}", sa.our_spi()),
+                            "remote": sa.remote().to_string(),
+                            "nat_t": sa.nat(),
+                            "proposal": sa.proposal().map(|p| p.to_string()),
+                            "local_id": show_identity(&s.local_id),
+                            "remote_id": show_identity(&s.remote_id),
+                            "child": child,
+                            "next_rekey_s": sa.next_rekey().map(|t| t.saturating_duration_since(now).as_secs()),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "tunnel": name,
+                    "negotiation": k.cfg.negotiation,
+                    "local": k.local,
+                    "remote": k.remote,
+                    "up": k.outbound.is_some(),
+                    "ike_sas": sas,
+                    "last_failure": k.last_failure,
+                    "retry_in_s": k.retry_at.map(|t| t.saturating_duration_since(now).as_secs()),
+                })
+            })
+            .collect();
+        json!({ "tunnels": tunnels })
+    }
+}
+
+/// The engine's configuration of a negotiated SA of tunnel `k`: it expires
+/// at the end of its lifetime (IKE rekeys it before), and with a volume
+/// limit, is rekeyed at 80% of it (a soft limit) and expires at 100%.
+fn engine_sa(k: &Keyed, keys: &SaKeys, direction: Direction) -> Result<SaConfig, String> {
+    let mut c = SaConfig::new(keys.spi, direction, keys.suite, k.local, k.remote);
+    c.natt = keys.udp.map(|(ours, theirs)| match direction {
+        Direction::Outbound => NatT { src_port: ours, dst_port: theirs },
+        Direction::Inbound => NatT { src_port: theirs, dst_port: ours },
+    });
+    let bytes = k.cfg.lifetime_kilobytes.map(|kb| kb * 1024);
+    c.lifetimes = Lifetimes {
+        soft: Limit { bytes: bytes.map(|b| b / 10 * 8), packets: None, seconds: None },
+        // The IKE SA rekeys at 80-90% of the lifetime; a little slack for
+        // the exchange.
+        hard: Limit { bytes, packets: None, seconds: Some(u64::from(k.cfg.lifetime) + 30) },
+    };
+    if keys.keymat.len() != keys.suite.keymat_len() {
+        return Err(format!("ike: SA {:08x}: keying material of the wrong length", keys.spi));
+    }
+    Ok(c)
+}
+
+fn show_selectors(ts: &[TrafficSelector]) -> String {
+    let one = |t: &TrafficSelector| {
+        let ports = if (t.start_port, t.end_port) == (PortRange::ANY.first, PortRange::ANY.last) {
+            String::new()
+        } else {
+            format!("[{}-{}]", t.start_port, t.end_port)
+        };
+        let proto = if t.protocol == 0 { String::new() } else { format!(" proto {}", t.protocol) };
+        format!("{}-{}{ports}{proto}", t.start, t.end)
+    };
+    ts.iter().map(one).collect::<Vec<_>>().join(", ")
+}

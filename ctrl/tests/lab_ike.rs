@@ -1,0 +1,249 @@
+//! The vpngw daemon negotiating its tunnel with strongSwan (charon with
+//! kernel-libipsec, the customer gateway in `cgw`) and carrying traffic
+//! through the SAs they agreed, in the namespace lab:
+//!
+//! - vpngw initiates (negotiation active): the VPC host and the IDC host
+//!   ping each other, TCP runs through with iperf3; `vpnctl show ike`
+//!   names the algorithms both sides chose.
+//! - Rekeys under a 500 packets/s flow both ways, counted by sinks: charon
+//!   rekeys the child every 6 s, and vpngw rekeys it when its volume
+//!   limit (lifetime_kilobytes) nears; no packet may be lost.
+//! - strongSwan initiates (vpngw passive) and traffic passes.
+//! - A wrong PSK: AUTHENTICATION_FAILED, said by `show ike`, no SA.
+//! - Liveness: charon killed, vpngw takes the tunnel down within the DPD
+//!   timeout, and says so in its events.
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use vpngw_testlab::Lab;
+
+mod common;
+use common::{repo, swan, tmp, Charon, Daemon};
+
+const PSK: &str = "lab pre-shared key 7";
+const IDC: &str = "172.16.1.9";
+const VPC: &str = "10.1.0.5";
+const FLOW: &str = "scripts/interop/udp_flow.py";
+
+/// The cloud gateway's configuration (scripts/lab/gw.toml) with the
+/// tunnel negotiated by IKE: `ike` is its inline table's fields.
+fn gw_config(ike: &str) -> String {
+    let text = std::fs::read_to_string(repo("scripts/lab/gw.toml")).expect("the lab's gw.toml");
+    let start = text.find("suite = ").expect("a suite line");
+    let end = text[start..].find("\n\n").expect("the tunnel's end") + start;
+    format!("{}ike = {{ psk = \"{PSK}\", {ike} }}{}", &text[..start], &text[end..])
+}
+
+/// `vpnctl show ike --json`'s one tunnel.
+fn ike(gw: &Daemon) -> Value {
+    gw.json(&["show", "ike"])["tunnels"][0].clone()
+}
+
+/// Waits (up to `secs`) for `what` of the tunnel's IKE view; the last view.
+fn wait(gw: &Daemon, secs: u64, what: impl Fn(&Value) -> bool) -> (bool, Value) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = ike(gw);
+        if what(&v) {
+            return (true, v);
+        }
+        if Instant::now() > deadline {
+            return (false, v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn up(v: &Value) -> bool {
+    v["up"] == true
+}
+
+/// A flow of `pps` datagrams a second for `secs` from `from` to `to`,
+/// and what its sink received: (sent, received, out of order or repeated).
+fn flow(lab: &Lab, from: &str, to_role: &str, to: &str, port: &str, pps: u32, secs: u32) -> (u64, u64, u64) {
+    let out = tmp(lab, &format!("sink-{port}.json"));
+    let sink_secs = (secs + 3).to_string();
+    let sink = lab.spawn(
+        to_role,
+        &["python3", &repo(FLOW), "sink", port, "--seconds", &sink_secs, "--out", &out.display().to_string()],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sender = lab.spawn(
+        from,
+        &[
+            "python3",
+            &repo(FLOW),
+            "send",
+            to,
+            port,
+            "--pps",
+            &pps.to_string(),
+            "--seconds",
+            &secs.to_string(),
+            "--size",
+            "1400",
+        ],
+    );
+    let (ok, sent, err) = sender.stop_after_exit(Duration::from_secs(u64::from(secs) + 10));
+    assert!(ok, "the flow is sent: {err}");
+    let (ok, _, err) = sink.stop_after_exit(Duration::from_secs(10));
+    assert!(ok, "the sink ends: {err}");
+    let sent: Value = serde_json::from_str(sent.trim()).expect("the sender's count");
+    let got: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("the sink's file")).expect("JSON");
+    let arrivals = got["arrivals"].as_array().expect("arrivals");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut disorder = 0;
+    for a in arrivals {
+        if !seen.insert(a[0].as_u64().unwrap()) {
+            disorder += 1;
+        }
+    }
+    (sent["sent"].as_u64().unwrap(), seen.len() as u64, disorder)
+}
+
+#[test]
+fn vpngw_negotiates_with_strongswan_and_carries_traffic() {
+    let lab = Lab::up("ikelab");
+    let charon = Charon::start(&lab);
+
+    // (a) vpngw initiates; charon's child SA rekeys every 6 s, and
+    // vpngw's when 1 MiB has passed (80% of lifetime_kilobytes).
+    charon.load(
+        "vpc",
+        PSK,
+        &[
+            "--ike-proposals",
+            "aes256gcm16-prfsha256-x25519",
+            "--esp-proposals",
+            "aes128gcm16",
+            "--dpd-delay",
+            "2",
+            "--rekey-time",
+            "6",
+            "--life-time",
+            "60",
+        ],
+    );
+    let gw = Daemon::start(
+        &lab,
+        "gw",
+        &gw_config(
+            "ike_proposals = [\"aes256gcm16-prfsha256-x25519\"], esp_proposals = [\"aes128gcm16\"], \
+             dpd = { interval = 2, timeout = 6, action = \"clear\" }",
+        ),
+        false,
+    );
+    let (ok, v) = wait(&gw, 15, up);
+    assert!(ok, "the tunnel comes up: {v}\ncharon:\n{}", charon.log());
+    let sa = &v["ike_sas"][0];
+    assert_eq!(sa["initiator"], true);
+    assert_eq!(sa["proposal"], "aes256gcm16-prfsha256-curve25519");
+    assert_eq!(sa["child"]["proposal"], "aes128gcm16");
+    let theirs = charon.sas();
+    let child = &theirs[0]["children"][0];
+    assert_eq!(
+        child["spi_in"].as_str().unwrap().trim_start_matches('0'),
+        sa["child"]["spi_out"].as_str().unwrap().trim_start_matches('0'),
+        "{theirs}\n{v}"
+    );
+    common::reaches(&lab, "idc", VPC);
+    common::reaches(&lab, "vpc", IDC);
+    println!("show ike:\n{}", gw.ok(&["show", "ike"]));
+
+    // TCP through the tunnel.
+    let server = lab.spawn("vpc", &["iperf3", "-s", "-1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = lab.run("idc", &["iperf3", "-c", VPC, "-t", "3", "-J"]);
+    assert!(ok, "iperf3 through the negotiated tunnel: {out}");
+    let j: Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    let bps = j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
+    println!("TCP idc -> vpc through vpngw and strongSwan: {:.0} Mbit/s", bps / 1e6);
+    assert!(bps > 1e6, "TCP goodput {bps} bit/s");
+    drop(server);
+
+    // (c) Rekeys under traffic: 500 packets/s each way for 14 s. vpngw
+    // rekeys at 80% of 2 MiB (every 2.4 s at 1400 B a packet); the new
+    // volume limit is a change of settings, so the tunnel is negotiated
+    // afresh first.
+    gw.ok(&["tunnel", "set", "t-idc1", "--lifetime-kilobytes", "2048"]);
+    let (ok, v) = wait(&gw, 15, |v| up(v) && v["ike_sas"].as_array().is_some_and(|a| a.len() == 1));
+    assert!(ok, "negotiated afresh with the volume limit: {v}");
+    common::reaches(&lab, "idc", VPC);
+    let rekeys_before = count_events(&gw, REKEYED);
+    let other = std::thread::scope(|s| {
+        let back = s.spawn(|| flow(&lab, "idc", "vpc", VPC, "5002", 500, 14));
+        let there = flow(&lab, "vpc", "idc", IDC, "5001", 500, 14);
+        (there, back.join().unwrap())
+    });
+    let (there, back) = other;
+    let rekeys = count_events(&gw, REKEYED) - rekeys_before;
+    println!(
+        "under rekeys ({rekeys} logged by vpngw): vpc->idc {there:?}, idc->vpc {back:?} (sent, received, repeated)"
+    );
+    assert!(rekeys >= 2, "vpngw and charon rekeyed during the flow: {rekeys}\n{}", gw.ok(&["events"]));
+    assert_eq!(there.0, there.1, "vpc -> idc: every packet arrived across the rekeys");
+    assert_eq!(back.0, back.1, "idc -> vpc: every packet arrived across the rekeys");
+    assert_eq!((there.2, back.2), (0, 0), "no packet arrived twice");
+
+    // (d) Liveness: charon killed; down within interval + timeout.
+    let (ok, out) = swan(&["stop", "--dir", charon.dir(), "--kill9"]);
+    assert!(ok, "charon killed: {out}");
+    let t0 = Instant::now();
+    let (ok, v) = wait(&gw, 15, |v| !up(v));
+    let took = t0.elapsed();
+    assert!(ok, "the tunnel goes down: {v}");
+    println!("tunnel down {:.1} s after charon was killed (DPD interval 2 s, timeout 6 s)", took.as_secs_f64());
+    assert!(took <= Duration::from_secs(9), "{took:?}");
+    let events = gw.ok(&["events"]);
+    assert!(events.contains("tunnel-down"), "{events}");
+    drop(charon);
+
+    // (b) strongSwan initiates, vpngw passive; then (e) a wrong PSK.
+    let charon = Charon::start(&lab);
+    charon.load("vpc", PSK, &["--ike-proposals", "aes128gcm16-prfsha256-ecp256", "--esp-proposals", "aes256gcm16"]);
+    gw.ok(&[
+        "tunnel",
+        "set",
+        "t-idc1",
+        "--negotiation",
+        "passive",
+        "--ike-proposal",
+        "aes128gcm16-prfsha256-ecp256",
+        "--esp-proposal",
+        "aes256gcm16",
+    ]);
+    let (ok, out) = swan(&["initiate", "--dir", charon.dir(), "--name", "vpc", "--timeout", "10"]);
+    assert!(ok, "charon initiates: {out}");
+    let (ok, v) = wait(&gw, 10, up);
+    assert!(ok, "up as responder: {v}");
+    assert_eq!(v["ike_sas"][0]["initiator"], false);
+    assert_eq!(v["ike_sas"][0]["child"]["proposal"], "aes256gcm16");
+    common::reaches(&lab, "idc", VPC);
+
+    gw.ok(&["tunnel", "set", "t-idc1", "--psk", "not the lab's key"]);
+    let (ok, v) = wait(&gw, 5, |v| !up(v));
+    assert!(ok, "a changed PSK takes the tunnel down (negotiated afresh): {v}");
+    let (ok, out) = swan(&["initiate", "--dir", charon.dir(), "--name", "vpc", "--timeout", "10"]);
+    assert!(!ok, "charon's initiation fails: {out}");
+    let (ok, v) = wait(&gw, 5, |v| {
+        v["last_failure"].as_str().is_some_and(|f| f.contains("AUTHENTICATION_FAILED") || f.contains("authentication"))
+    });
+    assert!(ok, "show ike says why: {v}");
+    assert!(!up(&v));
+    let sas = gw.json(&["sas"]);
+    assert!(
+        sas[0]["outbound"].is_null() && sas[0]["inbound"].as_array().unwrap().is_empty(),
+        "nothing installed: {sas}"
+    );
+    println!("wrong PSK: {}", v["last_failure"]);
+}
+
+/// What vpngw logs when it rekeys the child, and when charon does.
+const REKEYED: &[&str] = &["child SA rekeyed", "the peer rekeys child SA"];
+
+/// How many events say one of `what`.
+fn count_events(gw: &Daemon, what: &[&str]) -> usize {
+    let events = gw.ok(&["--json", "events"]);
+    let detail = |line: &str| serde_json::from_str::<Value>(line).expect("an event")["detail"].to_string();
+    events.lines().filter(|e| what.iter().any(|w| detail(e).contains(w))).count()
+}
