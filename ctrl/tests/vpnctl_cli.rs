@@ -92,6 +92,27 @@ fn bad_arguments_exit_2_naming_the_problem() {
     assert_eq!(code, Some(2), "{err}");
     let (code, _, err) = vpnctl(&["top", "--interval", "soon"]);
     assert_eq!(code, Some(2), "{err}");
+    // A tunnel has static SAs or a PSK (IKE), not both, not neither.
+    let add = ["tunnel", "add", "t1", "--gateway", "gw1", "--customer-gateway", "idc1"];
+    let (code, _, err) = vpnctl(&add);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--suite") && err.contains("--outbound"), "{err}");
+    let mut both = add.to_vec();
+    both.extend(["--psk", "a lab secret", "--suite", "aes-gcm-128"]);
+    let (code, _, err) = vpnctl(&both);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    for (dpd, why) in [("10", "INTERVAL:TIMEOUT"), ("10:x", "\"x\" is not a number"), ("2:6:hold", "clear or restart")]
+    {
+        let mut args = add.to_vec();
+        args.extend(["--psk", "a lab secret", "--dpd", dpd]);
+        let (code, _, err) = vpnctl(&args);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(why), "--dpd {dpd}: {err}");
+    }
+    let mut args = add.to_vec();
+    args.extend(["--psk", "a lab secret", "--negotiation", "sometimes"]);
+    assert_eq!(vpnctl(&args).0, Some(2));
 }
 
 #[test]

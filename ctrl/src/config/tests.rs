@@ -149,3 +149,104 @@ fn keys_stay_out_of_debug_output() {
     let cfg: Config = example().parse().unwrap();
     assert!(!format!("{cfg:?}").contains("00112233"));
 }
+
+/// The example with tunnel t1 negotiated by IKE: `ike` is its inline
+/// table's fields.
+fn with_ike(ike: &str) -> String {
+    let ex = example();
+    let start = ex.find("suite = ").unwrap();
+    let end = ex.find("inbound = [").unwrap();
+    let end = end + ex[end..].find('\n').unwrap() + 1;
+    format!("{}ike = {{ {ike} }}\n{}", &ex[..start], &ex[end..])
+}
+
+#[test]
+fn an_ike_tunnel_has_no_sa_until_negotiated_and_its_settings_have_the_defaults() {
+    let cfg: Config = with_ike(r#"psk = "a lab secret""#).parse().unwrap();
+    let model = cfg.to_model(link, 0).unwrap();
+    assert!(model.tunnels[0].outbound.is_none() && model.tunnels[0].inbound.is_empty());
+    let snap = Snapshot::build(&model, 1).expect("the engine accepts it");
+    assert!(!snap.tunnels[0].up, "a tunnel without an outbound SA is down");
+    let ike = cfg.tunnels[0].ike.as_ref().unwrap();
+    assert_eq!((ike.ike_lifetime, ike.lifetime, ike.negotiation), (86_400, 3_600, ike::Negotiation::Active));
+    let rules = [(
+        AddrRange::prefix("10.1.0.0".parse().unwrap(), 16),
+        AddrRange::prefix("172.16.1.0".parse().unwrap(), 24),
+        6,
+        PortRange::ANY,
+        PortRange { first: 443, last: 443 },
+    )];
+    let local: IpAddr = "192.0.2.1".parse().unwrap();
+    let remote: IpAddr = "198.51.100.1".parse().unwrap();
+    let s = ike::settings(&cfg.tunnels[0], local, remote, &rules).unwrap();
+    assert_eq!(crate::ike::sa::show_identity(&s.local_id), "192.0.2.1");
+    assert_eq!(crate::ike::sa::show_identity(&s.remote_id), "198.51.100.1");
+    assert_eq!(s.ike.len(), 3);
+    assert_eq!(
+        (s.local_ts[0].start, s.local_ts[0].end),
+        ("10.1.0.0".parse().unwrap(), "10.1.255.255".parse().unwrap())
+    );
+    assert_eq!((s.remote_ts[0].protocol, s.remote_ts[0].start_port, s.remote_ts[0].end_port), (6, 443, 443));
+    assert_eq!(s.child_lifetime, std::time::Duration::from_secs(3600));
+    // Route-based (no rules): everything, both families.
+    let s = ike::settings(&cfg.tunnels[0], local, remote, &[]).unwrap();
+    assert_eq!(s.local_ts.len(), 2);
+    assert_eq!(s.remote_ts[1].end, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse::<IpAddr>().unwrap());
+    // The PFS group joins the ESP proposals that have none.
+    let cfg: Config =
+        with_ike(r#"psk = "a lab secret", esp_proposals = ["aes128gcm16", "aes256gcm16-ecp384"], pfs = "x25519""#)
+            .parse()
+            .unwrap();
+    let s = ike::settings(&cfg.tunnels[0], local, remote, &[]).unwrap();
+    let esp: Vec<String> = s.esp.iter().map(|p| p.to_string()).collect();
+    assert_eq!(esp, ["aes128gcm16-curve25519", "aes256gcm16-ecp384"]);
+}
+
+#[test]
+fn ike_settings_are_checked_and_errors_name_the_field() {
+    let ok = r#"psk = "a lab secret""#;
+    let cases = [
+        (with_ike(r#"psk = "short""#), "tunnel t1: ike.psk = (secret): a pre-shared key has at least 8 characters"),
+        (with_ike(&format!("{ok}, ike_lifetime = 59")), "ike.ike_lifetime = 59: is not between 60 and 604800 seconds"),
+        (with_ike(&format!("{ok}, lifetime = 604801")), "ike.lifetime = 604801: is not between 180 and 604800"),
+        (
+            with_ike(&format!("{ok}, ike_proposals = [\"3des-sha1-modp1024\"]")),
+            "ike.ike_proposals = 3des-sha1-modp1024",
+        ),
+        (with_ike(&format!("{ok}, esp_proposals = [\"aes128-md5\"]")), "weak"),
+        (with_ike(&format!("{ok}, esp_proposals = []")), "at least one proposal"),
+        (with_ike(&format!("{ok}, dpd = {{ interval = 10, timeout = 5 }}")), "ike.dpd.timeout = 5"),
+        (with_ike(&format!("{ok}, dpd = {{ interval = 0, timeout = 5 }}")), "ike.dpd.interval = 0"),
+        (with_ike(&format!("{ok}, dpd = {{ interval = 2, timeout = 6, action = \"hold\" }}")), "unknown variant"),
+        (with_ike(&format!("{ok}, negotiation = \"on-traffic\"")), "unknown variant"),
+        (with_ike(&format!("{ok}, remote_id = \"not an id!\"")), "ike.remote_id = not an id!: an identity is"),
+        (with_ike(&format!("{ok}, lifetime_kilobytes = 10")), "ike.lifetime_kilobytes = 10"),
+        (with_ike(&format!("{ok}, psks = \"x\"")), "unknown field"),
+        (
+            example().replace("suite = \"aes-gcm-128\"", "ike = { psk = \"a lab secret\" }\nsuite = \"aes-gcm-128\""),
+            "or ike, not both",
+        ),
+        (example().replace("outbound = {", "outbounds = {"), "unknown field"),
+        (with_ike(ok).replace("ike = {", "ikes = {"), "unknown field"),
+    ];
+    for (text, want) in cases {
+        let got = error_of(&text);
+        assert!(got.contains(want), "want {want:?}, got {got:?}");
+    }
+    // Neither static SAs nor IKE.
+    let mut cfg: Config = example().parse().unwrap();
+    cfg.tunnels[0].outbound = None;
+    let e = cfg.to_model(link, 0).unwrap_err().to_string();
+    assert!(e.contains("a tunnel has static SAs (suite, outbound, inbound) or ike"), "{e}");
+}
+
+#[test]
+fn an_ike_tunnel_round_trips_and_its_psk_stays_out_of_debug_output() {
+    let text = with_ike(
+        r#"psk = "a lab secret", negotiation = "passive", dpd = { interval = 10, timeout = 30 }, lifetime_kilobytes = 4096"#,
+    );
+    let cfg: Config = text.parse().unwrap();
+    let again: Config = cfg.to_toml().parse().unwrap();
+    assert_eq!(again, cfg);
+    assert!(!format!("{cfg:?}").contains("a lab secret"));
+}
