@@ -3,14 +3,18 @@
 //! the four-byte non-ESP marker, RFC 3948 section 2.2, and one-byte 0xff
 //! datagrams are NAT keepalives), and the clock. The XDP steering program
 //! passes exactly these to the kernel; ESP in UDP goes to the engine.
+//! Where a NAT was detected, it sends a keepalive to the peer every
+//! [`KEEPALIVE`] (RFC 3948 section 2.3), so the NAT keeps the mapping.
 
 use super::endpoint::{Endpoint, TunnelId};
-use super::sa::{Datagram, Output, IKE_PORT, NATT_PORT};
+use super::sa::{Datagram, Output, Phase, IKE_PORT, NATT_PORT};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const NON_ESP_MARKER: [u8; 4] = [0; 4];
+/// How often a NAT keepalive goes to each peer behind a NAT.
+pub const KEEPALIVE: Duration = Duration::from_secs(20);
 /// The largest IKE message taken (vpngw sends no fragments; IKE_AUTH
 /// with a PSK is far below this).
 const MAX_DATAGRAM: usize = 65535;
@@ -21,6 +25,7 @@ pub struct Counters {
     pub received: u64,
     pub sent: u64,
     pub keepalives: u64,
+    pub keepalives_sent: u64,
     /// On port 4500 without the marker: ESP the engine should have had.
     pub not_ike: u64,
     pub send_errors: u64,
@@ -30,6 +35,7 @@ pub struct Driver {
     ike: UdpSocket,
     natt: UdpSocket,
     buf: Vec<u8>,
+    last_keepalive: Option<Instant>,
     pub counters: Counters,
 }
 
@@ -46,6 +52,7 @@ impl Driver {
             ike: open(IKE_PORT)?,
             natt: open(NATT_PORT)?,
             buf: vec![0; MAX_DATAGRAM],
+            last_keepalive: None,
             counters: Counters::default(),
         })
     }
@@ -81,6 +88,20 @@ impl Driver {
         }
         if endpoint.next_timeout().is_some_and(|t| t <= now) {
             endpoint.on_timeout(now);
+        }
+        if self.last_keepalive.is_none_or(|t| now >= t + KEEPALIVE) {
+            self.last_keepalive = Some(now);
+            let behind_nat: Vec<SocketAddr> = endpoint
+                .sas()
+                .filter(|(_, sa)| sa.phase() == Phase::Established && sa.nat())
+                .map(|(_, sa)| sa.remote())
+                .collect();
+            for peer in behind_nat {
+                match self.natt.send_to(&[0xff], peer) {
+                    Ok(_) => self.counters.keepalives_sent += 1,
+                    Err(_) => self.counters.send_errors += 1,
+                }
+            }
         }
         while let Some((tunnel, o)) = endpoint.poll() {
             match o {

@@ -2,7 +2,7 @@
 //! devices. Built sans-IO, as `../shared/STYLE.md` asks: the protocol is
 //! data in, data out; a thin driver owns the UDP sockets and the clock.
 //!
-//! Today:
+//! The parts:
 //! - `message`, the wire format (header, payload chain, every payload a
 //!   site-to-site exchange uses), parsed strictly and written canonically,
 //!   checked against Scapy's independent IKEv2 implementation;
@@ -10,9 +10,14 @@
 //!   rekeyed) and the DH groups 14, 19, 20 and 31, checked against
 //!   vectors from pyca/cryptography, Python's hmac, and RFC 7748;
 //! - `sk`, the Encrypted payload with AES-GCM-16 or AES-CBC and
-//!   HMAC-SHA2-256-128, checked against vectors pyca/cryptography sealed.
+//!   HMAC-SHA2-256-128, checked against vectors pyca/cryptography sealed;
+//! - `proposal`, proposals in strongSwan's syntax, offered and chosen;
+//! - `sa`, one IKE SA's exchanges as a state machine (fed datagrams and
+//!   times; out come datagrams, SAs to install or remove, up and down);
+//! - `endpoint`, the IKE SAs behind one address, and `driver`, its UDP
+//!   sockets (500, and 4500 with the non-ESP marker) and clock.
 //!
-//! Next: the exchanges' state machine and its UDP driver.
+//! `crate::negotiation` joins them to the control thread.
 
 pub mod crypto;
 pub mod driver;
