@@ -162,7 +162,7 @@ fn ike_crypto_agrees_with_independent_vectors() {
 #[test]
 fn encrypted_payloads_agree_with_independent_vectors() {
     use vpngw_ctrl::ike::message::{Header, VERSION};
-    use vpngw_ctrl::ike::sk::{Encryption, Protection};
+    use vpngw_ctrl::ike::sk::{Encryption, Integ, Protection};
     let v: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("sk_vectors.json")).unwrap()).unwrap();
     let inner_bytes = std::fs::read(dir().join(v["inner"].as_str().unwrap())).unwrap();
     let inner = message::parse_chain(v["first"].as_u64().unwrap() as u8, &inner_bytes, 0).unwrap();
@@ -177,13 +177,16 @@ fn encrypted_payloads_agree_with_independent_vectors() {
         length: 0,
     };
     let vectors = v["vectors"].as_array().unwrap();
-    assert_eq!(vectors.len(), 4);
+    assert_eq!(vectors.len(), 6);
     for t in vectors {
         let name = t["name"].as_str().unwrap();
         let key_bytes = t["key_bytes"].as_u64().unwrap() as usize;
         let e = match t["transform"].as_str().unwrap() {
             "aes-gcm-16" => Encryption::AesGcm16 { key_bytes },
-            _ => Encryption::AesCbcHmacSha256 { key_bytes },
+            "aes-cbc-hmac-sha256" => Encryption::AesCbc { key_bytes, integ: Integ::Sha256 },
+            "aes-cbc-hmac-sha384" => Encryption::AesCbc { key_bytes, integ: Integ::Sha384 },
+            "aes-cbc-hmac-sha512" => Encryption::AesCbc { key_bytes, integ: Integ::Sha512 },
+            other => panic!("{name}: transform {other}"),
         };
         let p = Protection::new(e, &unhex(&t["sk_e"]), &unhex(&t["sk_a"])).unwrap();
         let sealed = p.seal(&header, &inner, &unhex(&t["iv"]));

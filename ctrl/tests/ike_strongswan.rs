@@ -205,6 +205,20 @@ fn ike_against_strongswan() {
     check_agreement(&charon, &seen, "aes_cbc");
     let _ = swan(&["terminate", "--dir", charon.dir(), "--name", "defaults"]);
 
+    // IKE SAs protected by AES-CBC with HMAC-SHA2-384-192 and -512-256.
+    for (ike, integ, prf) in [
+        ("aes256-sha384-prfsha384-ecp384", "HMAC_SHA2_384_192", "PRF_HMAC_SHA2_384"),
+        ("aes128-sha512-prfsha512-modp2048", "HMAC_SHA2_512_256", "PRF_HMAC_SHA2_512"),
+    ] {
+        charon.load("integ", PSK, &["--ike-proposals", ike, "--esp-proposals", "aes128gcm16"]);
+        let seen = run(&lab, settings(&[ike], &["aes128gcm16"], PSK), true, Duration::from_secs(15), up, || {});
+        assert!(seen.up, "{ike}: {}\ncharon:\n{}", seen.text(), charon.log());
+        check_agreement(&charon, &seen, "aes_gcm");
+        let sas = charon.sas();
+        assert_eq!((sas[0]["integ_alg"].as_str(), sas[0]["prf_alg"].as_str()), (Some(integ), Some(prf)), "{sas}");
+        let _ = swan(&["terminate", "--dir", charon.dir(), "--name", "integ"]);
+    }
+
     // (b) strongSwan initiates; vpngw answers.
     charon.load("theirs", PSK, &["--ike-proposals", "aes128gcm16-prfsha256-ecp256", "--esp-proposals", "aes256gcm16"]);
     let s = settings(&["aes128gcm16-prfsha256-ecp256"], &["aes256gcm16"], PSK);

@@ -10,7 +10,7 @@
 //!   rekeyed) and the DH groups 14, 19, 20 and 31, checked against
 //!   vectors from pyca/cryptography, Python's hmac, and RFC 7748;
 //! - `sk`, the Encrypted payload with AES-GCM-16 or AES-CBC and
-//!   HMAC-SHA2-256-128, checked against vectors pyca/cryptography sealed;
+//!   HMAC-SHA2-256/384/512, checked against vectors pyca/cryptography sealed;
 //! - `proposal`, proposals in strongSwan's syntax, offered and chosen;
 //! - `sa`, one IKE SA's exchanges as a state machine (fed datagrams and
 //!   times; out come datagrams, SAs to install or remove, up and down);

@@ -12,7 +12,7 @@
 
 use super::crypto::{Group, Prf};
 use super::message::{Proposal, Transform};
-use super::sk::Encryption;
+use super::sk::{Encryption, Integ};
 use std::fmt;
 use vpngw_engine::crypto::Suite;
 
@@ -108,15 +108,17 @@ impl IkeProposal {
     /// CBC it defaults to the integrity's hash, with GCM to SHA-256), and
     /// a group (`modp2048`, `ecp256`, `ecp384`, `x25519`).
     pub fn parse(text: &str) -> Result<IkeProposal, ProposalError> {
-        let (mut cipher, mut integ, mut prf, mut group) = (None, false, None, None);
+        let (mut gcm, mut cbc, mut integ, mut prf, mut group) = (None, None, None, None, None);
         for word in text.split('-') {
             check_weak(text, word)?;
             match word {
-                "aes128gcm16" | "aes128gcm128" => cipher = Some(Encryption::AesGcm16 { key_bytes: 16 }),
-                "aes256gcm16" | "aes256gcm128" => cipher = Some(Encryption::AesGcm16 { key_bytes: 32 }),
-                "aes128" => cipher = Some(Encryption::AesCbcHmacSha256 { key_bytes: 16 }),
-                "aes256" => cipher = Some(Encryption::AesCbcHmacSha256 { key_bytes: 32 }),
-                "sha256" | "sha2_256" => integ = true,
+                "aes128gcm16" | "aes128gcm128" => gcm = Some(16),
+                "aes256gcm16" | "aes256gcm128" => gcm = Some(32),
+                "aes128" => cbc = Some(16),
+                "aes256" => cbc = Some(32),
+                "sha256" | "sha2_256" => integ = Some(Integ::Sha256),
+                "sha384" | "sha2_384" => integ = Some(Integ::Sha384),
+                "sha512" | "sha2_512" => integ = Some(Integ::Sha512),
                 w => {
                     if let Some(p) = prf_word(w) {
                         prf = Some(p)
@@ -128,26 +130,40 @@ impl IkeProposal {
                 }
             }
         }
-        let encryption = cipher.ok_or(ProposalError::Incomplete(text.into(), "no encryption algorithm"))?;
-        match (encryption, integ) {
-            (Encryption::AesCbcHmacSha256 { .. }, false) => {
-                return Err(ProposalError::Incomplete(text.into(), "AES-CBC needs an integrity algorithm (sha256)"))
+        let encryption = match (gcm, cbc, integ) {
+            (Some(key_bytes), None, None) => Encryption::AesGcm16 { key_bytes },
+            (Some(_), None, Some(_)) => {
+                return Err(ProposalError::Incomplete(text.into(), "AES-GCM has its own integrity; drop the sha"))
             }
-            (Encryption::AesGcm16 { .. }, true) => {
-                return Err(ProposalError::Incomplete(text.into(), "AES-GCM has its own integrity; drop sha256"))
+            (None, Some(key_bytes), Some(integ)) => Encryption::AesCbc { key_bytes, integ },
+            (None, Some(_), None) => {
+                return Err(ProposalError::Incomplete(
+                    text.into(),
+                    "AES-CBC needs an integrity algorithm (sha256, sha384, sha512)",
+                ))
             }
-            _ => {}
-        }
+            (None, None, _) => return Err(ProposalError::Incomplete(text.into(), "no encryption algorithm")),
+            (Some(_), Some(_), _) => {
+                return Err(ProposalError::Incomplete(text.into(), "one encryption algorithm per proposal"))
+            }
+        };
         let group = group.ok_or(ProposalError::Incomplete(text.into(), "no Diffie-Hellman group"))?;
-        Ok(IkeProposal { encryption, prf: prf.unwrap_or(Prf::HmacSha256), group })
+        // As strongSwan: without a PRF, the integrity's hash (SHA-256 with
+        // GCM).
+        let default_prf = match integ {
+            Some(Integ::Sha384) => Prf::HmacSha384,
+            Some(Integ::Sha512) => Prf::HmacSha512,
+            _ => Prf::HmacSha256,
+        };
+        Ok(IkeProposal { encryption, prf: prf.unwrap_or(default_prf), group })
     }
 
     /// The transforms, in the order RFC 7296 lists them.
     fn transforms(&self) -> Vec<Transform> {
         let mut t = vec![encr_transform(self.encryption)];
         t.push(Transform::new(transform::PRF, self.prf.id()));
-        if let Encryption::AesCbcHmacSha256 { .. } = self.encryption {
-            t.push(Transform::new(transform::INTEG, INTEG_HMAC_SHA2_256_128));
+        if let Encryption::AesCbc { integ, .. } = self.encryption {
+            t.push(Transform::new(transform::INTEG, integ.id()));
         }
         t.push(Transform::new(transform::DH, self.group.id()));
         t
@@ -159,7 +175,7 @@ fn encr_transform(e: Encryption) -> Transform {
         Encryption::AesGcm16 { key_bytes } => {
             Transform::with_key_length(transform::ENCR, ENCR_AES_GCM_16, key_bytes as u16 * 8)
         }
-        Encryption::AesCbcHmacSha256 { key_bytes } => {
+        Encryption::AesCbc { key_bytes, .. } => {
             Transform::with_key_length(transform::ENCR, ENCR_AES_CBC, key_bytes as u16 * 8)
         }
     }
@@ -168,8 +184,8 @@ fn encr_transform(e: Encryption) -> Transform {
 impl fmt::Display for IkeProposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (e, i) = match self.encryption {
-            Encryption::AesGcm16 { key_bytes } => (format!("aes{}gcm16", key_bytes * 8), ""),
-            Encryption::AesCbcHmacSha256 { key_bytes } => (format!("aes{}", key_bytes * 8), "-sha256"),
+            Encryption::AesGcm16 { key_bytes } => (format!("aes{}gcm16", key_bytes * 8), String::new()),
+            Encryption::AesCbc { key_bytes, integ } => (format!("aes{}", key_bytes * 8), format!("-{}", integ.name())),
         };
         write!(f, "{e}{i}-{}-{}", prf_name(self.prf.id()), group_name(self.group.id()))
     }
@@ -481,6 +497,17 @@ mod tests {
         let p = ike("aes128-sha256-modp2048");
         assert_eq!(p.prf, Prf::HmacSha256);
         assert_eq!(p.to_string(), "aes128-sha256-prfsha256-modp2048");
+        // SHA-384 and SHA-512 integrity; the PRF follows the integrity.
+        let p = ike("aes256-sha384-ecp384");
+        assert_eq!(p.encryption, Encryption::AesCbc { key_bytes: 32, integ: Integ::Sha384 });
+        assert_eq!(p.to_string(), "aes256-sha384-prfsha384-ecp384");
+        assert_eq!(p.encryption.integ_len(), 48);
+        assert_eq!(p.encryption.icv_len(), 24);
+        let p = ike("aes128-sha512-prfsha256-modp2048");
+        assert_eq!((p.encryption.icv_len(), p.prf), (32, Prf::HmacSha256));
+        assert!(p.transforms().contains(&Transform::new(transform::INTEG, 14)));
+        assert!(IkeProposal::parse("aes128-modp2048").unwrap_err().to_string().contains("sha384"));
+        assert!(IkeProposal::parse("aes128gcm16-sha384-modp2048").is_err());
         let e = EspProposal::parse("aes128-sha256").unwrap();
         assert_eq!(e, EspProposal { suite: Suite::AesCbc128HmacSha256, pfs: None });
         let e = EspProposal::parse("chacha20poly1305-ecp256").unwrap();

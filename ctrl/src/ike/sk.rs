@@ -1,14 +1,14 @@
 //! The Encrypted payload (RFC 7296 section 3.14): how an IKE SA protects
 //! the payloads of its messages, with AES-GCM-16 (RFC 5282) or AES-CBC
-//! with HMAC-SHA2-256-128 (RFC 3602, RFC 4868).
+//! with HMAC-SHA2-256-128, -384-192 or -512-256 (RFC 3602, RFC 4868).
 //!
 //! - AES-GCM: the key `SK_e` is key || 4-byte salt; the 8-byte IV is on the
 //!   wire; the AAD is everything from the start of the message to the IV
 //!   (the header and the Encrypted payload's generic header).
 //! - AES-CBC: a 16-byte IV; the plaintext padded to the block; the ICV is
-//!   the first 16 bytes of HMAC-SHA-256 under `SK_a` over everything from
-//!   the start of the message to the end of the ciphertext, checked in
-//!   constant time before decryption.
+//!   the first half of the HMAC (16, 24 or 32 bytes) under `SK_a` over
+//!   everything from the start of the message to the end of the
+//!   ciphertext, checked in constant time before decryption.
 //!
 //! The plaintext is the inner payloads, padding, and the pad length byte.
 //! The Encrypted payload is the message's only payload here, as in every
@@ -20,7 +20,7 @@ use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, Ke
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Sha256, Sha384, Sha512};
 use zeroize::Zeroizing;
 
 /// IKE SA encryption transforms (IKEv2 transform type 1) vpngw takes.
@@ -28,18 +28,71 @@ use zeroize::Zeroizing;
 pub enum Encryption {
     /// ENCR_AES_GCM_16 (20), 128 or 256-bit keys.
     AesGcm16 { key_bytes: usize },
-    /// ENCR_AES_CBC (12), 128 or 256-bit keys, with AUTH_HMAC_SHA2_256_128.
-    AesCbcHmacSha256 { key_bytes: usize },
+    /// ENCR_AES_CBC (12), 128 or 256-bit keys, with an HMAC-SHA2.
+    AesCbc { key_bytes: usize, integ: Integ },
 }
 
-const ICV_LEN: usize = 16;
+/// IKE SA integrity transforms (IKEv2 transform type 3) vpngw takes, for
+/// AES-CBC: HMAC-SHA2 truncated to half (RFC 4868).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integ {
+    /// AUTH_HMAC_SHA2_256_128 (12).
+    Sha256,
+    /// AUTH_HMAC_SHA2_384_192 (13).
+    Sha384,
+    /// AUTH_HMAC_SHA2_512_256 (14).
+    Sha512,
+}
+
+impl Integ {
+    /// The transform id.
+    pub fn id(self) -> u16 {
+        match self {
+            Integ::Sha256 => 12,
+            Integ::Sha384 => 13,
+            Integ::Sha512 => 14,
+        }
+    }
+
+    /// strongSwan's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Integ::Sha256 => "sha256",
+            Integ::Sha384 => "sha384",
+            Integ::Sha512 => "sha512",
+        }
+    }
+
+    /// Bytes of the key (the hash's output) and of the ICV (half of it).
+    pub fn key_len(self) -> usize {
+        match self {
+            Integ::Sha256 => 32,
+            Integ::Sha384 => 48,
+            Integ::Sha512 => 64,
+        }
+    }
+
+    /// The full HMAC of `data` under `key`.
+    fn mac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+        fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+            let mut m = <M as Mac>::new_from_slice(key).expect("any key length");
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+        match self {
+            Integ::Sha256 => run::<Hmac<Sha256>>(key, data),
+            Integ::Sha384 => run::<Hmac<Sha384>>(key, data),
+            Integ::Sha512 => run::<Hmac<Sha512>>(key, data),
+        }
+    }
+}
 
 impl Encryption {
     /// Bytes of SK_e (GCM: key and 4-byte salt).
     pub fn encr_len(self) -> usize {
         match self {
             Encryption::AesGcm16 { key_bytes } => key_bytes + 4,
-            Encryption::AesCbcHmacSha256 { key_bytes } => key_bytes,
+            Encryption::AesCbc { key_bytes, .. } => key_bytes,
         }
     }
 
@@ -47,21 +100,29 @@ impl Encryption {
     pub fn integ_len(self) -> usize {
         match self {
             Encryption::AesGcm16 { .. } => 0,
-            Encryption::AesCbcHmacSha256 { .. } => 32,
+            Encryption::AesCbc { integ, .. } => integ.key_len(),
+        }
+    }
+
+    /// Bytes of the ICV: GCM's tag, or half the HMAC.
+    pub fn icv_len(self) -> usize {
+        match self {
+            Encryption::AesGcm16 { .. } => 16,
+            Encryption::AesCbc { integ, .. } => integ.key_len() / 2,
         }
     }
 
     pub fn iv_len(self) -> usize {
         match self {
             Encryption::AesGcm16 { .. } => 8,
-            Encryption::AesCbcHmacSha256 { .. } => 16,
+            Encryption::AesCbc { .. } => 16,
         }
     }
 
     fn block(self) -> usize {
         match self {
             Encryption::AesGcm16 { .. } => 1,
-            Encryption::AesCbcHmacSha256 { .. } => 16,
+            Encryption::AesCbc { .. } => 16,
         }
     }
 }
@@ -93,7 +154,7 @@ pub struct Protection {
 impl Protection {
     pub fn new(encryption: Encryption, sk_e: &[u8], sk_a: &[u8]) -> Result<Self, SkError> {
         let ok_key = matches!(encryption, Encryption::AesGcm16 { key_bytes: 16 | 32 })
-            || matches!(encryption, Encryption::AesCbcHmacSha256 { key_bytes: 16 | 32 });
+            || matches!(encryption, Encryption::AesCbc { key_bytes: 16 | 32, .. });
         if !ok_key || sk_e.len() != encryption.encr_len() || sk_a.len() != encryption.integ_len() {
             return Err(SkError::Keys);
         }
@@ -110,7 +171,7 @@ impl Protection {
         let pad = (e.block() - (plain.len() + 1) % e.block()) % e.block();
         plain.extend(std::iter::repeat_n(0u8, pad));
         plain.push(pad as u8);
-        let sk_len = 4 + iv.len() + plain.len() + ICV_LEN;
+        let sk_len = 4 + iv.len() + plain.len() + e.icv_len();
         let mut out = Vec::with_capacity(HEADER_LEN + sk_len);
         out.extend_from_slice(&header.spi_i.to_be_bytes());
         out.extend_from_slice(&header.spi_r.to_be_bytes());
@@ -122,7 +183,7 @@ impl Protection {
         out.push(0);
         out.extend_from_slice(&(sk_len as u16).to_be_bytes());
         out.extend_from_slice(iv);
-        let icv: [u8; ICV_LEN] = match e {
+        let icv: Vec<u8> = match e {
             Encryption::AesGcm16 { .. } => {
                 let (key, salt) = self.sk_e.split_at(self.sk_e.len() - 4);
                 let nonce: [u8; 12] = [salt, iv].concat().try_into().expect("4 + 8 bytes");
@@ -141,9 +202,9 @@ impl Protection {
                 }
                 .expect("an IKE message is far below the GCM limit");
                 out.extend_from_slice(&plain);
-                tag.into()
+                tag.to_vec()
             }
-            Encryption::AesCbcHmacSha256 { .. } => {
+            Encryption::AesCbc { integ, .. } => {
                 let n = plain.len();
                 match self.sk_e.len() {
                     16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(&self.sk_e, iv)
@@ -157,9 +218,9 @@ impl Protection {
                 }
                 .expect("padded to whole blocks");
                 out.extend_from_slice(&plain);
-                let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.sk_a).expect("any key length");
-                m.update(&out);
-                m.finalize().into_bytes()[..ICV_LEN].try_into().expect("16 bytes")
+                let mut mac = integ.mac(&self.sk_a, &out);
+                mac.truncate(e.icv_len());
+                mac
             }
         };
         out.extend_from_slice(&icv);
@@ -180,12 +241,13 @@ impl Protection {
             return Err(SkError::NoSk);
         }
         let body = HEADER_LEN + 4 + e.iv_len();
-        if bytes.len() < body + 1 + ICV_LEN || !(bytes.len() - body - ICV_LEN).is_multiple_of(e.block()) {
+        let icv_len = e.icv_len();
+        if bytes.len() < body + 1 + icv_len || !(bytes.len() - body - icv_len).is_multiple_of(e.block()) {
             return Err(SkError::Length);
         }
         let iv = &bytes[HEADER_LEN + 4..body];
-        let icv = &bytes[bytes.len() - ICV_LEN..];
-        let mut plain = bytes[body..bytes.len() - ICV_LEN].to_vec();
+        let icv = &bytes[bytes.len() - icv_len..];
+        let mut plain = bytes[body..bytes.len() - icv_len].to_vec();
         match e {
             Encryption::AesGcm16 { .. } => {
                 let (key, salt) = self.sk_e.split_at(self.sk_e.len() - 4);
@@ -207,10 +269,11 @@ impl Protection {
                 }
                 .map_err(|_| SkError::Icv)?;
             }
-            Encryption::AesCbcHmacSha256 { .. } => {
-                let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.sk_a).expect("any key length");
-                m.update(&bytes[..bytes.len() - ICV_LEN]);
-                m.verify_truncated_left(icv).map_err(|_| SkError::Icv)?;
+            Encryption::AesCbc { integ, .. } => {
+                let mac = integ.mac(&self.sk_a, &bytes[..bytes.len() - icv_len]);
+                if !bool::from(subtle::ConstantTimeEq::ct_eq(&mac[..icv_len], icv)) {
+                    return Err(SkError::Icv);
+                }
                 match self.sk_e.len() {
                     16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(&self.sk_e, iv)
                         .expect("key and IV lengths")
@@ -264,8 +327,10 @@ mod tests {
         for e in [
             Encryption::AesGcm16 { key_bytes: 16 },
             Encryption::AesGcm16 { key_bytes: 32 },
-            Encryption::AesCbcHmacSha256 { key_bytes: 16 },
-            Encryption::AesCbcHmacSha256 { key_bytes: 32 },
+            Encryption::AesCbc { key_bytes: 16, integ: Integ::Sha256 },
+            Encryption::AesCbc { key_bytes: 32, integ: Integ::Sha256 },
+            Encryption::AesCbc { key_bytes: 16, integ: Integ::Sha384 },
+            Encryption::AesCbc { key_bytes: 32, integ: Integ::Sha512 },
         ] {
             let p = Protection::new(e, &vec![3; e.encr_len()], &vec![4; e.integ_len()]).unwrap();
             let msg = p.seal(&header(), &inner(), &vec![9; e.iv_len()]);
@@ -280,6 +345,11 @@ mod tests {
             assert!(p.open(&msg[..msg.len() - 1]).is_err(), "{e:?}: truncated");
         }
         assert!(Protection::new(Encryption::AesGcm16 { key_bytes: 24 }, &[0; 28], &[]).is_err());
-        assert!(Protection::new(Encryption::AesCbcHmacSha256 { key_bytes: 16 }, &[0; 16], &[0; 20]).is_err());
+        assert!(
+            Protection::new(Encryption::AesCbc { key_bytes: 16, integ: Integ::Sha256 }, &[0; 16], &[0; 20]).is_err()
+        );
+        assert!(
+            Protection::new(Encryption::AesCbc { key_bytes: 16, integ: Integ::Sha384 }, &[0; 16], &[0; 32]).is_err()
+        );
     }
 }
