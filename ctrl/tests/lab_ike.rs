@@ -8,7 +8,8 @@
 //! - Rekeys under a 500 packets/s flow both ways, counted by sinks: charon
 //!   rekeys the child every 6 s, and vpngw rekeys it when its volume
 //!   limit (lifetime_kilobytes) nears; no packet may be lost.
-//! - strongSwan initiates (vpngw passive) and traffic passes both ways,
+//! - strongSwan initiates (vpngw passive) and traffic passes both ways;
+//!   restarted, its new IKE SA supersedes the old without an outage;
 //!   with each ESP suite and with strongSwan's default ESP proposal.
 //! - Hostile datagrams on the IKE ports leave the tunnel undisturbed.
 //! - A wrong PSK: AUTHENTICATION_FAILED, said by `show ike`, no SA.
@@ -261,6 +262,29 @@ print(len(msgs) * 2)
     assert_eq!(v["ike_sas"][0]["initiator"], false);
     assert_eq!(v["ike_sas"][0]["child"]["proposal"], "aes256gcm16");
     common::reaches(&lab, "idc", VPC);
+
+    // charon crashes, restarts and negotiates anew before vpngw's liveness checks
+    // notice: the new IKE SA supersedes the old, which never takes the
+    // tunnel down, even after the DPD timeout has long passed.
+    let old_spi = v["ike_sas"][0]["spi"].clone();
+    let events_before = gw.ok(&["events"]).lines().count();
+    let (ok, out) = swan(&["stop", "--dir", charon.dir(), "--kill9"]);
+    assert!(ok, "charon killed: {out}");
+    drop(charon);
+    let charon = Charon::start(&lab);
+    charon.load("vpc", PSK, &["--ike-proposals", "aes128gcm16-prfsha256-ecp256", "--esp-proposals", "aes256gcm16"]);
+    let (ok, out) = swan(&["initiate", "--dir", charon.dir(), "--name", "vpc", "--timeout", "10"]);
+    assert!(ok, "the restarted charon initiates: {out}");
+    std::thread::sleep(Duration::from_secs(10));
+    let v = ike(&gw);
+    assert!(up(&v), "up on the new IKE SA: {v}");
+    let sas = v["ike_sas"].as_array().unwrap();
+    assert!(sas.iter().all(|sa| sa["spi"] != old_spi), "the old IKE SA is gone: {v}");
+    let events = gw.ok(&["events"]);
+    let since: Vec<&str> = events.lines().skip(events_before).collect();
+    assert!(!since.iter().any(|l| l.contains("tunnel-down")), "no outage: {since:#?}");
+    common::reaches(&lab, "idc", VPC);
+    println!("charon restarted: the new IKE SA took over, the tunnel stayed up");
 
     // The other ESP suites, and strongSwan's default ESP proposal (none
     // given to charon): charon initiates, traffic passes both ways.

@@ -66,7 +66,7 @@ impl Endpoint {
     pub fn initiate(&mut self, now: Instant, tunnel: TunnelId) {
         let Some(settings) = self.tunnels.get(tunnel).cloned().flatten() else { return };
         let sa = IkeSa::initiate(settings, now);
-        self.keep(tunnel, sa);
+        self.keep(now, tunnel, sa);
     }
 
     /// Rekeys `tunnel`'s child SA at the next timeout (its volume limit is
@@ -103,7 +103,7 @@ impl Endpoint {
         for spi in due {
             if let Some((t, mut sa)) = self.sas.remove(&spi) {
                 sa.on_timeout(now);
-                self.keep(t, sa);
+                self.keep(now, t, sa);
             }
         }
     }
@@ -114,18 +114,38 @@ impl Endpoint {
         for spi in ours {
             if let Some((t, mut sa)) = self.sas.remove(&spi) {
                 sa.delete(now);
-                self.keep(t, sa);
+                self.keep(now, t, sa);
             }
         }
     }
 
-    /// Drains an SA's outputs; keeps it unless closed.
-    fn keep(&mut self, tunnel: TunnelId, mut sa: IkeSa) {
+    /// Drains an SA's outputs; keeps it unless closed. A new IKE SA that
+    /// brings its tunnel up supersedes the tunnel's others (the peer
+    /// restarted, or both sides initiated at once): their child SAs are
+    /// removed and they are deleted with the peer, quietly, so the tunnel
+    /// stays with the newest (strongSwan's `unique = replace`).
+    fn keep(&mut self, now: Instant, tunnel: TunnelId, mut sa: IkeSa) {
+        let mut up = false;
         while let Some(o) = sa.poll() {
+            up |= matches!(o, Output::Up { .. });
             self.out.push_back((Some(tunnel), o));
         }
+        if up {
+            let others: Vec<u64> = self
+                .sas
+                .iter()
+                .filter(|(_, (t, other))| *t == tunnel && other.phase() == Phase::Established)
+                .map(|(spi, _)| *spi)
+                .collect();
+            for spi in others {
+                if let Some((t, mut old)) = self.sas.remove(&spi) {
+                    old.supersede(now);
+                    self.keep(now, t, old);
+                }
+            }
+        }
         if let Some(new) = sa.take_replacement() {
-            self.keep(tunnel, new);
+            self.keep(now, tunnel, new);
         }
         let key = (sa.remote(), sa.spi_i);
         if sa.phase() == Phase::Closed {
@@ -159,7 +179,7 @@ impl Endpoint {
         match self.sas.remove(&ours) {
             Some((t, mut sa)) => {
                 sa.receive(now, local_port, from, bytes);
-                self.keep(t, sa);
+                self.keep(now, t, sa);
             }
             None => self.log(None, format!("ike: dropped a message from {from} for no IKE SA of ours ({ours:016x})")),
         }
@@ -169,7 +189,7 @@ impl Endpoint {
         if let Some(spi) = self.half_open.get(&(from, header.spi_i)).copied() {
             if let Some((t, mut sa)) = self.sas.remove(&spi) {
                 sa.receive(now, local_port, from, bytes);
-                self.keep(t, sa);
+                self.keep(now, t, sa);
             }
             return;
         }
@@ -194,7 +214,7 @@ impl Endpoint {
         if sa.phase() == Phase::Connecting {
             self.half_open.insert((from, header.spi_i), sa.our_spi());
         }
-        self.keep(tunnel, sa);
+        self.keep(now, tunnel, sa);
     }
 
     /// A stateless cookie: HMAC(secret, Ni | IPi | SPIi).
@@ -299,6 +319,33 @@ mod tests {
         c.initiate(now, 0);
         let seen = run(&mut c, "203.0.113.1".parse().unwrap(), &mut b, ip_b, now);
         assert!(seen.iter().any(|(_, o)| matches!(o, Output::Log(l) if l.contains("which is no tunnel's peer"))));
+    }
+
+    #[test]
+    fn a_restarted_peer_supersedes_the_old_ike_sa_without_taking_the_tunnel_down() {
+        let now = Instant::now();
+        let (ip_a, ip_b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "198.51.100.1".parse().unwrap());
+        let mut a = Endpoint::new(vec![settings("192.0.2.1", "198.51.100.1")]);
+        let mut b = Endpoint::new(vec![settings("198.51.100.1", "192.0.2.1")]);
+        a.initiate(now, 0);
+        run(&mut a, ip_a, &mut b, ip_b, now);
+        let old_child = b.sas().next().unwrap().1.child().unwrap();
+        // a restarts: it knows nothing of the old IKE SA and negotiates anew.
+        let mut a = Endpoint::new(vec![settings("192.0.2.1", "198.51.100.1")]);
+        a.initiate(now, 0);
+        let seen = run(&mut a, ip_a, &mut b, ip_b, now);
+        let b_said: Vec<&Output> = seen.iter().filter(|(from_a, _)| !from_a).map(|(_, o)| o).collect();
+        assert!(b_said.iter().any(|o| matches!(o, Output::Up { .. })), "{b_said:?}");
+        assert!(b_said.iter().any(|o| **o == Output::RemoveInbound(old_child.1)), "the old child goes: {b_said:?}");
+        assert!(!b_said.iter().any(|o| matches!(o, Output::Down(_))), "the tunnel stays up: {b_said:?}");
+        let carrying: Vec<_> = b.sas().filter_map(|(_, sa)| sa.child()).collect();
+        assert_eq!(carrying.len(), 1, "one IKE SA carries the tunnel");
+        assert_ne!(carrying[0], old_child);
+        // The old one closes quietly when its time is up.
+        b.on_timeout(now + Duration::from_secs(11));
+        let later: Vec<_> = std::iter::from_fn(|| b.poll()).collect();
+        assert!(!later.iter().any(|(_, o)| matches!(o, Output::Down(_) | Output::RemoveInbound(_))), "{later:?}");
+        assert_eq!(b.sas().count(), 1);
     }
 
     #[test]

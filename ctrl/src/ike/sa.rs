@@ -555,6 +555,18 @@ impl IkeSa {
         self.child.as_ref().map(|c| c.rekey_at).into_iter().chain(self.ike_rekey_at).min()
     }
 
+    /// A newer IKE SA carries the tunnel now: this one's child SA is
+    /// removed and it is deleted with the peer, without taking the tunnel
+    /// down.
+    pub fn supersede(&mut self, now: Instant) {
+        if self.phase != Phase::Established || self.retired.is_some() {
+            return;
+        }
+        self.log("superseded by a newer IKE SA with the peer: deleting it".into());
+        self.delete(now);
+        self.retired = Some(now + Duration::from_secs(10));
+    }
+
     /// Deletes the IKE SA (and its child SAs) with the peer.
     pub fn delete(&mut self, now: Instant) {
         if self.phase != Phase::Established {
