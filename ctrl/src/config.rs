@@ -533,6 +533,7 @@ impl Config {
                 up: t.up,
                 mss_clamp: t.mss_clamp,
                 probe: t.health_check.map(|h| check_health(&object, &h)).transpose()?,
+                on_demand: t.ike.as_ref().is_some_and(|i| i.negotiation == ike::Negotiation::OnTraffic),
             });
         }
         unique_spis(&cfg.tunnels)?;

@@ -295,6 +295,14 @@ impl Control {
             changes.extend(ch.into_iter().map(|x| (t.name.clone(), x)));
         }
         self.ike.tick(now);
+        let wanted: Vec<u32> = self.workers.iter().flat_map(|w| std::iter::from_fn(|| w.wanted.pop())).collect();
+        for id in wanted {
+            let Some(t) = self.model.tunnels.iter().find(|t| t.id == id).map(|t| t.name.clone()) else { continue };
+            if self.ike.demand(&t, now) {
+                let gw = self.tunnel_gateway(&t);
+                self.event("ike", gw.as_deref(), Some(&t), "traffic for the tunnel: negotiating".into());
+            }
+        }
         let lifetimes: Vec<_> = self.workers.iter().flat_map(|w| std::iter::from_fn(|| w.events.pop())).collect();
         for e in lifetimes {
             if e.expiry == vpngw_engine::lifetime::Expiry::Soft {

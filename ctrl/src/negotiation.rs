@@ -6,6 +6,7 @@
 //! model), initiating and restarting as the tunnel's configuration asks,
 //! and the view `vpnctl show ike` prints. Without I/O: the time comes in.
 
+use crate::config::ike::Negotiation as Start;
 use crate::config::ike::{self, Mapping};
 use crate::config::{Config, ConfigError, IkeConfig};
 use crate::ike::endpoint::{Endpoint, TunnelId};
@@ -129,7 +130,7 @@ impl Negotiation {
                 None => {}
             }
             let slot = self.endpoint(local).add(settings);
-            let active = cfg.negotiation == crate::config::ike::Negotiation::Active;
+            let active = cfg.negotiation == Start::Active;
             if active {
                 self.endpoint(local).initiate(now, slot);
             }
@@ -277,7 +278,7 @@ impl Negotiation {
     pub fn shutdown(&mut self, now: Instant) {
         for k in self.tunnels.values_mut() {
             k.retry_at = None;
-            k.cfg.negotiation = crate::config::ike::Negotiation::Passive;
+            k.cfg.negotiation = Start::Passive;
             k.cfg.dpd = None;
         }
         let all: Vec<(IpAddr, TunnelId)> = self.tunnels.values().map(|k| (k.local, k.slot)).collect();
@@ -286,12 +287,13 @@ impl Negotiation {
         }
     }
 
-    /// Restarts the tunnels whose retry is due.
+    /// Restarts the tunnels whose retry is due (an on-demand one waits for
+    /// traffic).
     pub fn tick(&mut self, now: Instant) {
         let due: Vec<(IpAddr, TunnelId)> = self
             .tunnels
             .values_mut()
-            .filter(|k| k.retry_at.is_some_and(|t| t <= now))
+            .filter(|k| k.retry_at.is_some_and(|t| t <= now) && k.cfg.negotiation != Start::OnTraffic)
             .map(|k| {
                 k.retry_at = None;
                 (k.local, k.slot)
@@ -303,6 +305,24 @@ impl Negotiation {
                 endpoint.initiate(now, slot);
             }
         }
+    }
+
+    /// Traffic was routed into on-demand tunnel `tunnel`, which has no SA:
+    /// negotiate, unless under way or tried less than [`RETRY`] ago.
+    /// Whether a negotiation started.
+    pub fn demand(&mut self, tunnel: &str, now: Instant) -> bool {
+        let Some(k) = self.tunnels.get_mut(tunnel) else { return false };
+        if k.outbound.is_some() || k.retry_at.is_some_and(|t| now < t) {
+            return false;
+        }
+        k.retry_at = Some(now + RETRY);
+        let (local, slot) = (k.local, k.slot);
+        let endpoint = self.endpoint(local);
+        if endpoint.sas().any(|(t, _)| t == slot) {
+            return false;
+        }
+        endpoint.initiate(now, slot);
+        true
     }
 
     /// The tunnel whose SAs include SPI `spi` (an engine lifetime event).

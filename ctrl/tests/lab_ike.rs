@@ -13,6 +13,8 @@
 //!   with each ESP suite and with strongSwan's default ESP proposal.
 //! - Hostile datagrams on the IKE ports leave the tunnel undisturbed.
 //! - A wrong PSK: AUTHENTICATION_FAILED, said by `show ike`, no SA.
+//! - Negotiation on traffic: nothing until a packet is routed into the
+//!   tunnel, which then comes up.
 //! - Liveness: charon killed, vpngw takes the tunnel down within the DPD
 //!   timeout, and says so in its events.
 
@@ -327,6 +329,19 @@ print(len(msgs) * 2)
         "nothing installed: {sas}"
     );
     println!("wrong PSK: {}", v["last_failure"]);
+
+    // On first traffic: nothing is negotiated until a packet is routed
+    // into the tunnel; that packet asks for it, and the ones after pass.
+    gw.ok(&["tunnel", "set", "t-idc1", "--psk", PSK, "--negotiation", "on-traffic"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let v = ike(&gw);
+    assert!(!up(&v) && v["ike_sas"].as_array().unwrap().is_empty(), "nothing negotiated without traffic: {v}");
+    let t0 = Instant::now();
+    common::reaches(&lab, "vpc", IDC);
+    let v = ike(&gw);
+    assert!(up(&v) && v["ike_sas"][0]["initiator"] == true, "negotiated by vpngw on traffic: {v}");
+    assert!(gw.ok(&["events"]).contains("traffic for the tunnel: negotiating"));
+    println!("on-traffic: negotiated and reached in {:.1} s from the first ping", t0.elapsed().as_secs_f64());
 }
 
 /// What vpngw logs when it rekeys the child, and when charon does.

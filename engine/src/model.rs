@@ -86,6 +86,10 @@ pub struct Tunnel {
     pub inbound: Vec<SaHandle<InboundSa>>,
     /// Down: no route through it is used, no packet is sent into it.
     pub up: bool,
+    /// Negotiated on first traffic (IKE): while it has no outbound SA it
+    /// keeps its routes and rules, and a packet into it asks the control
+    /// thread to negotiate (the packet is dropped: "tunnel-down").
+    pub on_demand: bool,
     /// Clamp the MSS of TCP SYNs entering the tunnel to this value.
     pub mss_clamp: Option<u16>,
     /// The tunnel's health-check addresses, if it has a health check.

@@ -14,7 +14,7 @@
 use crate::buf::PacketBuf;
 use crate::esp;
 use crate::lifetime::{LifetimeEvent, Seconds};
-use crate::model::{GatewayId, PortId};
+use crate::model::{GatewayId, PortId, TunnelId};
 use crate::probe::{ProbeEcho, ProbeRequest};
 use crate::snapshot::{Hop, PortView, Side, Snapshot, Verdict};
 use crate::spd::{FiveTuple, FlowCache};
@@ -41,6 +41,10 @@ pub struct Pipeline {
     pub drops: DropCounters,
     pub gateway_drops: HashMap<GatewayId, DropCounters>,
     pub events: Vec<LifetimeEvent>,
+    /// On-demand tunnels (ids) a packet was sent into before they had an
+    /// SA, for the control thread to negotiate; at most
+    /// [`MAX_UNRESOLVED`] until taken.
+    pub wanted: Vec<TunnelId>,
     /// Next hops a packet found no MAC for (port, address), for the
     /// control thread to ask the kernel to resolve; at most
     /// [`MAX_UNRESOLVED`] until taken.
@@ -171,6 +175,7 @@ impl Pipeline {
             drops: DropCounters::default(),
             gateway_drops: HashMap::new(),
             events: Vec::new(),
+            wanted: Vec::new(),
             unresolved: Vec::new(),
             probes: Vec::new(),
             tap: None,
@@ -623,8 +628,15 @@ impl Pipeline {
         }
         self.tap(at, tunnel.id, TapPoint::Inner, pkt.data(), true);
         {
-            // A tunnel without an outbound SA is down, and never chosen.
-            let mut sa = tunnel.outbound.as_ref().ok_or(DropReason::TunnelDown)?.lock().expect("SA lock");
+            // Only an on-demand tunnel is chosen without an outbound SA:
+            // the packet asks for one.
+            let Some(sa) = tunnel.outbound.as_ref() else {
+                if self.wanted.len() < MAX_UNRESOLVED && !self.wanted.contains(&tunnel.id) {
+                    self.wanted.push(tunnel.id);
+                }
+                return Err(DropReason::TunnelDown);
+            };
+            let mut sa = sa.lock().expect("SA lock");
             esp::encap(&mut sa, pkt, at.now, &mut self.events)?;
         }
         self.tap(at, tunnel.id, TapPoint::Outer, pkt.data(), true);

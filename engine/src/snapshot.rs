@@ -185,7 +185,7 @@ pub struct TunnelView {
     /// None until one is negotiated; the tunnel is down meanwhile.
     pub outbound: Option<SaHandle<OutboundSa>>,
     /// The operator has it up, its health check (if any) passes, and it
-    /// has an outbound SA.
+    /// has an outbound SA (or is negotiated on demand).
     pub up: bool,
     /// The reverse of the SPD rules that protect via this tunnel, which
     /// packets decrypted from it must fit; none for a route-based tunnel.
@@ -317,7 +317,8 @@ impl Snapshot {
                 let mtu = cfg.ports.iter().find(|p| p.id == gateway.outside_port).map_or(0, |p| p.mtu);
                 crate::esp::max_inner_len(&sa.cfg, mtu as usize)
             } else {
-                0
+                // Nothing is sent without an SA: no size to refuse.
+                usize::MAX
             };
             if let Some(p) = t.probe.filter(|p| p.local.is_ipv4() != p.remote.is_ipv4() || p.local == p.remote) {
                 return Err(invalid(
@@ -343,7 +344,7 @@ impl Snapshot {
                 gateway: g,
                 peer,
                 outbound: t.outbound.clone(),
-                up: t.up && t.outbound.is_some(),
+                up: t.up && (t.outbound.is_some() || t.on_demand),
                 selectors: Selectors::default(),
                 mss_clamp: t.mss_clamp,
                 max_inner,

@@ -8,7 +8,7 @@
 use crate::buf::PacketBuf;
 use crate::io::Port;
 use crate::lifetime::{LifetimeEvent, Seconds};
-use crate::model::{GatewayId, PortId};
+use crate::model::{GatewayId, PortId, TunnelId};
 use crate::pipeline::{HandOff, Out, Pipeline, Tx};
 use crate::probe::{ProbeEcho, ProbeRequest};
 use crate::snapshot::SnapshotCell;
@@ -88,6 +88,8 @@ pub struct WorkerShared {
     pub report: Mutex<WorkerReport>,
     pub unresolved: ArrayQueue<(PortId, IpAddr)>,
     pub events: ArrayQueue<LifetimeEvent>,
+    /// On-demand tunnels that traffic asked for.
+    pub wanted: ArrayQueue<TunnelId>,
     pub probe_requests: ArrayQueue<ProbeRequest>,
     pub probe_echoes: ArrayQueue<ProbeEcho>,
     pub tap: ArcSwapOption<Tap>,
@@ -99,6 +101,7 @@ impl Default for WorkerShared {
             report: Mutex::new(WorkerReport::default()),
             unresolved: ArrayQueue::new(256),
             events: ArrayQueue::new(1024),
+            wanted: ArrayQueue::new(256),
             probe_requests: ArrayQueue::new(4096),
             probe_echoes: ArrayQueue::new(4096),
             tap: ArcSwapOption::empty(),
@@ -169,6 +172,9 @@ impl<P: Port> Worker<P> {
         self.reported = Instant::now();
         for hop in self.pipeline.unresolved.drain(..) {
             let _ = self.shared.unresolved.push(hop);
+        }
+        for t in self.pipeline.wanted.drain(..) {
+            let _ = self.shared.wanted.push(t);
         }
         let mut kept = Vec::new();
         for e in self.pipeline.events.drain(..) {

@@ -138,6 +138,7 @@ impl Lab {
             up: true,
             mss_clamp: None,
             probe: None,
+            on_demand: false,
         });
         self.peers.push(Peer {
             tunnel: id,
@@ -561,6 +562,29 @@ fn ttl_discard_and_down_tunnels() {
     lab.spd("10.1.0.0/16", "172.16.1.0/25", SpdAction::Protect(1));
     lab.set_up(1, false);
     assert_eq!(lab.inside_sends(VPC, IDC1), Outcome::Dropped(DropReason::TunnelDown));
+}
+
+/// A tunnel without an outbound SA (IKE has not negotiated one) is down:
+/// its routes fail over. One negotiated on demand keeps its routes and
+/// rules, and a packet into it asks for it (and is dropped meanwhile).
+#[test]
+fn tunnels_without_an_sa_and_on_demand_tunnels() {
+    let mut lab = Lab::new(Attachment::Vpc);
+    lab.tunnel(1, "198.51.100.1").tunnel(2, "198.51.100.2");
+    lab.route("172.16.1.0/24", NextHop::Tunnel(1), 0).route("172.16.1.0/24", NextHop::Tunnel(2), 1);
+    lab.cfg.tunnels[0].outbound = None;
+    lab.rebuild();
+    assert!(matches!(lab.inside_sends(VPC, IDC1), Outcome::Tunnel(2, _)), "the standby carries it");
+    assert!(lab.pipeline.wanted.is_empty(), "an ordinary tunnel asks for nothing");
+    lab.cfg.tunnels[0].on_demand = true;
+    lab.rebuild();
+    assert_eq!(lab.inside_sends(VPC, IDC1), Outcome::Dropped(DropReason::TunnelDown));
+    assert_eq!(lab.inside_sends(VPC, IDC1), Outcome::Dropped(DropReason::TunnelDown));
+    assert_eq!(lab.pipeline.wanted, vec![1], "asked for once");
+    lab.spd("10.1.0.0/16", "172.16.2.0/24", SpdAction::Protect(1));
+    lab.pipeline.wanted.clear();
+    assert_eq!(lab.inside_sends(VPC, "172.16.2.9"), Outcome::Dropped(DropReason::TunnelDown));
+    assert_eq!(lab.pipeline.wanted, vec![1], "an SPD rule into it asks too");
 }
 
 /// Garbage on either port is a counted drop; nothing comes out.

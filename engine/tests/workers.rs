@@ -80,6 +80,7 @@ fn setup() -> (Arc<SnapshotCell>, Vec<(InboundSa, OutboundSa)>) {
             up: true,
             mss_clamp: None,
             probe: None,
+            on_demand: false,
         });
         let r =
             Route { gateway: 1, prefix: ip(idc(t)), len: 24, next_hop: NextHop::Tunnel(t), priority: 0, enabled: true };

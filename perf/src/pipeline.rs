@@ -125,6 +125,7 @@ pub(crate) fn config(tunnels: usize, routes: usize) -> (Config, Vec<OutboundSa>)
             up: true,
             mss_clamp: None,
             probe: None,
+            on_demand: false,
         });
         peers.push(OutboundSa::new(sa(spi_in, Direction::Outbound, peer(i), GW_ADDR), &key, 0).unwrap());
         cfg.spd.push(SpdRule {

@@ -387,8 +387,9 @@ struct IkeOptions {
     #[arg(long, value_name = "SECRET")]
     psk: Option<String>,
     /// active: vpngw initiates (and again after the tunnel goes down);
-    /// passive: it waits for the customer gateway.
-    #[arg(long, value_parser = ["active", "passive"])]
+    /// passive: it waits for the customer gateway; on-traffic: it
+    /// initiates when the first packet is routed into the tunnel.
+    #[arg(long, value_parser = ["active", "passive", "on-traffic"])]
     negotiation: Option<String>,
     /// Our identity: an IP address or a domain name (default: the
     /// gateway's address).
@@ -452,7 +453,11 @@ impl IkeOptions {
             ike.psk = p.clone();
         }
         if let Some(n) = &self.negotiation {
-            ike.negotiation = if n == "passive" { Negotiation::Passive } else { Negotiation::Active };
+            ike.negotiation = match n.as_str() {
+                "passive" => Negotiation::Passive,
+                "on-traffic" => Negotiation::OnTraffic,
+                _ => Negotiation::Active,
+            };
         }
         if let Some(i) = &self.local_id {
             ike.local_id = Some(i.clone());

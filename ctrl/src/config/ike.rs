@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Fields: `negotiation` (`active`: vpngw initiates, at start and again
-//! after the tunnel goes down; `passive`: it waits for the peer), `psk`,
+//! after the tunnel goes down; `passive`: it waits for the peer;
+//! `on-traffic`: it initiates when a packet is routed into the tunnel,
+//! which keeps its routes meanwhile), `psk`,
 //! `local_id` and `remote_id` (an IPv4/IPv6 address or an FQDN; by
 //! default the two gateways' addresses), `ike_proposals` and
 //! `esp_proposals` (strongSwan's syntax, best first), `pfs` (a DH group
@@ -78,6 +80,8 @@ pub enum Negotiation {
     #[default]
     Active,
     Passive,
+    /// vpngw initiates when the first packet is routed into the tunnel.
+    OnTraffic,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

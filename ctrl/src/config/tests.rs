@@ -218,7 +218,7 @@ fn ike_settings_are_checked_and_errors_name_the_field() {
         (with_ike(&format!("{ok}, dpd = {{ interval = 10, timeout = 5 }}")), "ike.dpd.timeout = 5"),
         (with_ike(&format!("{ok}, dpd = {{ interval = 0, timeout = 5 }}")), "ike.dpd.interval = 0"),
         (with_ike(&format!("{ok}, dpd = {{ interval = 2, timeout = 6, action = \"hold\" }}")), "unknown variant"),
-        (with_ike(&format!("{ok}, negotiation = \"on-traffic\"")), "unknown variant"),
+        (with_ike(&format!("{ok}, negotiation = \"sometimes\"")), "unknown variant"),
         (with_ike(&format!("{ok}, remote_id = \"not an id!\"")), "ike.remote_id = not an id!: an identity is"),
         (with_ike(&format!("{ok}, lifetime_kilobytes = 10")), "ike.lifetime_kilobytes = 10"),
         (with_ike(&format!("{ok}, psks = \"x\"")), "unknown field"),
