@@ -206,7 +206,7 @@ impl Control {
     /// Takes a counter sample (once a second), for the rates in `stats`,
     /// and raises or clears the alarms they cross.
     pub fn sample(&mut self, workers: &[WorkerReport]) {
-        let now = Report::gather(&self.model, workers);
+        let now = self.report(workers);
         self.samples = [self.samples[1].take(), Some((Instant::now(), now))];
         self.check_alarms(workers);
     }
@@ -432,7 +432,7 @@ impl Control {
 
     /// Traffic per gateway and per tunnel, with rates and health.
     fn stats(&self, workers: &[WorkerReport]) -> Stats {
-        let now = Report::gather(&self.model, workers);
+        let now = self.report(workers);
         let rates = match &self.samples {
             [Some((t0, a)), Some((t1, b))] => Some((a, b, t1.duration_since(*t0))),
             _ => None,
@@ -534,6 +534,14 @@ impl Control {
         m
     }
 
+    /// The counters: the SAs' and workers', with what IKE tunnels' retired
+    /// SAs carried.
+    pub fn report(&self, workers: &[WorkerReport]) -> Report {
+        let mut r = Report::gather(&self.model, workers);
+        self.ike.add_retired(&mut r);
+        r
+    }
+
     /// The IKE endpoints, by the address each serves (for the daemon's
     /// drivers).
     pub fn ike_endpoints(&mut self) -> impl Iterator<Item = (IpAddr, &mut Endpoint)> {
@@ -598,14 +606,14 @@ impl Control {
             Request::Show { kind, name } => api::show(&self.file, *kind, name),
             Request::Export => Ok(json!({ "toml": self.file.to_toml() })),
             Request::Stats => Ok(value(serde_json::to_value(self.stats(workers)))),
-            Request::Sas => Ok(value(serde_json::to_value(Report::gather(&self.model, workers).tunnels))),
-            Request::Workers => Ok(value(serde_json::to_value(Report::gather(&self.model, workers).workers))),
+            Request::Sas => Ok(value(serde_json::to_value(self.report(workers).tunnels))),
+            Request::Workers => Ok(value(serde_json::to_value(self.report(workers).workers))),
             Request::Lookup { gateway, address, source } => self.lookup(gateway, *address, *source),
             Request::Events { since } => {
                 Ok(json!({ "events": self.events.after(*since, 1000), "last": self.events.last() }))
             }
             Request::Metrics => {
-                let report = Report::gather(&self.model, workers);
+                let report = self.report(workers);
                 Ok(json!({ "text": metrics::render(&self.stats(workers), &report) }))
             }
             Request::Capture { tunnel, point, count, pps } => self.start_capture(tunnel, *point, *count, *pps),

@@ -297,7 +297,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
                 log(&format!("sequence marks not written: {e}"));
             }
             if let Some(path) = &opts.stats_file {
-                let report = Report::gather(control.model(), &reports(&shared));
+                let report = control.report(&reports(&shared));
                 write_atomically(path, &report).map_err(DaemonError::Io)?;
             }
         }
@@ -322,7 +322,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, log: impl Fn(&str)) -> Result<
     for handle in handles {
         drop(handle.join().expect("a worker thread ends cleanly"));
     }
-    let report = Report::gather(control.model(), &reports(&shared));
+    let report = control.report(&reports(&shared));
     if let Some(path) = &opts.stats_file {
         write_atomically(path, &report).map_err(DaemonError::Io)?;
     }

@@ -12,6 +12,7 @@ use crate::config::{Config, ConfigError, IkeConfig};
 use crate::ike::endpoint::{Endpoint, TunnelId};
 use crate::ike::message::TrafficSelector;
 use crate::ike::sa::{show_identity, Output, Phase, SaKeys, Settings};
+use crate::report::{Report, Retired};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -39,6 +40,31 @@ struct Keyed {
     /// Why it last went down (or failed to come up).
     last_failure: Option<String>,
     retry_at: Option<Instant>,
+    /// What its SAs that are gone carried.
+    retired: Retired,
+}
+
+impl Keyed {
+    fn retire_outbound(&mut self) {
+        if let Some(sa) = self.outbound.take() {
+            let t = sa.lock().expect("SA lock").state.lifetime.traffic;
+            self.retired.tx_packets += t.packets;
+            self.retired.tx_bytes += t.bytes;
+        }
+    }
+
+    fn retire_inbound(&mut self, sa: SaHandle<InboundSa>) {
+        let t = sa.lock().expect("SA lock").state.lifetime.traffic;
+        self.retired.rx_packets += t.packets;
+        self.retired.rx_bytes += t.bytes;
+    }
+
+    fn retire_all(&mut self) {
+        self.retire_outbound();
+        for sa in std::mem::take(&mut self.inbound) {
+            self.retire_inbound(sa);
+        }
+    }
 }
 
 /// What the control thread must do about an IKE output.
@@ -114,12 +140,15 @@ impl Negotiation {
         let mut next = BTreeMap::new();
         for (name, local, remote, settings, cfg, rules) in plan.tunnels {
             let made_from = (cfg.clone(), rules);
+            let mut retired = Retired::default();
             match self.tunnels.remove(&name) {
                 Some(k) if k.made_from == made_from && k.local == local && k.remote == remote => {
                     next.insert(name, k);
                     continue;
                 }
-                Some(old) => {
+                Some(mut old) => {
+                    old.retire_all();
+                    retired = old.retired;
                     self.endpoint(old.local).remove(now, old.slot);
                     changes.push(Change::Keys);
                     changes.push(Change::Log {
@@ -145,6 +174,7 @@ impl Negotiation {
                 selectors: None,
                 last_failure: None,
                 retry_at: None,
+                retired,
             };
             next.insert(name, k);
         }
@@ -218,7 +248,8 @@ impl Negotiation {
                 Ok(cfg) => match InboundSa::new(cfg, &keys.keymat, clock) {
                     Ok(sa) => {
                         if k.inbound.len() == MAX_INBOUND_SAS {
-                            k.inbound.remove(0);
+                            let oldest = k.inbound.remove(0);
+                            k.retire_inbound(oldest);
                         }
                         k.inbound.push(Arc::new(Mutex::new(sa)));
                         vec![Change::Keys]
@@ -230,6 +261,7 @@ impl Negotiation {
             Output::InstallOutbound(keys) => match engine_sa(k, &keys, Direction::Outbound) {
                 Ok(cfg) => match OutboundSa::new(cfg, &keys.keymat, clock) {
                     Ok(sa) => {
+                        k.retire_outbound();
                         k.outbound = Some(Arc::new(Mutex::new(sa)));
                         vec![Change::Keys]
                     }
@@ -238,7 +270,13 @@ impl Negotiation {
                 Err(e) => vec![Change::Log { tunnel: name, line: e }],
             },
             Output::RemoveInbound(spi) => {
-                k.inbound.retain(|sa| sa.lock().expect("SA lock").cfg.spi != spi);
+                let (gone, kept) = std::mem::take(&mut k.inbound)
+                    .into_iter()
+                    .partition(|sa| sa.lock().expect("SA lock").cfg.spi == spi);
+                k.inbound = kept;
+                for sa in gone {
+                    k.retire_inbound(sa);
+                }
                 vec![Change::Keys]
             }
             Output::Up { local_ts, remote_ts } => {
@@ -253,8 +291,8 @@ impl Negotiation {
                 vec![Change::Up { tunnel, detail }]
             }
             Output::Down(why) => {
-                let had = k.outbound.take().is_some() | !k.inbound.is_empty();
-                k.inbound.clear();
+                let had = k.outbound.is_some() || !k.inbound.is_empty();
+                k.retire_all();
                 k.selectors = None;
                 k.last_failure = Some(why.clone());
                 if k.cfg.restarts() {
@@ -335,6 +373,15 @@ impl Negotiation {
             self.tunnels.iter().find(|(_, k)| has(k)).map(|(n, k)| (n.clone(), k.local, k.slot))?;
         self.endpoint(local).rekey_child_soon(now, slot);
         Some(name)
+    }
+
+    /// Adds what each IKE tunnel's retired SAs carried to `report`.
+    pub fn add_retired(&self, report: &mut Report) {
+        for t in &mut report.tunnels {
+            if let Some(k) = self.tunnels.get(&t.name) {
+                t.retired = k.retired;
+            }
+        }
     }
 
     /// Whether `tunnel` is keyed by IKE.

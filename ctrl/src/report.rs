@@ -29,6 +29,25 @@ pub struct TunnelStats {
     pub outbound: Option<SaStats>,
     /// Decrypted and accepted, per inbound SA.
     pub inbound: Vec<SaStats>,
+    /// What the tunnel's SAs that are gone carried (IKE rekeys them), so
+    /// its totals never go back.
+    #[serde(default, skip_serializing_if = "Retired::is_zero")]
+    pub retired: Retired,
+}
+
+/// Packets and bytes of SAs no longer installed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+impl Retired {
+    pub fn is_zero(&self) -> bool {
+        *self == Retired::default()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +111,14 @@ impl Report {
                         sa_stats(sa.cfg.spi, sa.state.lifetime.traffic, &sa.state.drops)
                     })
                     .collect();
-                TunnelStats { name: t.name.clone(), gateway: gw_name(t.gateway), up: t.up, outbound, inbound }
+                TunnelStats {
+                    name: t.name.clone(),
+                    gateway: gw_name(t.gateway),
+                    up: t.up,
+                    outbound,
+                    inbound,
+                    retired: Retired::default(),
+                }
             })
             .collect();
         let mut gateway_drops: BTreeMap<String, DropCounters> = BTreeMap::new();
@@ -134,7 +160,7 @@ impl Report {
             "tunnel", "gateway", "up", "tx pkts", "tx bytes", "rx pkts", "rx bytes"
         );
         for t in &self.tunnels {
-            let (rx_p, rx_b) = t.inbound.iter().fold((0, 0), |(p, b), sa| (p + sa.packets, b + sa.bytes));
+            let (tx_p, tx_b, rx_p, rx_b) = totals(t);
             let mut all = t.outbound.as_ref().map(|o| o.drops.clone()).unwrap_or_default();
             for sa in &t.inbound {
                 for (r, n) in &sa.drops {
@@ -142,7 +168,6 @@ impl Report {
                 }
             }
             let up = if t.up { "yes" } else { "no" };
-            let (tx_p, tx_b) = t.outbound.as_ref().map_or((0, 0), |o| (o.packets, o.bytes));
             let _ = writeln!(
                 s,
                 "{:<12} {:<8} {:<4} {tx_p:>10} {tx_b:>12} {rx_p:>10} {rx_b:>12}  {}",
@@ -248,10 +273,12 @@ pub struct Stats {
     pub tunnels: Vec<TunnelTraffic>,
 }
 
+/// A tunnel's packets and bytes sent and received, its retired SAs' too.
 fn totals(t: &TunnelStats) -> (u64, u64, u64, u64) {
-    let (rx_p, rx_b) = t.inbound.iter().fold((0, 0), |(p, b), sa| (p + sa.packets, b + sa.bytes));
+    let r = t.retired;
+    let (rx_p, rx_b) = t.inbound.iter().fold((r.rx_packets, r.rx_bytes), |(p, b), sa| (p + sa.packets, b + sa.bytes));
     let (tx_p, tx_b) = t.outbound.as_ref().map_or((0, 0), |o| (o.packets, o.bytes));
-    (tx_p, tx_b, rx_p, rx_b)
+    (tx_p + r.tx_packets, tx_b + r.tx_bytes, rx_p, rx_b)
 }
 
 fn add_drops(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {

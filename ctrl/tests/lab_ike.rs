@@ -221,6 +221,12 @@ print(len(msgs) * 2)
         assert_eq!((there.2, back.2), (0, 0), "{phase}: no packet arrived twice");
         (ours, theirs)
     };
+    let counted = |gw: &Daemon| {
+        let s = gw.json(&["stats"]);
+        let t = s["tunnels"][0].clone();
+        (t["tx_packets"].as_u64().unwrap(), t["rx_packets"].as_u64().unwrap())
+    };
+    let before = counted(&gw);
     let (_, theirs) = rekeys("charon rekeying", 10);
     assert!(theirs >= 1, "charon rekeyed during the flow\n{}", gw.ok(&["events"]));
     gw.ok(&["tunnel", "set", "t-idc1", "--lifetime-kilobytes", "2048"]);
@@ -229,6 +235,11 @@ print(len(msgs) * 2)
     common::reaches(&lab, "idc", VPC);
     let (ours, _) = rekeys("vpngw rekeying", 10);
     assert!(ours >= 2, "vpngw rekeyed during the flow\n{}", gw.ok(&["events"]));
+    // The tunnel's counters went on across the rekeys and the
+    // renegotiation: every flow packet (and the pings) is in them.
+    let after = counted(&gw);
+    println!("tunnel counters across the rekeys: tx {} rx {}", after.0 - before.0, after.1 - before.1);
+    assert!(after.0 - before.0 >= 10_000 && after.1 - before.1 >= 10_000, "{before:?} -> {after:?}");
 
     // (d) Liveness: charon killed; down within interval + timeout.
     let (ok, out) = swan(&["stop", "--dir", charon.dir(), "--kill9"]);
