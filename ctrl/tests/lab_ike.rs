@@ -14,7 +14,7 @@
 //! - Hostile datagrams on the IKE ports leave the tunnel undisturbed.
 //! - A wrong PSK: AUTHENTICATION_FAILED, said by `show ike`, no SA.
 //! - Negotiation on traffic: nothing until a packet is routed into the
-//!   tunnel, which then comes up.
+//!   tunnel, which then comes up (identities FQDNs).
 //! - Liveness: charon killed, vpngw takes the tunnel down within the DPD
 //!   timeout, and says so in its events.
 
@@ -343,7 +343,24 @@ print(len(msgs) * 2)
 
     // On first traffic: nothing is negotiated until a packet is routed
     // into the tunnel; that packet asks for it, and the ones after pass.
-    gw.ok(&["tunnel", "set", "t-idc1", "--psk", PSK, "--negotiation", "on-traffic"]);
+    // Identities are domain names this time.
+    let fqdn = ["--local-id", "idc1.example.net", "--remote-id", "vpc.example.com"];
+    let mut more = vec!["--ike-proposals", "aes128gcm16-prfsha256-ecp256", "--esp-proposals", "aes128-sha256"];
+    more.extend(fqdn);
+    charon.load("vpc", PSK, &more);
+    gw.ok(&[
+        "tunnel",
+        "set",
+        "t-idc1",
+        "--psk",
+        PSK,
+        "--negotiation",
+        "on-traffic",
+        "--local-id",
+        "vpc.example.com",
+        "--remote-id",
+        "idc1.example.net",
+    ]);
     std::thread::sleep(Duration::from_secs(2));
     let v = ike(&gw);
     assert!(!up(&v) && v["ike_sas"].as_array().unwrap().is_empty(), "nothing negotiated without traffic: {v}");
@@ -351,6 +368,10 @@ print(len(msgs) * 2)
     common::reaches(&lab, "vpc", IDC);
     let v = ike(&gw);
     assert!(up(&v) && v["ike_sas"][0]["initiator"] == true, "negotiated by vpngw on traffic: {v}");
+    assert_eq!(
+        (v["ike_sas"][0]["local_id"].as_str(), v["ike_sas"][0]["remote_id"].as_str()),
+        (Some("vpc.example.com"), Some("idc1.example.net"))
+    );
     assert!(gw.ok(&["events"]).contains("traffic for the tunnel: negotiating"));
     println!("on-traffic: negotiated and reached in {:.1} s from the first ping", t0.elapsed().as_secs_f64());
 }
