@@ -87,7 +87,8 @@ pub enum Change {
     },
 }
 
-/// One tunnel's settings as planned from a configuration.
+/// The IKE tunnels of a configuration, with their settings, as planned
+/// (checked, not yet served).
 pub struct Plan {
     tunnels: Vec<(String, IpAddr, IpAddr, Settings, IkeConfig, Vec<Mapping>)>,
 }
