@@ -5,7 +5,10 @@
 # the IDC's, with static SAs: scripts/lab/gw.toml and cgw.toml), shows the
 # VPC host pinging the IDC host through the ESP tunnel, has tshark (an
 # independent ESP implementation) decrypt what crossed the internet, prints
-# the tunnel counters, and cleans everything up, also when interrupted.
+# the tunnel counters. Then the cloud gateway negotiates the tunnel with
+# IKEv2 against strongSwan (charon, an independent implementation) as the
+# customer gateway (scripts/lab/gw-ike.toml), and the ping goes through
+# the SAs they agreed. It cleans everything up, also when interrupted.
 # Needs root (namespaces, XDP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,11 +18,14 @@ say "installing what the demo needs, building vpngw"
 scripts/deps.sh
 cargo build --release --locked -q -p vpngw-ctrl
 vpngw=$PWD/target/release/vpngw
+vpnctl=$PWD/target/release/vpnctl
+swan="python3 scripts/interop/swan.py"
 
 P=vpngw-demo
 work=$(mktemp -d)
 cleanup() {
   pkill -TERM -f "$vpngw -c scripts/lab/" 2>/dev/null || true
+  $swan stop --dir "$work/charon" >/dev/null 2>&1 || true
   sleep 0.5
   scripts/lab.sh down "$P"
   rm -rf "$work"
@@ -60,3 +66,29 @@ say "stopping the gateways; the cloud gateway's counters"
 pkill -TERM -f "$vpngw -c scripts/lab/" || true
 sleep 1
 cat "$work/gw.out"
+
+say "now with IKEv2: strongSwan (charon, kernel-libipsec) is the customer gateway"
+$swan start --ns "$P-cgw" --dir "$work/charon" --forward >/dev/null
+$swan load --dir "$work/charon" --name vpc --local 198.51.100.1 --remote 192.0.2.1 --psk "lab pre-shared key 7" \
+  --local-ts 172.16.1.0/24 --remote-ts 10.1.0.0/16 --ike-proposals aes256gcm16-prfsha256-x25519 --esp-proposals aes128gcm16
+ip netns exec "$P-gw" "$vpngw" -c scripts/lab/gw-ike.toml --no-state --socket "$work/gw.sock" >"$work/gw.out" 2>"$work/gw.err" &
+for _ in $(seq 50); do
+  "$vpnctl" --socket "$work/gw.sock" --json show ike 2>/dev/null | grep -q '"up": true' && break
+  sleep 0.2
+done
+"$vpnctl" --socket "$work/gw.sock" show ike
+
+say "the VPC host pings the IDC host through the negotiated tunnel"
+for _ in 1 2 3 4 5; do ip netns exec "$P-vpc" ping -c1 -W1 172.16.1.9 >/dev/null && break; done
+ip netns exec "$P-vpc" ping -c4 -i 0.3 172.16.1.9
+
+say "strongSwan's view of the same SAs"
+$swan sas --dir "$work/charon" --json | python3 -c '
+import json, sys
+for ike in json.load(sys.stdin):
+    print("IKE SA %s: %s/%s/%s with %s" % (ike["state"], ike["encr_alg"], ike["prf_alg"], ike["dh_group"], ike["remote_host"]))
+    for c in ike["children"]:
+        print("  child SA %s: %s, SPIs in %s out %s, %s packets in, %s out" % (
+            c["state"], c["encr_alg"], c["spi_in"], c["spi_out"], c["packets_in"], c["packets_out"]))'
+"$vpnctl" --socket "$work/gw.sock" events | grep -E "tunnel-up|child SA" | head -4
+
