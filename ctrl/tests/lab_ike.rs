@@ -13,6 +13,7 @@
 //!   with each ESP suite and with strongSwan's default ESP proposal.
 //! - Hostile datagrams on the IKE ports leave the tunnel undisturbed.
 //! - A wrong PSK: AUTHENTICATION_FAILED, said by `show ike`, no SA.
+//! - NAT keepalives: tshark sees vpngw's one-byte 0xff datagram.
 //! - Negotiation on traffic: nothing until a packet is routed into the
 //!   tunnel, which then comes up (identities FQDNs).
 //! - Liveness: charon killed, vpngw takes the tunnel down within the DPD
@@ -95,6 +96,7 @@ fn flow(lab: &Lab, from: &str, to_role: &str, to: &str, port: &str, pps: u32, se
     assert!(ok, "the sink ends: {err}");
     let sent: Value = serde_json::from_str(sent.trim()).expect("the sender's count");
     let got: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("the sink's file")).expect("JSON");
+    let _ = std::fs::remove_file(&out);
     let arrivals = got["arrivals"].as_array().expect("arrivals");
     let mut seen = std::collections::BTreeSet::new();
     let mut disorder = 0;
@@ -110,6 +112,14 @@ fn flow(lab: &Lab, from: &str, to_role: &str, to: &str, port: &str, pps: u32, se
 fn vpngw_negotiates_with_strongswan_and_carries_traffic() {
     let lab = Lab::up("ikelab");
     let charon = Charon::start(&lab);
+    // NAT keepalives (libipsec makes vpngw see a NAT): the first one
+    // vpngw sends to the customer gateway is kept.
+    let keepalive = tmp(&lab, "keepalive.pcap");
+    let filter = format!("udp and src host {} and src port 4500 and udp[4:2] = 9", common::GW);
+    let capture = lab.spawn(
+        "cgw",
+        &["tshark", "-q", "-i", "cgw-out", "-c", "1", "-f", &filter, "-w", &keepalive.display().to_string()],
+    );
 
     // (a) vpngw initiates; charon's child SA rekeys every 6 s, and
     // vpngw's when 1 MiB has passed (80% of lifetime_kilobytes).
@@ -374,6 +384,30 @@ print(len(msgs) * 2)
     );
     assert!(gw.ok(&["events"]).contains("traffic for the tunnel: negotiating"));
     println!("on-traffic: negotiated and reached in {:.1} s from the first ping", t0.elapsed().as_secs_f64());
+
+    // A NAT keepalive went out (every 20 s while an IKE SA saw a NAT).
+    let (ok, _, err) = capture.stop_after_exit(Duration::from_secs(1));
+    assert!(ok, "tshark caught a keepalive: {err}");
+    let (ok, out) = lab.run(
+        "cgw",
+        &[
+            "tshark",
+            "-r",
+            &keepalive.display().to_string(),
+            "-T",
+            "fields",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "udp.payload",
+            "-e",
+            "udpencap.nat_keepalive",
+        ],
+    );
+    let _ = std::fs::remove_file(&keepalive);
+    let keepalive_line = out.lines().next().unwrap_or_default();
+    assert!(ok && keepalive_line == "4500\tff\t1", "tshark: a NAT-keepalive, one 0xff byte from port 4500: {out:?}");
+    println!("NAT keepalive seen by tshark: {keepalive_line}");
 }
 
 /// What vpngw logs when it rekeys the child, and when charon does.

@@ -29,6 +29,17 @@ pub struct Daemon {
     pub socket: PathBuf,
     args: Vec<String>,
     pub process: Option<Background>,
+    /// Its configuration, socket and state files, removed on drop.
+    files: Vec<PathBuf>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        drop(self.process.take());
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }
 
 impl Daemon {
@@ -51,7 +62,9 @@ impl Daemon {
             args.push("--no-state".into());
         }
         args.extend(more.iter().map(|a| a.to_string()));
-        let mut d = Daemon { role: role.to_string(), socket, args, process: None };
+        let seq = tmp(lab, &format!("{role}.state.seq"));
+        let files = vec![file, socket.clone(), state, seq];
+        let mut d = Daemon { role: role.to_string(), socket, args, process: None, files };
         d.launch(lab);
         d
     }
