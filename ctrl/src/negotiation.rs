@@ -12,7 +12,7 @@ use crate::config::{Config, ConfigError, IkeConfig};
 use crate::ike::endpoint::{Endpoint, TunnelId};
 use crate::ike::message::TrafficSelector;
 use crate::ike::sa::{show_identity, Output, Phase, SaKeys, Settings};
-use crate::report::{Report, Retired};
+use crate::report::{named, Report, Retired};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vpngw_engine::lifetime::{Lifetimes, Limit};
 use vpngw_engine::model::{self, PortRange, SaHandle, SpdAction, MAX_INBOUND_SAS};
+use vpngw_engine::stats::DropCounters;
 use vpngw_engine::{Direction, InboundSa, NatT, OutboundSa, SaConfig};
 
 /// How long a tunnel that restarts waits after going down.
@@ -47,16 +48,26 @@ struct Keyed {
 impl Keyed {
     fn retire_outbound(&mut self) {
         if let Some(sa) = self.outbound.take() {
-            let t = sa.lock().expect("SA lock").state.lifetime.traffic;
+            let sa = sa.lock().expect("SA lock");
+            let t = sa.state.lifetime.traffic;
             self.retired.tx_packets += t.packets;
             self.retired.tx_bytes += t.bytes;
+            self.retire_drops(&sa.state.drops);
         }
     }
 
     fn retire_inbound(&mut self, sa: SaHandle<InboundSa>) {
-        let t = sa.lock().expect("SA lock").state.lifetime.traffic;
+        let sa = sa.lock().expect("SA lock");
+        let t = sa.state.lifetime.traffic;
         self.retired.rx_packets += t.packets;
         self.retired.rx_bytes += t.bytes;
+        self.retire_drops(&sa.state.drops);
+    }
+
+    fn retire_drops(&mut self, drops: &DropCounters) {
+        for (reason, n) in named(drops) {
+            *self.retired.drops.entry(reason).or_default() += n;
+        }
     }
 
     fn retire_all(&mut self) {
@@ -149,7 +160,7 @@ impl Negotiation {
                 }
                 Some(mut old) => {
                     old.retire_all();
-                    retired = old.retired;
+                    retired = std::mem::take(&mut old.retired);
                     self.endpoint(old.local).remove(now, old.slot);
                     changes.push(Change::Keys);
                     changes.push(Change::Log {
@@ -380,7 +391,7 @@ impl Negotiation {
     pub fn add_retired(&self, report: &mut Report) {
         for t in &mut report.tunnels {
             if let Some(k) = self.tunnels.get(&t.name) {
-                t.retired = k.retired;
+                t.retired = k.retired.clone();
             }
         }
     }
@@ -482,4 +493,141 @@ fn show_selectors(ts: &[TrafficSelector]) -> String {
         format!("{}-{}{ports}{proto}", t.start, t.end)
     };
     ts.iter().map(one).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Link;
+    use vpngw_engine::stats::{DropReason, Traffic};
+    use vpngw_engine::Suite;
+
+    const CONFIG: &str = r#"
+[[interface]]
+name = "out"
+role = "outside"
+[[interface]]
+name = "in"
+role = "inside"
+[[gateway]]
+name = "gw1"
+attachment = "vpc"
+outside = "out"
+inside = "in"
+addresses = ["192.0.2.1"]
+[[customer_gateway]]
+name = "idc1"
+address = "198.51.100.1"
+[[tunnel]]
+name = "t1"
+gateway = "gw1"
+customer_gateway = "idc1"
+ike = { psk = "a lab secret", negotiation = "passive" }
+[[spd]]
+gateway = "gw1"
+local = "10.1.0.0/16"
+remote = "172.16.1.0/24"
+action = "protect:t1"
+"#;
+
+    fn link(_: &str) -> Result<Link, String> {
+        Ok(Link { mac: [2, 0, 0, 0, 0, 1], mtu: 1500, addrs: vec![], neighbours: vec![] })
+    }
+
+    fn keys(spi: u32) -> SaKeys {
+        SaKeys { spi, suite: Suite::AesGcm128, keymat: zeroize::Zeroizing::new(vec![7; 20]), udp: Some((4500, 4500)) }
+    }
+
+    /// Counts traffic and a drop on an installed SA.
+    fn carry<S>(sa: &SaHandle<S>, packets: u64, state: impl Fn(&mut S) -> (&mut Traffic, &mut DropCounters)) {
+        let mut sa = sa.lock().unwrap();
+        let (traffic, drops) = state(&mut sa);
+        traffic.packets += packets;
+        traffic.bytes += packets * 100;
+        drops.count(DropReason::Replay);
+    }
+
+    #[test]
+    fn negotiated_sas_go_into_the_model_and_their_counters_outlive_them() {
+        let file: Config = CONFIG.parse().unwrap();
+        let mut model = file.to_model(link, 0).unwrap();
+        let plan = Negotiation::plan(&file, &model).unwrap();
+        let mut n = Negotiation::default();
+        let now = Instant::now();
+        assert!(n.adopt(plan, now).is_empty(), "passive: nothing happens");
+        assert_eq!(n.endpoints[&n.tunnels["t1"].local].sas().count(), 0, "no IKE SA started");
+        let local: IpAddr = "192.0.2.1".parse().unwrap();
+        let out = |n: &mut Negotiation, o| n.output(local, Some(0), o, 0, now);
+
+        // Inbound first, then outbound, then up: into the model.
+        assert_eq!(out(&mut n, Output::InstallInbound(keys(0x100))), vec![Change::Keys]);
+        assert_eq!(out(&mut n, Output::InstallOutbound(keys(0x200))), vec![Change::Keys]);
+        let up = out(&mut n, Output::Up { local_ts: vec![], remote_ts: vec![] });
+        assert!(matches!(&up[..], [Change::Up { tunnel, .. }] if tunnel == "t1"), "{up:?}");
+        n.overlay(&mut model, None);
+        let t = &model.tunnels[0];
+        let (o, i) = (t.outbound.clone().unwrap(), t.inbound[0].clone());
+        assert_eq!((o.lock().unwrap().cfg.spi, i.lock().unwrap().cfg.spi), (0x200, 0x100));
+        assert_eq!(o.lock().unwrap().cfg.natt, Some(NatT { src_port: 4500, dst_port: 4500 }));
+        assert_eq!(o.lock().unwrap().cfg.lifetimes.hard.seconds, Some(3600 + 30));
+        carry(&o, 5, |s| (&mut s.state.lifetime.traffic, &mut s.state.drops));
+        carry(&i, 7, |s| (&mut s.state.lifetime.traffic, &mut s.state.drops));
+
+        // A rekey: new inbound, new outbound, the old inbound removed.
+        out(&mut n, Output::InstallInbound(keys(0x101)));
+        out(&mut n, Output::InstallOutbound(keys(0x201)));
+        out(&mut n, Output::RemoveInbound(0x100));
+        n.overlay(&mut model, None);
+        let spis: Vec<u32> = model.tunnels[0].inbound.iter().map(|sa| sa.lock().unwrap().cfg.spi).collect();
+        assert_eq!(spis, [0x101]);
+        let mut report = Report::gather(&model, &[]);
+        n.add_retired(&mut report);
+        let r = &report.tunnels[0].retired;
+        assert_eq!((r.tx_packets, r.tx_bytes, r.rx_packets, r.rx_bytes), (5, 500, 7, 700));
+        assert_eq!(r.drops.get("replay"), Some(&2));
+
+        // Down: no SA is left, the counters stay.
+        carry(model.tunnels[0].outbound.as_ref().unwrap(), 1, |s| (&mut s.state.lifetime.traffic, &mut s.state.drops));
+        let down = out(&mut n, Output::Down("the peer is dead".into()));
+        assert!(down.contains(&Change::Keys), "{down:?}");
+        n.overlay(&mut model, None);
+        assert!(model.tunnels[0].outbound.is_none() && model.tunnels[0].inbound.is_empty());
+        let mut report = Report::gather(&model, &[]);
+        n.add_retired(&mut report);
+        assert_eq!(report.tunnels[0].retired.tx_packets, 6);
+        let view = n.view(now);
+        assert_eq!(view["tunnels"][0]["last_failure"], "the peer is dead");
+        assert_eq!(view["tunnels"][0]["up"], false);
+
+        // Keys of the wrong length are refused, said in the log.
+        let mut bad = keys(0x300);
+        bad.keymat = zeroize::Zeroizing::new(vec![1; 3]);
+        let said = out(&mut n, Output::InstallOutbound(bad));
+        assert!(matches!(&said[..], [Change::Log { line, .. }] if line.contains("wrong length")), "{said:?}");
+    }
+
+    #[test]
+    fn a_changed_tunnel_is_negotiated_afresh_and_an_unchanged_one_is_left_alone() {
+        let file: Config = CONFIG.parse().unwrap();
+        let model = file.to_model(link, 0).unwrap();
+        let mut n = Negotiation::default();
+        let now = Instant::now();
+        n.adopt(Negotiation::plan(&file, &model).unwrap(), now);
+        let local: IpAddr = "192.0.2.1".parse().unwrap();
+        n.output(local, Some(0), Output::InstallOutbound(keys(0x200)), 0, now);
+        // The same configuration again: untouched.
+        assert!(n.adopt(Negotiation::plan(&file, &model).unwrap(), now).is_empty());
+        assert!(n.tunnels["t1"].outbound.is_some());
+        // A new SPD rule into it changes its selectors: afresh, on a new slot.
+        let text = format!("{CONFIG}\n[[spd]]\ngateway = \"gw1\"\nlocal = \"10.2.0.0/16\"\nremote = \"172.16.2.0/24\"\naction = \"protect:t1\"\n");
+        let file: Config = text.parse().unwrap();
+        let model = file.to_model(link, 0).unwrap();
+        let changes = n.adopt(Negotiation::plan(&file, &model).unwrap(), now);
+        assert!(changes.contains(&Change::Keys), "{changes:?}");
+        assert!(n.tunnels["t1"].outbound.is_none());
+        assert_eq!(n.tunnels["t1"].slot, 1);
+        // What the old slot says now concerns no tunnel.
+        let late = n.output(local, Some(0), Output::InstallOutbound(keys(0x201)), 0, now);
+        assert!(late.is_empty() && n.tunnels["t1"].outbound.is_none());
+    }
 }

@@ -35,13 +35,15 @@ pub struct TunnelStats {
     pub retired: Retired,
 }
 
-/// Packets and bytes of SAs no longer installed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Packets, bytes and drops of SAs no longer installed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retired {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drops: BTreeMap<String, u64>,
 }
 
 impl Retired {
@@ -82,7 +84,8 @@ pub fn drops_text(d: &BTreeMap<String, u64>) -> String {
     }
 }
 
-fn named(d: &DropCounters) -> BTreeMap<String, u64> {
+/// Drop counters by reason name, the nonzero ones.
+pub fn named(d: &DropCounters) -> BTreeMap<String, u64> {
     d.nonzero().map(|(r, n)| (r.name().to_string(), n)).collect()
 }
 
@@ -162,6 +165,7 @@ impl Report {
         for t in &self.tunnels {
             let (tx_p, tx_b, rx_p, rx_b) = totals(t);
             let mut all = t.outbound.as_ref().map(|o| o.drops.clone()).unwrap_or_default();
+            add_drops(&mut all, &t.retired.drops);
             for sa in &t.inbound {
                 for (r, n) in &sa.drops {
                     *all.entry(r.clone()).or_default() += n;
@@ -275,7 +279,7 @@ pub struct Stats {
 
 /// A tunnel's packets and bytes sent and received, its retired SAs' too.
 fn totals(t: &TunnelStats) -> (u64, u64, u64, u64) {
-    let r = t.retired;
+    let r = &t.retired;
     let (rx_p, rx_b) = t.inbound.iter().fold((r.rx_packets, r.rx_bytes), |(p, b), sa| (p + sa.packets, b + sa.bytes));
     let (tx_p, tx_b) = t.outbound.as_ref().map_or((0, 0), |o| (o.packets, o.bytes));
     (tx_p + r.tx_packets, tx_b + r.tx_bytes, rx_p, rx_b)
@@ -310,6 +314,7 @@ impl Stats {
                 let (tx_packets, tx_bytes, rx_packets, rx_bytes) = totals(t);
                 let (tx_bps, tx_pps, rx_bps, rx_pps) = rate(&t.name);
                 let mut drops = t.outbound.as_ref().map(|o| o.drops.clone()).unwrap_or_default();
+                add_drops(&mut drops, &t.retired.drops);
                 for sa in &t.inbound {
                     add_drops(&mut drops, &sa.drops);
                 }
