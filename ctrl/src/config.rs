@@ -831,4 +831,4 @@ fn parse_protocol(s: &str) -> Result<u8, String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

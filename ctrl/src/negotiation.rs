@@ -498,40 +498,14 @@ fn show_selectors(ts: &[TrafficSelector]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Link;
+    use crate::config::tests::link;
     use vpngw_engine::stats::{DropReason, Traffic};
     use vpngw_engine::Suite;
 
-    const CONFIG: &str = r#"
-[[interface]]
-name = "out"
-role = "outside"
-[[interface]]
-name = "in"
-role = "inside"
-[[gateway]]
-name = "gw1"
-attachment = "vpc"
-outside = "out"
-inside = "in"
-addresses = ["192.0.2.1"]
-[[customer_gateway]]
-name = "idc1"
-address = "198.51.100.1"
-[[tunnel]]
-name = "t1"
-gateway = "gw1"
-customer_gateway = "idc1"
-ike = { psk = "a lab secret", negotiation = "passive" }
-[[spd]]
-gateway = "gw1"
-local = "10.1.0.0/16"
-remote = "172.16.1.0/24"
-action = "protect:t1"
-"#;
-
-    fn link(_: &str) -> Result<Link, String> {
-        Ok(Link { mac: [2, 0, 0, 0, 0, 1], mtu: 1500, addrs: vec![], neighbours: vec![] })
+    /// The configuration tests' example, its tunnel t1 negotiated by IKE
+    /// (passive) and protecting 10.1.0.0/16 -> 172.16.1.0/24 (TCP 443).
+    fn config() -> String {
+        crate::config::tests::with_ike(r#"psk = "a lab secret", negotiation = "passive""#)
     }
 
     fn keys(spi: u32) -> SaKeys {
@@ -549,7 +523,7 @@ action = "protect:t1"
 
     #[test]
     fn negotiated_sas_go_into_the_model_and_their_counters_outlive_them() {
-        let file: Config = CONFIG.parse().unwrap();
+        let file: Config = config().parse().unwrap();
         let mut model = file.to_model(link, 0).unwrap();
         let plan = Negotiation::plan(&file, &model).unwrap();
         let mut n = Negotiation::default();
@@ -608,7 +582,7 @@ action = "protect:t1"
 
     #[test]
     fn a_changed_tunnel_is_negotiated_afresh_and_an_unchanged_one_is_left_alone() {
-        let file: Config = CONFIG.parse().unwrap();
+        let file: Config = config().parse().unwrap();
         let model = file.to_model(link, 0).unwrap();
         let mut n = Negotiation::default();
         let now = Instant::now();
@@ -619,7 +593,7 @@ action = "protect:t1"
         assert!(n.adopt(Negotiation::plan(&file, &model).unwrap(), now).is_empty());
         assert!(n.tunnels["t1"].outbound.is_some());
         // A new SPD rule into it changes its selectors: afresh, on a new slot.
-        let text = format!("{CONFIG}\n[[spd]]\ngateway = \"gw1\"\nlocal = \"10.2.0.0/16\"\nremote = \"172.16.2.0/24\"\naction = \"protect:t1\"\n");
+        let text = format!("{}\n[[spd]]\ngateway = \"gw1\"\nlocal = \"10.2.0.0/16\"\nremote = \"172.16.2.0/24\"\naction = \"protect:t1\"\n", config());
         let file: Config = text.parse().unwrap();
         let model = file.to_model(link, 0).unwrap();
         let changes = n.adopt(Negotiation::plan(&file, &model).unwrap(), now);

@@ -3,7 +3,8 @@ use vpngw_engine::snapshot::Snapshot;
 
 const KEY16: &str = "00112233445566778899aabbccddeeff01020304";
 
-fn example() -> String {
+/// A gateway with one tunnel (static SAs), SPD rules and routes.
+pub(crate) fn example() -> String {
     format!(
         r#"
 [[interface]]
@@ -67,7 +68,7 @@ enabled = false
     )
 }
 
-fn link(name: &str) -> Result<Link, String> {
+pub(crate) fn link(name: &str) -> Result<Link, String> {
     let n = name.len() as u8;
     Ok(Link { mac: [2, 0, 0, 0, 0, n], mtu: 1500, addrs: vec![], neighbours: vec![] })
 }
@@ -152,7 +153,7 @@ fn keys_stay_out_of_debug_output() {
 
 /// The example with tunnel t1 negotiated by IKE: `ike` is its inline
 /// table's fields.
-fn with_ike(ike: &str) -> String {
+pub(crate) fn with_ike(ike: &str) -> String {
     let ex = example();
     let start = ex.find("suite = ").unwrap();
     let end = ex.find("inbound = [").unwrap();
