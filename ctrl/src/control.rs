@@ -13,6 +13,11 @@
 //! routes withdrawn in the next snapshot) until the check brings it back.
 //! What happens is recorded as events ([`crate::events`]), alarms
 //! included, and a capture in progress is fed from the workers' taps.
+//!
+//! The tunnels negotiated with IKE ([`crate::negotiation`]) get their SAs
+//! from what the IKE endpoints say (`ike_output`, fed by the daemon's
+//! drivers): each change of SAs is put into the model and published; IKE
+//! taking a tunnel up or down is an event like a health check's.
 
 use crate::api::{self, ApiError, CapturePoint, ErrorKind, Request};
 use crate::config::{self as file_config, Config, Link, StaticSa};
