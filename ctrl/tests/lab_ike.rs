@@ -111,6 +111,7 @@ fn flow(lab: &Lab, from: &str, to_role: &str, to: &str, port: &str, pps: u32, se
 #[test]
 fn vpngw_negotiates_with_strongswan_and_carries_traffic() {
     let lab = Lab::up("ikelab");
+    let _scratch = common::Scratch::new(&lab);
     let charon = Charon::start(&lab);
     // NAT keepalives (libipsec makes vpngw see a NAT): the first one
     // vpngw sends to the customer gateway is kept.

@@ -145,6 +145,7 @@ fn sample(m: &serde_json::Map<String, Value>, key: &str) -> f64 {
 #[test]
 fn health_checks_fail_over_and_back_the_limit_holds_and_operators_see_it() {
     let lab = Lab::up_with_idcs("mon", 2);
+    let _scratch = common::Scratch::new(&lab);
     // The second data centre host takes the first one's address, behind cgw2.
     for (role, cmds) in [
         (

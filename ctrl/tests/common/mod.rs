@@ -22,6 +22,27 @@ pub fn tmp(lab: &Lab, name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{}-{name}", lab.prefix))
 }
 
+/// Removes the lab's [`tmp`] files when dropped (a test's end, also when
+/// it fails): declared after the lab, so it goes first.
+pub struct Scratch(String);
+
+impl Scratch {
+    pub fn new(lab: &Lab) -> Scratch {
+        Scratch(format!("{}-", lab.prefix))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for entry in dir.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&self.0) && entry.path().is_file() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// A daemon in the lab with its control socket (and state file, for the
 /// cloud gateway).
 pub struct Daemon {
