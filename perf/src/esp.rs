@@ -107,7 +107,7 @@ impl Raw {
         .into()
     }
 
-    fn open(&self, nonce: &[u8; 12], buf: &mut [u8], tag: &[u8; 16]) -> bool {
+    pub(crate) fn open(&self, nonce: &[u8; 12], buf: &mut [u8], tag: &[u8; 16]) -> bool {
         let n = nonce.into();
         let aad = [0u8; 8];
         let iv = [7u8; 16];

@@ -2,12 +2,16 @@
 //! compares (so a noisy neighbour hurts both sides of a ratio alike), and
 //! reports as a readable table and as JSON.
 
+pub mod compare;
+pub mod crypto;
 pub mod ctl;
 pub mod esp;
 pub mod fib;
 pub mod monitoring;
 pub mod pipeline;
+pub mod plot;
 pub mod spd;
+pub mod traffic;
 pub mod wire;
 
 use std::time::{Duration, Instant};

@@ -100,6 +100,7 @@
 //! next run, or to `scripts/lab.sh down vpngw-wire`) and torn down at the
 //! end and on failure.
 
+use crate::traffic::{GenReport, Latency, SinkReport, SizeMix};
 use crate::{median, print_table, print_targets, Target};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -110,13 +111,23 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// IP packet sizes, bytes.
-pub const SIZES: [usize; 2] = [64, 1400];
+/// IP packet sizes: 64 bytes, the simple IMIX, 1400 bytes (the largest
+/// whose ESP still fits the 1500-byte MTU of the internet link).
+pub const SIZES: [SizeMix; 3] = [SizeMix::Fixed(64), SizeMix::Imix, SizeMix::Fixed(1400)];
+/// The load points of the latency measurement, as fractions of the
+/// setup's measured maximum rate.
+pub const LOADS: [f64; 3] = [0.1, 0.5, 0.9];
+/// The loss the no-drop rate allows.
+pub const NDR_LOSS: f64 = 0.001;
 
 const PREFIX: &str = "vpngw-wire";
 const LAB_SH: &str = include_str!("../../scripts/lab.sh");
 const GW_TOML: &str = include_str!("../../scripts/lab/gw.toml");
 const CGW_TOML: &str = include_str!("../../scripts/lab/cgw.toml");
+const SWAN_PY: &str = include_str!("../../scripts/interop/swan.py");
+/// The flows' source: an address on the VPC's segment that no host has,
+/// so a hairpinned packet is not a martian (its own source) to the VPC host.
+const FLOW_SRC: &str = "10.1.0.77";
 /// `/proc/stat` and `/proc/PID/stat` count in USER_HZ, 100 on Linux/x86.
 const TICKS_PER_SECOND: f64 = 100.0;
 
@@ -135,11 +146,21 @@ pub enum Setup {
     VpngwEncrypt,
     /// vpngw `gw` -> internet router -> vpngw `cgw`, AES-GCM-128.
     VpngwEsp,
+    /// strongSwan's charon with its userspace ESP (kernel-libipsec) in
+    /// `gw` and `cgw`, the same tunnel, AES-GCM-128: the baseline a user
+    /// would compare vpngw's ESP with.
+    StrongswanEsp,
 }
 
 impl Setup {
-    pub const ALL: [Setup; 5] =
-        [Setup::KernelHairpin, Setup::KernelForward, Setup::VpngwBypass, Setup::VpngwEncrypt, Setup::VpngwEsp];
+    pub const ALL: [Setup; 6] = [
+        Setup::KernelHairpin,
+        Setup::KernelForward,
+        Setup::VpngwBypass,
+        Setup::VpngwEncrypt,
+        Setup::VpngwEsp,
+        Setup::StrongswanEsp,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -148,6 +169,7 @@ impl Setup {
             Setup::VpngwBypass => "vpngw bypass",
             Setup::VpngwEncrypt => "vpngw esp, gw only",
             Setup::VpngwEsp => "vpngw esp",
+            Setup::StrongswanEsp => "strongswan esp",
         }
     }
 
@@ -158,6 +180,9 @@ impl Setup {
             Setup::VpngwBypass => "vpc0 > gw-in (vpngw) gw-in > vpc0",
             Setup::VpngwEncrypt => "vpc0 > gw-in (vpngw, encrypts) gw-out > inet0 (ESP counted)",
             Setup::VpngwEsp => "vpc0 > gw-in (vpngw, encrypts) gw-out > inet > cgw-out (vpngw, decrypts) cgw-in > idc0",
+            Setup::StrongswanEsp => {
+                "vpc0 > gw-in (charon, libipsec, encrypts) gw-out > inet > cgw-out (charon, decrypts) cgw-in > idc0"
+            }
         }
     }
 
@@ -166,8 +191,34 @@ impl Setup {
         match self {
             Setup::KernelHairpin | Setup::VpngwBypass => "10.1.0.99",
             Setup::KernelForward => "203.0.113.9",
-            Setup::VpngwEncrypt | Setup::VpngwEsp => "172.16.1.99",
+            Setup::VpngwEncrypt | Setup::VpngwEsp | Setup::StrongswanEsp => "172.16.1.99",
         }
+    }
+
+    /// Where the latency sink listens (an address of the sink's namespace),
+    /// if the setup has one: "esp, gw only" ends in ESP no one decrypts.
+    fn latency_dst(self) -> Option<&'static str> {
+        match self {
+            Setup::KernelHairpin | Setup::VpngwBypass => Some("10.1.0.98"),
+            Setup::KernelForward => Some("203.0.113.98"),
+            Setup::VpngwEncrypt => None,
+            Setup::VpngwEsp | Setup::StrongswanEsp => Some("172.16.1.98"),
+        }
+    }
+
+    /// The iperf3 server's address through this setup, where TCP is
+    /// measured (the flows between two hosts: a hairpin has none).
+    fn tcp_server(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Setup::KernelForward => Some(("inet", "192.0.2.254")),
+            Setup::VpngwEsp | Setup::StrongswanEsp => Some(("idc", "172.16.1.9")),
+            _ => None,
+        }
+    }
+
+    /// Whether the no-drop rate (at most 0.1% lost) is searched for.
+    fn ndr(self) -> bool {
+        matches!(self, Setup::KernelForward | Setup::VpngwEsp | Setup::StrongswanEsp)
     }
 
     /// The sink: namespace role and interface.
@@ -175,14 +226,14 @@ impl Setup {
         match self {
             Setup::KernelHairpin | Setup::VpngwBypass => ("vpc", "vpc0"),
             Setup::KernelForward | Setup::VpngwEncrypt => ("inet", "inet0"),
-            Setup::VpngwEsp => ("idc", "idc0"),
+            Setup::VpngwEsp | Setup::StrongswanEsp => ("idc", "idc0"),
         }
     }
 
     /// The interfaces where a vpngw daemon's XDP program receives the flow.
     fn xdp_ports(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Setup::KernelHairpin | Setup::KernelForward => &[],
+            Setup::KernelHairpin | Setup::KernelForward | Setup::StrongswanEsp => &[],
             Setup::VpngwBypass | Setup::VpngwEncrypt => &[("gw", "gw-in")],
             Setup::VpngwEsp => &[("gw", "gw-in"), ("cgw", "cgw-out")],
         }
@@ -203,6 +254,37 @@ pub struct Options {
     /// The niceness the generator and the daemons run at (below 0: ahead
     /// of other work on the machine).
     pub nice: i32,
+    pub generator: GeneratorKind,
+    /// iperf3's run per setup, seconds.
+    pub tcp_seconds: u64,
+    /// Each latency measurement's send time, ms.
+    pub latency_ms: u64,
+    /// Steps of the no-drop-rate search and each step's send time.
+    pub ndr_steps: usize,
+    pub ndr_trial_ms: u64,
+}
+
+/// Which generator sends the flows at full rate (the rate-controlled runs,
+/// latency and the no-drop rate, always use our own: they need its stamps
+/// and its pacing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GeneratorKind {
+    /// `vpngw-bench generate` (AF_XDP).
+    Own,
+    /// trafgen from netsniff-ng (AF_PACKET with a TX_RING).
+    Trafgen,
+}
+
+impl std::str::FromStr for GeneratorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "own" => Ok(GeneratorKind::Own),
+            "trafgen" => Ok(GeneratorKind::Trafgen),
+            _ => Err(format!("{s:?}: own or trafgen")),
+        }
+    }
 }
 
 impl Options {
@@ -210,6 +292,7 @@ impl Options {
     pub fn new(quick: bool, vpngw: PathBuf) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (rounds, warmup_ms, window_ms) = if quick { (1, 200, 300) } else { (5, 400, 2000) };
+        let (tcp_seconds, latency_ms, ndr_steps, ndr_trial_ms) = if quick { (1, 300, 2, 300) } else { (5, 2000, 7, 1000) };
         Options {
             rounds,
             warmup_ms,
@@ -218,6 +301,11 @@ impl Options {
             gw_core: Some(cpus - 1),
             cgw_core: Some(cpus.saturating_sub(2)),
             nice: -10,
+            generator: GeneratorKind::Own,
+            tcp_seconds,
+            latency_ms,
+            ndr_steps,
+            ndr_trial_ms,
         }
     }
 }
@@ -256,8 +344,10 @@ pub struct Cores {
 pub struct Row {
     pub setup: Setup,
     pub path: &'static str,
-    /// IP packet size, bytes.
-    pub size: usize,
+    /// IP packet size, bytes, or `imix`.
+    pub size: SizeMix,
+    /// Mean IP bytes per packet.
+    pub mean_bytes: f64,
     /// Medians over the rounds.
     pub sent_pps: f64,
     pub received_pps: f64,
@@ -275,7 +365,7 @@ pub struct Row {
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
     pub what: String,
-    pub size: usize,
+    pub size: SizeMix,
     pub median: f64,
     pub per_round: Vec<f64>,
 }
@@ -309,8 +399,56 @@ pub struct Report {
     pub seconds: f64,
     pub results: Vec<Row>,
     pub ratios: Vec<Ratio>,
+    pub tcp: Vec<Goodput>,
+    pub ndr: Vec<Ndr>,
+    pub latency: Vec<LatencyPoint>,
     pub daemons: BTreeMap<String, DaemonTotals>,
     pub targets: Vec<Target>,
+}
+
+/// TCP goodput through a setup: iperf3, one connection from the VPC host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Goodput {
+    pub setup: Setup,
+    pub server: &'static str,
+    /// What the server received, Mbit/s.
+    pub mbps: f64,
+    pub retransmits: u64,
+}
+
+/// The no-drop rate: the highest rate found at which at most
+/// [`NDR_LOSS`] of the packets were lost (a binary search, RFC 2544's
+/// throughput with a loss allowance).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ndr {
+    pub setup: Setup,
+    pub size: SizeMix,
+    pub pps: f64,
+    pub gbps: f64,
+    pub trials: Vec<Trial>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    pub rate_pps: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub loss_pct: f64,
+}
+
+/// One-way latency through a setup at a fraction of its maximum rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyPoint {
+    pub setup: Setup,
+    pub size: SizeMix,
+    /// Of the setup's measured maximum (received pps at this size).
+    pub load: f64,
+    pub rate_pps: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub loss_pct: f64,
+    pub reordered: u64,
+    pub latency: Latency,
 }
 
 /// Runs the benchmark; an error says what was missing or what failed (the
@@ -318,86 +456,96 @@ pub struct Report {
 pub fn run(opts: &Options, progress: impl Fn(&str)) -> Result<Report, String> {
     let start = Instant::now();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let generator = trafgen_version()?;
+    let generator = match opts.generator {
+        GeneratorKind::Own => "vpngw-bench generate (AF_XDP)".to_string(),
+        GeneratorKind::Trafgen => trafgen_version()?,
+    };
     if !opts.vpngw.is_file() {
         return Err(format!(
             "{}: no vpngw daemon there (cargo build --release -p vpngw-ctrl, or pass --vpngw)",
             opts.vpngw.display()
         ));
     }
+    for (program, package) in [("iperf3", "iperf3"), ("/usr/lib/ipsec/charon", "strongswan"), ("python3", "python3")] {
+        let found = Path::new(program).is_file()
+            || std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+        if !found {
+            return Err(format!("{program} is missing (apt-get install -y {package}, or scripts/deps.sh)"));
+        }
+    }
     let loadavg_before = loadavg();
     progress(&format!("wire: building the lab ({PREFIX})"));
     let lab = WireLab::up()?;
     let mut samples: BTreeMap<(usize, usize), Vec<Sample>> = BTreeMap::new();
-    let mut daemons: BTreeMap<String, DaemonTotals> = BTreeMap::new();
+    let mut parties = Parties::default();
     for round in 0..opts.rounds {
-        let sizes: Vec<usize> = if round % 2 == 0 { SIZES.to_vec() } else { SIZES.iter().rev().copied().collect() };
-        let mut phases = [Phase::Kernel, Phase::Bypass, Phase::Esp];
+        let mut sizes: Vec<usize> = (0..SIZES.len()).collect();
+        let mut phases = Phase::ALL;
         if round % 2 == 1 {
+            sizes.reverse();
             phases.reverse();
         }
-        let mut gw: Option<Daemon> = None;
-        let mut cgw: Option<Daemon> = None;
         for phase in phases {
-            // The daemons each phase needs, and only those (an idle
-            // daemon still busy-polls a core).
-            let (want_gw, want_cgw) = match phase {
-                Phase::Kernel => (false, false),
-                Phase::Bypass => (true, false),
-                Phase::Esp => (true, true),
-            };
-            for (want, slot, name) in [(want_cgw, &mut cgw, "cgw"), (want_gw, &mut gw, "gw")] {
-                if !want {
-                    if let Some(d) = slot.take() {
-                        d.stop(daemons.entry(name.into()).or_default())?;
-                    }
-                }
-            }
-            lab.sysctl("gw", "net.ipv4.ip_forward", if phase == Phase::Kernel { "1" } else { "0" })?;
-            for (want, slot, name, config, core) in [
-                (want_gw, &mut gw, "gw", &lab.gw_config, opts.gw_core),
-                (want_cgw, &mut cgw, "cgw", &lab.cgw_config, opts.cgw_core),
-            ] {
-                if want && slot.is_none() {
-                    *slot = Some(Daemon::start(&lab, opts, name, config, core)?);
-                }
-            }
+            progress(&format!("wire: round {} of {}: {}", round + 1, opts.rounds, phase.what()));
+            parties.enter(&lab, opts, phase)?;
             for &setup in phase.setups() {
-                for &size in &sizes {
-                    progress(&format!("wire: round {} of {}, {}, {size} B", round + 1, opts.rounds, setup.name()));
+                for &i in &sizes {
+                    let size = SIZES[i];
+                    progress(&format!("wire: round {} of {}, {}, {} B", round + 1, opts.rounds, setup.name(), size.label()));
                     // trafgen now and then gives up ("Flushing TX_RING
                     // failed") when the veth pushes back: once more then.
-                    let s = match measure(&lab, opts, setup, size, round, [gw.as_mut(), cgw.as_mut()]) {
+                    let s = match measure(&lab, opts, setup, size, round, &mut parties) {
                         Err(e) if e.starts_with("trafgen") => {
                             progress(&format!("wire: {e}; measuring again"));
-                            measure(&lab, opts, setup, size, round, [gw.as_mut(), cgw.as_mut()])?
+                            measure(&lab, opts, setup, size, round, &mut parties)?
                         }
                         r => r?,
                     };
-                    samples.entry((setup_index(setup), size)).or_default().push(s);
+                    samples.entry((setup_index(setup), i)).or_default().push(s);
                 }
             }
         }
-        for (slot, name) in [(cgw.take(), "cgw"), (gw.take(), "gw")] {
-            if let Some(d) = slot {
-                d.stop(daemons.entry(name.into()).or_default())?;
-            }
-        }
-        lab.sysctl("gw", "net.ipv4.ip_forward", "0")?;
     }
-    daemons.entry("gw".into()).or_default().core = opts.gw_core;
-    daemons.entry("cgw".into()).or_default().core = opts.cgw_core;
-    drop(lab);
 
     let mut results = Vec::new();
     for setup in Setup::ALL {
-        for size in SIZES {
-            let s = samples.remove(&(setup_index(setup), size)).unwrap_or_default();
+        for (i, size) in SIZES.into_iter().enumerate() {
+            let s = samples.remove(&(setup_index(setup), i)).unwrap_or_default();
             results.push(row(setup, size, s));
         }
     }
+    // Rate-controlled runs, each setup at rates derived from its maximum.
+    let (mut tcp, mut ndr, mut latency) = (Vec::new(), Vec::new(), Vec::new());
+    for phase in Phase::ALL {
+        parties.enter(&lab, opts, phase)?;
+        for &setup in phase.setups() {
+            if let Some(server) = setup.tcp_server() {
+                progress(&format!("wire: {}: TCP goodput (iperf3, {} s)", setup.name(), opts.tcp_seconds));
+                tcp.push(goodput(&lab, opts, setup, server)?);
+            }
+            let max = |size: SizeMix| {
+                results.iter().find(|r| r.setup == setup && r.size == size).map_or(0.0, |r| r.received_pps)
+            };
+            if setup.ndr() {
+                let size = SizeMix::Fixed(1400);
+                progress(&format!("wire: {}: no-drop rate, {} B", setup.name(), size.label()));
+                ndr.push(no_drop_rate(&lab, opts, setup, size, max(size), &progress)?);
+            }
+            if let Some(dst) = setup.latency_dst() {
+                let size = SizeMix::Fixed(64);
+                for load in LOADS {
+                    progress(&format!("wire: {}: latency at {:.0}% of its maximum, {} B", setup.name(), load * 100.0, size.label()));
+                    latency.push(latency_at(&lab, opts, setup, dst, size, load, max(size))?);
+                }
+            }
+        }
+    }
+    let daemons = parties.leave(&lab)?;
+    drop(lab);
+
     let ratios = ratios(&results);
-    let targets = targets(&ratios);
+    let targets = targets(&ratios, &tcp, &ndr, &latency);
     Ok(Report {
         bench: "wire",
         options: opts.clone(),
@@ -408,6 +556,9 @@ pub fn run(opts: &Options, progress: impl Fn(&str)) -> Result<Report, String> {
         seconds: start.elapsed().as_secs_f64(),
         results,
         ratios,
+        tcp,
+        ndr,
+        latency,
         daemons,
         targets,
     })
@@ -418,14 +569,100 @@ enum Phase {
     Kernel,
     Bypass,
     Esp,
+    Strongswan,
 }
 
 impl Phase {
+    const ALL: [Phase; 4] = [Phase::Kernel, Phase::Bypass, Phase::Esp, Phase::Strongswan];
+
     fn setups(self) -> &'static [Setup] {
         match self {
             Phase::Kernel => &[Setup::KernelHairpin, Setup::KernelForward],
             Phase::Bypass => &[Setup::VpngwBypass, Setup::VpngwEncrypt],
             Phase::Esp => &[Setup::VpngwEsp],
+            Phase::Strongswan => &[Setup::StrongswanEsp],
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Phase::Kernel => "the kernel forwarding",
+            Phase::Bypass => "vpngw gw alone",
+            Phase::Esp => "vpngw gw and cgw",
+            Phase::Strongswan => "strongSwan (charon, libipsec) in gw and cgw",
+        }
+    }
+}
+
+/// What forwards in the gateway namespaces now: a phase's parties, and
+/// only those (an idle vpngw still busy-polls a core).
+#[derive(Default)]
+struct Parties {
+    gw: Option<Daemon>,
+    cgw: Option<Daemon>,
+    swan: Option<Swan>,
+    daemons: BTreeMap<String, DaemonTotals>,
+}
+
+impl Parties {
+    fn enter(&mut self, lab: &WireLab, opts: &Options, phase: Phase) -> Result<(), String> {
+        let (want_gw, want_cgw, want_swan) = match phase {
+            Phase::Kernel => (false, false, false),
+            Phase::Bypass => (true, false, false),
+            Phase::Esp => (true, true, false),
+            Phase::Strongswan => (false, false, true),
+        };
+        if !want_swan {
+            if let Some(s) = self.swan.take() {
+                s.stop();
+            }
+        }
+        for (want, slot, name) in [(want_cgw, &mut self.cgw, "cgw"), (want_gw, &mut self.gw, "gw")] {
+            if !want {
+                if let Some(d) = slot.take() {
+                    d.stop(self.daemons.entry(name.into()).or_default())?;
+                }
+            }
+        }
+        let forward = |on: bool| if on { "1" } else { "0" };
+        lab.sysctl("gw", "net.ipv4.ip_forward", forward(phase == Phase::Kernel || want_swan))?;
+        lab.sysctl("cgw", "net.ipv4.ip_forward", forward(want_swan))?;
+        for (want, slot, name, config, core) in [
+            (want_gw, &mut self.gw, "gw", &lab.gw_config, opts.gw_core),
+            (want_cgw, &mut self.cgw, "cgw", &lab.cgw_config, opts.cgw_core),
+        ] {
+            if want && slot.is_none() {
+                *slot = Some(Daemon::start(lab, opts, name, config, core)?);
+            }
+        }
+        if want_swan && self.swan.is_none() {
+            self.swan = Some(Swan::start(lab)?);
+        }
+        self.daemons.entry("gw".into()).or_default().core = opts.gw_core;
+        self.daemons.entry("cgw".into()).or_default().core = opts.cgw_core;
+        Ok(())
+    }
+
+    /// Everyone stopped; the vpngw daemons' totals.
+    fn leave(mut self, lab: &WireLab) -> Result<BTreeMap<String, DaemonTotals>, String> {
+        self.enter(lab, &Options::new(true, PathBuf::new()), Phase::Kernel)?;
+        lab.sysctl("gw", "net.ipv4.ip_forward", "0")?;
+        Ok(std::mem::take(&mut self.daemons))
+    }
+
+    /// Whoever forwards is still there.
+    fn check_running(&mut self) -> Result<(), String> {
+        for d in [self.gw.as_mut(), self.cgw.as_mut()].into_iter().flatten() {
+            d.check_running()?;
+        }
+        self.swan.as_ref().map_or(Ok(()), |s| s.check_running())
+    }
+
+    /// The processes that forward in gw and cgw (for their CPU time).
+    fn pids(&self) -> [Option<u32>; 2] {
+        match &self.swan {
+            Some(s) => [s.pid("gw"), s.pid("cgw")],
+            None => [self.gw.as_ref().map(|d| d.pid()), self.cgw.as_ref().map(|d| d.pid())],
         }
     }
 }
@@ -434,7 +671,7 @@ fn setup_index(s: Setup) -> usize {
     Setup::ALL.iter().position(|&x| x == s).expect("a setup")
 }
 
-fn row(setup: Setup, size: usize, samples: Vec<Sample>) -> Row {
+fn row(setup: Setup, size: SizeMix, samples: Vec<Sample>) -> Row {
     let med = |f: fn(&Sample) -> f64| if samples.is_empty() { 0.0 } else { median(samples.iter().map(f).collect()) };
     let (sent, received) = (med(|s| s.sent_pps), med(|s| s.received_pps));
     let total_sent: f64 = samples.iter().map(|s| s.sent_pps).sum();
@@ -453,9 +690,10 @@ fn row(setup: Setup, size: usize, samples: Vec<Sample>) -> Row {
         setup,
         path: setup.path(),
         size,
+        mean_bytes: size.mean(),
         sent_pps: sent,
         received_pps: received,
-        gbps: received * size as f64 * 8.0 / 1e9,
+        gbps: received * size.mean() * 8.0 / 1e9,
         loss_pct: pct(total_sent - total_received),
         xdp_drop_pct: pct(total_xdp),
         xdp_drop_pct_by_port: setup
@@ -471,7 +709,7 @@ fn row(setup: Setup, size: usize, samples: Vec<Sample>) -> Row {
 }
 
 fn ratios(rows: &[Row]) -> Vec<Ratio> {
-    let find = |setup: Setup, size: usize| rows.iter().find(|r| r.setup == setup && r.size == size);
+    let find = |setup: Setup, size: SizeMix| rows.iter().find(|r| r.setup == setup && r.size == size);
     let mut out = Vec::new();
     for (what, a, b) in [
         ("vpngw bypass / kernel hairpin", Setup::VpngwBypass, Setup::KernelHairpin),
@@ -479,6 +717,7 @@ fn ratios(rows: &[Row]) -> Vec<Ratio> {
         ("vpngw esp / vpngw bypass", Setup::VpngwEsp, Setup::VpngwBypass),
         ("vpngw esp gw only / vpngw bypass", Setup::VpngwEncrypt, Setup::VpngwBypass),
         ("vpngw esp / kernel hairpin", Setup::VpngwEsp, Setup::KernelHairpin),
+        ("vpngw esp / strongswan esp", Setup::VpngwEsp, Setup::StrongswanEsp),
     ] {
         for size in SIZES {
             let (Some(a), Some(b)) = (find(a, size), find(b, size)) else { continue };
@@ -497,25 +736,54 @@ fn ratios(rows: &[Row]) -> Vec<Ratio> {
     out
 }
 
-fn targets(ratios: &[Ratio]) -> Vec<Target> {
-    let find = |what: &str, size: usize| ratios.iter().find(|r| r.what == what && r.size == size);
+fn targets(ratios: &[Ratio], tcp: &[Goodput], ndr: &[Ndr], latency: &[LatencyPoint]) -> Vec<Target> {
+    let find = |what: &str, size: SizeMix| ratios.iter().find(|r| r.what == what && r.size == size);
     let mut t = Vec::new();
-    for size in SIZES {
+    for size in [SizeMix::Fixed(64), SizeMix::Fixed(1400)] {
         if let Some(r) = find("vpngw bypass / kernel hairpin", size) {
             t.push(Target {
-                what: format!("(2) vpngw bypass vs (1) kernel, same flow, {size} B, received pps"),
+                what: format!("(2) vpngw bypass vs (1) kernel, same flow, {} B, received pps", size.label()),
                 want: ">= 1.00".into(),
                 got: format!("{:.2}", r.median),
                 met: r.median >= 1.0,
             });
         }
     }
-    if let Some(r) = find("vpngw esp / vpngw bypass", 1400) {
+    if let Some(r) = find("vpngw esp / vpngw bypass", SizeMix::Fixed(1400)) {
         t.push(Target {
             what: "(3) vpngw ESP AES-GCM-128 vs (2) bypass, 1400 B, received pps".into(),
             want: ">= 0.80".into(),
             got: format!("{:.2}", r.median),
             met: r.median >= 0.8,
+        });
+    }
+    let mbps = |s: Setup| tcp.iter().find(|g| g.setup == s).map(|g| g.mbps);
+    if let (Some(v), Some(w)) = (mbps(Setup::VpngwEsp), mbps(Setup::StrongswanEsp)) {
+        let ratio = if w > 0.0 { v / w } else { 0.0 };
+        t.push(Target {
+            what: "vpngw ESP vs strongSwan libipsec, AES-GCM-128, TCP goodput (iperf3)".into(),
+            want: ">= 5.00".into(),
+            got: format!("{ratio:.2} ({v:.0} / {w:.0} Mbit/s)"),
+            met: ratio >= 5.0,
+        });
+    }
+    let pps = |s: Setup| ndr.iter().find(|n| n.setup == s).map(|n| n.pps);
+    if let (Some(v), Some(w)) = (pps(Setup::VpngwEsp), pps(Setup::StrongswanEsp)) {
+        let ratio = if w > 0.0 { v / w } else { 0.0 };
+        t.push(Target {
+            what: format!("vpngw ESP vs strongSwan libipsec, 1400 B packets/s at <= {}% loss", NDR_LOSS * 100.0),
+            want: ">= 5.00".into(),
+            got: format!("{ratio:.2} ({:.1} / {:.1} kpps)", v / 1e3, w / 1e3),
+            met: ratio >= 5.0,
+        });
+    }
+    let p99 = |s: Setup| latency.iter().find(|l| l.setup == s && l.load == 0.5).map(|l| l.latency.p99_ns);
+    if let (Some(v), Some(k)) = (p99(Setup::VpngwEsp), p99(Setup::KernelForward)) {
+        t.push(Target {
+            what: "p99 one-way latency at 50% load, 64 B: vpngw ESP vs the kernel's plain forwarding".into(),
+            want: "<= kernel".into(),
+            got: format!("{:.1} us vs {:.1} us", v as f64 / 1e3, k as f64 / 1e3),
+            met: v <= k,
         });
     }
     t
@@ -527,14 +795,11 @@ fn measure(
     lab: &WireLab,
     opts: &Options,
     setup: Setup,
-    size: usize,
+    size: SizeMix,
     round: usize,
-    daemons: [Option<&mut Daemon>; 2],
+    parties: &mut Parties,
 ) -> Result<Sample, String> {
-    let [mut gw, mut cgw] = daemons;
-    for d in [gw.as_deref_mut(), cgw.as_deref_mut()].into_iter().flatten() {
-        d.check_running()?;
-    }
+    parties.check_running()?;
     let (sink_role, sink_if) = setup.sink();
     let source = lab.sleeper("vpc");
     let sink = lab.sleeper(sink_role);
@@ -542,10 +807,10 @@ fn measure(
     // (rather than pass them to cgw's kernel, which has no ESP).
     let _blackhole =
         if setup == Setup::VpngwEncrypt { Some(Blackhole::add(lab, "inet", "198.51.100.1/32")?) } else { None };
-    let mut generator = Generator::start(lab, opts, setup, size)?;
+    let mut generator = Generator::start(lab, opts, setup.dst(), size)?;
     sleep(Duration::from_millis(opts.warmup_ms));
     generator.check_running()?;
-    let pids = [gw.as_ref().map(|d| d.pid()), cgw.as_ref().map(|d| d.pid())];
+    let pids = parties.pids();
     // ethtool takes milliseconds: its counts get their own interval, from
     // the middle of one reading to the middle of the other.
     let (xdp0, xdp0_at) = timed(|| xdp_drops(lab, setup))?;
@@ -772,6 +1037,9 @@ impl WireLab {
             ("inet", "inet1", "198.51.100.1", mac("cgw-out")),
             ("cgw", "cgw-out", "198.51.100.254", mac("inet1")),
             ("cgw", "cgw-in", "172.16.1.99", mac("idc0")),
+            // The latency sinks' addresses.
+            ("gw", "gw-in", "10.1.0.98", mac("vpc0")),
+            ("cgw", "cgw-in", "172.16.1.98", mac("idc0")),
         ];
         for (role, dev, ip, lladdr) in neighbours {
             self.ip(role, &["neigh", "replace", ip, "lladdr", &lladdr, "dev", dev, "nud", "permanent"])?;
@@ -782,6 +1050,13 @@ impl WireLab {
             self.sysctl(role, "net.ipv4.ip_forward", "1")?;
             self.ip(role, &["route", "add", "blackhole", prefix])?;
         }
+        // The latency sinks: addresses of the sink namespaces.
+        for (role, addr) in [("vpc", "10.1.0.98/32"), ("inet", "203.0.113.98/32"), ("idc", "172.16.1.98/32")] {
+            self.ip(role, &["addr", "add", addr, "dev", "lo"])?;
+        }
+        // TCP through the kernel's forwarding ends on the internet router,
+        // which then needs the way back to the VPC.
+        self.ip("inet", &["route", "add", "10.1.0.0/16", "via", "192.0.2.1"])?;
         // The kernel baseline hairpins on gw-in: no redirects for that.
         self.sysctl("gw", "net.ipv4.conf.all.send_redirects", "0")?;
         self.sysctl("gw", "net.ipv4.conf.gw-in.send_redirects", "0")?;
@@ -895,43 +1170,80 @@ fn signal(target: &str, sig: &str) {
     let _ = Command::new("kill").args(["-s", sig, "--", target]).stderr(Stdio::null()).status();
 }
 
-/// trafgen in the VPC namespace, in a process group of its own (it forks a
-/// worker, which a signal to the parent alone does not stop).
+/// The generator in the VPC namespace, in a process group of its own
+/// (trafgen forks a worker, which a signal to the parent alone does not
+/// stop), pinned to CPU 0 (trafgen pins itself there).
 struct Generator {
     child: Child,
     pgid: u32,
-    config: PathBuf,
+    what: String,
     log: PathBuf,
+    /// Our own generator's JSON report, once it has finished.
+    report: Option<PathBuf>,
 }
 
 impl Generator {
-    fn start(lab: &WireLab, opts: &Options, setup: Setup, size: usize) -> Result<Self, String> {
-        let config = lab.dir.join(format!("trafgen-{size}.cfg"));
+    /// As fast as it can, until stopped: the maximum-rate measurements.
+    fn start(lab: &WireLab, opts: &Options, dst: &str, size: SizeMix) -> Result<Self, String> {
+        match opts.generator {
+            GeneratorKind::Own => Self::own(lab, opts, dst, size, 0.0, 86_400.0),
+            GeneratorKind::Trafgen => Self::trafgen(lab, opts, dst, size),
+        }
+    }
+
+    /// Ours, at `rate_pps` for `seconds`; [`Generator::finish`] waits for it.
+    fn own(lab: &WireLab, opts: &Options, dst: &str, size: SizeMix, rate_pps: f64, seconds: f64) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+        let report = lab.dir.join("generate.json");
+        let _ = fs::remove_file(&report);
+        let log = lab.dir.join("generate.log");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns("vpc"), "nice", "-n", &opts.nice.to_string(), "taskset", "-c", "0"]);
+        cmd.arg(exe).arg("--json").arg(&report).arg("generate");
+        cmd.args(["--dev", "vpc0", "--dst-mac", &lab.macs["gw-in"], "--src", FLOW_SRC, "--dst", dst]);
+        cmd.args(["--size", &size.label(), "--rate", &rate_pps.to_string(), "--seconds", &seconds.to_string()]);
+        let what = format!("vpngw-bench generate to {dst}, {} B, {rate_pps:.0} pps", size.label());
+        Self::spawn(cmd, what, log, Some(report))
+    }
+
+    fn trafgen(lab: &WireLab, opts: &Options, dst: &str, size: SizeMix) -> Result<Self, String> {
+        let config = lab.dir.join(format!("trafgen-{}.cfg", size.label()));
         let log = lab.dir.join("trafgen.log");
-        let text = format!(
-            "{{ eth(da={}, sa={}), ipv4(saddr=10.1.0.5, daddr={}, ttl=64, df), udp(sp=9, dp=9), fill(0x5a, {}) }}\n",
-            lab.macs["gw-in"],
-            lab.macs["vpc0"],
-            setup.dst(),
-            size - 28
-        );
+        // One packet per size of the mix's cycle: trafgen sends them in turn.
+        let text: String = size
+            .cycle()
+            .into_iter()
+            .map(|bytes| {
+                format!(
+                    "{{ eth(da={}, sa={}), ipv4(saddr={FLOW_SRC}, daddr={dst}, ttl=64, df), udp(sp=9, dp=9), fill(0x5a, {}) }}\n",
+                    lab.macs["gw-in"],
+                    lab.macs["vpc0"],
+                    bytes - 28
+                )
+            })
+            .collect();
         fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns("vpc"), "nice", "-n", &opts.nice.to_string()])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns("vpc"), "nice", "-n", &opts.nice.to_string()])
             .args(["trafgen", "--dev", "vpc0", "--conf"])
             .arg(&config)
             // One process (trafgen pins it to CPU 0), a count it never
             // reaches (--num 0 misbehaves on SIGINT), no sysctl or IRQ
             // tuning, no statistics.
-            .args(["--cpus", "1", "--num", "4000000000", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats"])
+            .args(["--cpus", "1", "--num", "4000000000", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats"]);
+        Self::spawn(cmd, format!("trafgen ({})", config.display()), log, None)
+    }
+
+    fn spawn(mut cmd: Command, what: String, log: PathBuf, report: Option<PathBuf>) -> Result<Self, String> {
+        let child = cmd
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?)
             .spawn()
-            .map_err(|e| format!("trafgen: {e}"))?;
+            .map_err(|e| format!("{what}: {e}"))?;
         let pgid = child.id();
-        Ok(Generator { child, pgid, config, log })
+        Ok(Generator { child, pgid, what, log, report })
     }
 
     fn check_running(&mut self) -> Result<(), String> {
@@ -939,9 +1251,30 @@ impl Generator {
             Ok(None) => Ok(()),
             _ => {
                 let err = fs::read_to_string(&self.log).unwrap_or_default();
-                Err(format!("trafgen ({}) stopped early: {}", self.config.display(), err.trim()))
+                Err(format!("{} stopped early: {}", self.what, err.trim()))
             }
         }
+    }
+
+    /// Waits for a generator started for a set time; its report.
+    fn finish(mut self, within: Duration) -> Result<GenReport, String> {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} did not finish in time", self.what));
+            }
+            sleep(Duration::from_millis(10));
+        };
+        let err = fs::read_to_string(&self.log).unwrap_or_default();
+        if !status.success() {
+            return Err(format!("{} failed ({status}): {}", self.what, err.trim()));
+        }
+        let path = self.report.as_ref().ok_or("trafgen has no report")?;
+        let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     fn stop(&mut self) {
@@ -962,6 +1295,190 @@ impl Drop for Generator {
             self.stop();
         }
     }
+}
+
+/// strongSwan's charon with kernel-libipsec in `gw` and `cgw` (driven by
+/// `scripts/interop/swan.py`, built in), the lab's tunnel negotiated:
+/// AES-GCM-128 ESP (in UDP: libipsec always encapsulates) between the
+/// VPC's and the IDC's prefixes, as the vpngw daemons have it.
+struct Swan {
+    dirs: [(&'static str, PathBuf); 2],
+    script: PathBuf,
+}
+
+impl Swan {
+    fn start(lab: &WireLab) -> Result<Self, String> {
+        let script = lab.dir.join("swan.py");
+        fs::write(&script, SWAN_PY).map_err(|e| format!("{}: {e}", script.display()))?;
+        let swan = Swan { dirs: [("gw", lab.dir.join("swan-gw")), ("cgw", lab.dir.join("swan-cgw"))], script };
+        for ((role, dir), (local, remote, local_ts, remote_ts)) in swan.dirs.iter().zip([
+            ("192.0.2.1", "198.51.100.1", "10.1.0.0/16", "172.16.1.0/24"),
+            ("198.51.100.1", "192.0.2.1", "172.16.1.0/24", "10.1.0.0/16"),
+        ]) {
+            let d = dir.to_str().ok_or("a temporary directory with a non-UTF-8 name")?;
+            swan.py(&["start", "--ns", &ns(role), "--dir", d, "--forward"])?;
+            swan.py(&[
+                "load", "--dir", d, "--name", "wire", "--local", local, "--remote", remote, "--psk",
+                "vpngw wire benchmark", "--local-ts", local_ts, "--remote-ts", remote_ts, "--esp-proposals",
+                "aes128gcm16", "--ike-proposals", "aes128gcm16-prfsha256-x25519",
+            ])?;
+        }
+        let gw = swan.dirs[0].1.to_str().unwrap_or_default().to_string();
+        swan.py(&["initiate", "--dir", &gw, "--name", "wire", "--timeout", "15"])
+            .map_err(|e| format!("strongSwan did not negotiate the tunnel: {e}"))?;
+        Ok(swan)
+    }
+
+    fn py(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec![self.script.to_str().unwrap_or_default()];
+        all.extend_from_slice(args);
+        run_cmd("python3", &all)
+    }
+
+    fn pid(&self, role: &str) -> Option<u32> {
+        let (_, dir) = self.dirs.iter().find(|(r, _)| *r == role)?;
+        fs::read_to_string(dir.join("charon.pid")).ok()?.trim().parse().ok()
+    }
+
+    fn check_running(&self) -> Result<(), String> {
+        for (role, _) in &self.dirs {
+            let alive = self.pid(role).is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                return Err(format!("strongSwan's charon in {role} is gone"));
+            }
+        }
+        Ok(())
+    }
+
+    fn stop(self) {
+        // Drop does it.
+    }
+}
+
+impl Drop for Swan {
+    fn drop(&mut self) {
+        for (_, dir) in &self.dirs {
+            let _ = self.py(&["stop", "--dir", dir.to_str().unwrap_or_default()]);
+        }
+    }
+}
+
+/// TCP goodput through `setup`: an iperf3 server in `server`'s namespace,
+/// the client on the VPC host, one connection.
+fn goodput(lab: &WireLab, opts: &Options, setup: Setup, server: (&'static str, &'static str)) -> Result<Goodput, String> {
+    let (role, addr) = server;
+    let mut srv = Command::new("ip")
+        .args(["netns", "exec", &ns(role), "iperf3", "-s", "-1", "-p", "5201"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("iperf3 server: {e}"))?;
+    sleep(Duration::from_millis(300));
+    let t = opts.tcp_seconds.to_string();
+    let out = lab.exec("vpc", &["iperf3", "-c", addr, "-p", "5201", "-t", &t, "-J"]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let out = out.map_err(|e| format!("{}: iperf3: {e}", setup.name()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| format!("{}: iperf3's output is not JSON: {e}", setup.name()))?;
+    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().ok_or_else(|| {
+        format!("{}: iperf3 reported no goodput: {}", setup.name(), v["error"].as_str().unwrap_or("no error given"))
+    })?;
+    Ok(Goodput {
+        setup,
+        server: addr,
+        mbps: bps / 1e6,
+        retransmits: v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+    })
+}
+
+/// The highest rate with at most [`NDR_LOSS`] lost, by bisection between
+/// 0 and 1.2 x the measured maximum; losses counted on the sink's
+/// interface against what the generator says it sent.
+fn no_drop_rate(
+    lab: &WireLab,
+    opts: &Options,
+    setup: Setup,
+    size: SizeMix,
+    max_pps: f64,
+    progress: &impl Fn(&str),
+) -> Result<Ndr, String> {
+    let (sink_role, sink_if) = setup.sink();
+    let sink = lab.sleeper(sink_role);
+    let (mut good, mut bad) = (0.0, (max_pps * 1.2).max(1000.0));
+    let mut trials = Vec::new();
+    let seconds = opts.ndr_trial_ms as f64 / 1e3;
+    for step in 0..opts.ndr_steps {
+        // The first try is the measured maximum itself.
+        let rate = if step == 0 { max_pps.max(1000.0) } else { (good + bad) / 2.0 };
+        let before = net_dev(sink, sink_if)?.rx_packets;
+        let sent = Generator::own(lab, opts, setup.dst(), size, rate, seconds)?
+            .finish(Duration::from_secs_f64(seconds + 10.0))?
+            .sent;
+        sleep(Duration::from_millis(100));
+        let received = net_dev(sink, sink_if)?.rx_packets.saturating_sub(before).min(sent);
+        let loss = if sent > 0 { 1.0 - received as f64 / sent as f64 } else { 1.0 };
+        progress(&format!("wire: {}: {:.1} kpps: {:.3}% lost", setup.name(), rate / 1e3, loss * 100.0));
+        trials.push(Trial { rate_pps: rate, sent, received, loss_pct: loss * 100.0 });
+        if loss <= NDR_LOSS {
+            good = rate;
+        } else {
+            bad = rate;
+        }
+    }
+    Ok(Ndr { setup, size, pps: good, gbps: good * size.mean() * 8.0 / 1e9, trials })
+}
+
+/// One-way latency through `setup` at `load` x `max_pps`: our generator,
+/// and our sink listening on `dst` in the sink's namespace.
+fn latency_at(
+    lab: &WireLab,
+    opts: &Options,
+    setup: Setup,
+    dst: &str,
+    size: SizeMix,
+    load: f64,
+    max_pps: f64,
+) -> Result<LatencyPoint, String> {
+    let (sink_role, _) = setup.sink();
+    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    let report = lab.dir.join("sink.json");
+    let _ = fs::remove_file(&report);
+    let seconds = opts.latency_ms as f64 / 1e3;
+    let sink = Command::new("ip")
+        .args(["netns", "exec", &ns(sink_role)])
+        .arg(&exe)
+        .arg("--json")
+        .arg(&report)
+        .args(["sink", "--port", "9", "--idle-ms", "300", "--seconds", &(seconds + 10.0).to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("vpngw-bench sink: {e}"))?;
+    sleep(Duration::from_millis(200));
+    let rate = (max_pps * load).max(100.0);
+    let sent = Generator::own(lab, opts, dst, size, rate, seconds)
+        .and_then(|g| g.finish(Duration::from_secs_f64(seconds + 10.0)));
+    let out = sink.wait_with_output().map_err(|e| format!("vpngw-bench sink: {e}"))?;
+    let sent = sent?.sent;
+    if !out.status.success() {
+        return Err(format!("vpngw-bench sink: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let text = fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+    let r: SinkReport = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", report.display()))?;
+    Ok(LatencyPoint {
+        setup,
+        size,
+        load,
+        rate_pps: rate,
+        sent,
+        received: r.received,
+        loss_pct: if sent > 0 { 100.0 * (1.0 - r.received as f64 / sent as f64) } else { 0.0 },
+        reordered: r.reordered,
+        latency: r.latency,
+    })
 }
 
 /// A vpngw daemon in a lab namespace; its counters (JSON on stdout) are

@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use vpngw_perf::{ctl, esp, fib, monitoring, pipeline, spd, wire};
+use vpngw_perf::traffic::{self, FlowSpec, SizeMix};
+use vpngw_perf::{crypto, ctl, esp, fib, monitoring, pipeline, spd, wire};
 
 /// Benchmarks of the vpngw data plane. Ratios are measured within one run,
 /// interleaved, so they hold on a shared, noisy machine; absolute numbers
@@ -25,6 +26,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Raw cipher speed on one core (the crates the engine uses, no ESP):
+    /// seal and open of 64, 512, 1400 and 9000-byte buffers per suite.
+    Crypto {
+        /// Only these suites (default: all).
+        #[arg(long)]
+        suite: Vec<vpngw_engine::Suite>,
+        /// Only these buffer sizes in bytes (default: 64, 512, 1400, 9000).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(16..=9000))]
+        size: Vec<u16>,
+    },
     /// ESP encap and decap on one core for 64, 512 and 1400-byte inner
     /// packets and every suite, next to raw AEAD speed on the same size.
     Esp {
@@ -101,6 +112,54 @@ enum Command {
         #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
         nice: Option<i32>,
     },
+    /// Our own packet generator: UDP/IPv4 frames on an AF_XDP socket at a
+    /// set rate, size mix and flow count, each stamped with a sequence
+    /// number and its send time (for `sink`). Prints what it sent (JSON
+    /// with --json). Root; run it where the interface is (`ip netns exec`).
+    Generate {
+        /// The interface to send on (its queue 0).
+        #[arg(long)]
+        dev: String,
+        /// Next hop's MAC address.
+        #[arg(long)]
+        dst_mac: String,
+        /// Source MAC (default: the interface's).
+        #[arg(long)]
+        src_mac: Option<String>,
+        #[arg(long)]
+        src: std::net::Ipv4Addr,
+        #[arg(long)]
+        dst: std::net::Ipv4Addr,
+        /// UDP destination port.
+        #[arg(long, default_value_t = 9)]
+        port: u16,
+        /// Packets per second; 0: as fast as the socket takes them.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// IP packet size in bytes (52-1500), or imix (64:576:1400 as 7:4:1).
+        #[arg(long, default_value = "64")]
+        size: SizeMix,
+        /// Flows (UDP source ports 10000 and up), 1-50000.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+        flows: u32,
+        /// How long to send.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// The generator's sink: receives on a UDP port, checks the sequence
+    /// numbers (missing, reordered) and measures one-way latency from the
+    /// send time in each packet to the kernel's receive time (p50, p99,
+    /// p99.9, max). Prints JSON with --json.
+    Sink {
+        #[arg(long, default_value_t = 9)]
+        port: u16,
+        /// The longest it listens.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Stop this long after the last packet (once one came).
+        #[arg(long, default_value_t = 500)]
+        idle_ms: u64,
+    },
 }
 
 /// `none` or a CPU number.
@@ -117,6 +176,71 @@ fn main() -> ExitCode {
     let (rounds, round) = if cli.quick { (1, Duration::from_millis(20)) } else { (5, Duration::from_millis(200)) };
     let progress = |msg: &str| eprintln!("[vpngw-bench] {msg}");
     let json = match cli.command {
+        Command::Crypto { suite, size } => {
+            let suites = if suite.is_empty() { vpngw_engine::Suite::ALL.to_vec() } else { suite };
+            let sizes = if size.is_empty() { crypto::SIZES.to_vec() } else { size.into_iter().map(usize::from).collect() };
+            let report = crypto::run(&suites, &sizes, rounds, round, progress);
+            crypto::print(&report);
+            serde_json::to_string_pretty(&report)
+        }
+        Command::Generate { dev, dst_mac, src_mac, src, dst, port, rate, size, flows, seconds } => {
+            let macs = traffic::parse_mac(&dst_mac)
+                .and_then(|d| Ok((d, src_mac.as_deref().map_or_else(|| traffic::mac_of(&dev), traffic::parse_mac)?)));
+            let (dst_mac, src_mac) = match macs {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("vpngw-bench: generate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if !(rate >= 0.0 && rate.is_finite()) || !(seconds > 0.0 && seconds <= 86_400.0) {
+                eprintln!("vpngw-bench: generate: --rate must be 0 or more, --seconds from 0 to 86400");
+                return ExitCode::from(2);
+            }
+            let spec = FlowSpec { src_mac, dst_mac, src, dst, dst_port: port, flows };
+            match traffic::generate(&dev, &spec, &size, rate, seconds) {
+                Ok(r) => {
+                    println!(
+                        "sent {} packets ({} B, {} flow(s)) on {} ({} mode) in {:.3} s: {:.1} kpps",
+                        r.sent,
+                        r.sizes,
+                        r.flows,
+                        r.interface,
+                        r.mode,
+                        r.seconds,
+                        r.sent_pps / 1e3
+                    );
+                    serde_json::to_string_pretty(&r)
+                }
+                Err(e) => {
+                    eprintln!("vpngw-bench: generate: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        Command::Sink { port, seconds, idle_ms } => match traffic::sink(port, seconds, idle_ms) {
+            Ok(r) => {
+                let l = &r.latency;
+                println!(
+                    "received {} packets ({} missing, {} reordered, {} dropped at the socket, {} foreign); \
+                     one-way latency us: p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+                    r.received,
+                    r.missing,
+                    r.reordered,
+                    r.socket_drops,
+                    r.foreign,
+                    l.p50_ns as f64 / 1e3,
+                    l.p99_ns as f64 / 1e3,
+                    l.p999_ns as f64 / 1e3,
+                    l.max_ns as f64 / 1e3
+                );
+                serde_json::to_string_pretty(&r)
+            }
+            Err(e) => {
+                eprintln!("vpngw-bench: sink: {e}");
+                return ExitCode::from(1);
+            }
+        },
         Command::Esp { suite, size } => {
             let suites = if suite.is_empty() { vpngw_engine::Suite::ALL.to_vec() } else { suite };
             let sizes = if size.is_empty() { esp::SIZES.to_vec() } else { size.into_iter().map(usize::from).collect() };
