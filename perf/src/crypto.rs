@@ -4,6 +4,8 @@
 //! `esp` and `pipeline` benchmarks are held to.
 
 use crate::esp::Raw;
+use crate::plot::{Chart, Series};
+use crate::report::Doc;
 use crate::{median, print_table, rate};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -111,4 +113,56 @@ pub fn print(report: &Report) {
         })
         .collect();
     print_table(&["suite", "bytes", "op", "Mpps", "Gbit/s", "cycles/byte"], &rows);
+}
+
+/// The run written up: the table, and Gbit/s against buffer size.
+pub fn doc(report: &Report) -> Doc {
+    let mut doc = Doc::new(
+        "Raw ciphers on one core",
+        format!(
+            "The crates the engine uses, in place, no ESP ({}; median of {} rounds of {} ms).",
+            report.cpu, report.rounds, report.round_ms
+        ),
+    );
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|r| {
+            vec![
+                r.suite.into(),
+                r.size.to_string(),
+                r.op.into(),
+                format!("{:.2}", r.mpps),
+                format!("{:.2}", r.gbps),
+                r.cycles_per_byte.map_or("-".into(), |c| format!("{c:.2}")),
+            ]
+        })
+        .collect();
+    doc.table("Results", "", &["suite", "bytes", "op", "Mpps", "Gbit/s", "cycles/byte"], &rows);
+    let series = Suite::ALL
+        .iter()
+        .flat_map(|s| ["seal", "open"].map(|op| (s.name(), op)))
+        .map(|(suite, op)| Series {
+            name: format!("{suite} {op}"),
+            points: report
+                .results
+                .iter()
+                .filter(|r| r.suite == suite && r.op == op)
+                .map(|r| (r.size as f64, r.gbps))
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    doc.charts.push((
+        "gbps",
+        Chart {
+            title: "Raw cipher Gbit/s vs buffer size, one core".into(),
+            x_label: "bytes".into(),
+            y_label: "Gbit/s".into(),
+            x_log: true,
+            y_log: false,
+            series,
+        },
+    ));
+    doc
 }

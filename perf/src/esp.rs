@@ -7,6 +7,8 @@
 //! data path. Untimed work between batches (restoring plaintext, sealing
 //! the packets a decap batch will open) is excluded from the timings.
 
+use crate::plot::{Chart, Series};
+use crate::report::Doc;
 use crate::{median, print_table, print_targets, rate, Target};
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use aes_gcm::aead::AeadInPlace;
@@ -326,4 +328,60 @@ pub fn print(report: &Report) {
     print_table(&["suite", "bytes", "op", "Mpps", "Gbit/s", "raw Mpps", "raw Gbit/s", "esp/raw"], &rows);
     println!();
     print_targets(&report.targets);
+}
+
+/// The run written up: the table, and Gbit/s against size per suite next
+/// to the raw cipher's.
+pub fn doc(report: &Report) -> Doc {
+    let mut doc = Doc::new(
+        "ESP on one core",
+        format!(
+            "Encap and decap per suite and inner packet size, next to the same crates' raw speed on a buffer of \
+             the same size, measured in the same run (median of {} rounds of {} ms).",
+            report.rounds, report.round_ms
+        ),
+    );
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|r| {
+            vec![
+                r.suite.into(),
+                r.size.to_string(),
+                r.op.into(),
+                format!("{:.2}", r.mpps),
+                format!("{:.2}", r.gbps),
+                format!("{:.2}", r.raw_gbps),
+                format!("{:.3}", r.ratio),
+            ]
+        })
+        .collect();
+    doc.table("Results", "", &["suite", "bytes", "op", "Mpps", "Gbit/s", "raw Gbit/s", "esp/raw"], &rows);
+    for op in ["encap", "decap"] {
+        let mut series = Vec::new();
+        for suite in Suite::ALL.map(|s| s.name()) {
+            let rows: Vec<&Row> = report.results.iter().filter(|r| r.suite == suite && r.op == op).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            series.push(Series { name: suite.into(), points: rows.iter().map(|r| (r.size as f64, r.gbps)).collect() });
+            series.push(Series {
+                name: format!("{suite} raw"),
+                points: rows.iter().map(|r| (r.size as f64, r.raw_gbps)).collect(),
+            });
+        }
+        doc.charts.push((
+            op,
+            Chart {
+                title: format!("ESP {op} Gbit/s vs inner packet size, one core"),
+                x_label: "inner packet bytes".into(),
+                y_label: "Gbit/s".into(),
+                x_log: true,
+                y_log: false,
+                series,
+            },
+        ));
+    }
+    doc.targets = report.targets.clone();
+    doc
 }

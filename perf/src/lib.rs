@@ -10,6 +10,7 @@ pub mod fib;
 pub mod monitoring;
 pub mod pipeline;
 pub mod plot;
+pub mod report;
 pub mod spd;
 pub mod traffic;
 pub mod wire;
@@ -62,7 +63,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A target from the issue tracker, checked against a measurement.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub what: String,
     pub want: String,

@@ -223,11 +223,8 @@ pub fn generate(
         port.complete();
         // Frames owed by now at the set rate (one burst at a time when
         // there is no rate).
-        let due = if rate_pps > 0.0 {
-            (((now - start).as_secs_f64() * rate_pps) as u64 + 1).saturating_sub(seq)
-        } else {
-            64
-        };
+        let due =
+            if rate_pps > 0.0 { (((now - start).as_secs_f64() * rate_pps) as u64 + 1).saturating_sub(seq) } else { 64 };
         if due < min_burst {
             // Early: sleep until a burst is owed (so that a generator at
             // a set rate leaves its CPU to others in between), spin when

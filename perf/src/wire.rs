@@ -100,6 +100,8 @@
 //! next run, or to `scripts/lab.sh down vpngw-wire`) and torn down at the
 //! end and on failure.
 
+use crate::plot::{Chart, Series};
+use crate::report::Doc;
 use crate::traffic::{GenReport, Latency, SinkReport, SizeMix};
 use crate::{median, print_table, print_targets, Target};
 use serde::Serialize;
@@ -292,7 +294,8 @@ impl Options {
     pub fn new(quick: bool, vpngw: PathBuf) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (rounds, warmup_ms, window_ms) = if quick { (1, 200, 300) } else { (5, 400, 2000) };
-        let (tcp_seconds, latency_ms, ndr_steps, ndr_trial_ms) = if quick { (1, 300, 2, 300) } else { (5, 2000, 7, 1000) };
+        let (tcp_seconds, latency_ms, ndr_steps, ndr_trial_ms) =
+            if quick { (1, 300, 2, 300) } else { (5, 2000, 7, 1000) };
         Options {
             rounds,
             warmup_ms,
@@ -468,8 +471,7 @@ pub fn run(opts: &Options, progress: impl Fn(&str)) -> Result<Report, String> {
     }
     for (program, package) in [("iperf3", "iperf3"), ("/usr/lib/ipsec/charon", "strongswan"), ("python3", "python3")] {
         let found = Path::new(program).is_file()
-            || std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+            || std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
         if !found {
             return Err(format!("{program} is missing (apt-get install -y {package}, or scripts/deps.sh)"));
         }
@@ -492,7 +494,13 @@ pub fn run(opts: &Options, progress: impl Fn(&str)) -> Result<Report, String> {
             for &setup in phase.setups() {
                 for &i in &sizes {
                     let size = SIZES[i];
-                    progress(&format!("wire: round {} of {}, {}, {} B", round + 1, opts.rounds, setup.name(), size.label()));
+                    progress(&format!(
+                        "wire: round {} of {}, {}, {} B",
+                        round + 1,
+                        opts.rounds,
+                        setup.name(),
+                        size.label()
+                    ));
                     // trafgen now and then gives up ("Flushing TX_RING
                     // failed") when the veth pushes back: once more then.
                     let s = match measure(&lab, opts, setup, size, round, &mut parties) {
@@ -535,7 +543,12 @@ pub fn run(opts: &Options, progress: impl Fn(&str)) -> Result<Report, String> {
             if let Some(dst) = setup.latency_dst() {
                 let size = SizeMix::Fixed(64);
                 for load in LOADS {
-                    progress(&format!("wire: {}: latency at {:.0}% of its maximum, {} B", setup.name(), load * 100.0, size.label()));
+                    progress(&format!(
+                        "wire: {}: latency at {:.0}% of its maximum, {} B",
+                        setup.name(),
+                        load * 100.0,
+                        size.label()
+                    ));
                     latency.push(latency_at(&lab, opts, setup, dst, size, load, max(size))?);
                 }
             }
@@ -778,13 +791,18 @@ fn targets(ratios: &[Ratio], tcp: &[Goodput], ndr: &[Ndr], latency: &[LatencyPoi
         });
     }
     let p99 = |s: Setup| latency.iter().find(|l| l.setup == s && l.load == 0.5).map(|l| l.latency.p99_ns);
-    if let (Some(v), Some(k)) = (p99(Setup::VpngwEsp), p99(Setup::KernelForward)) {
-        t.push(Target {
-            what: "p99 one-way latency at 50% load, 64 B: vpngw ESP vs the kernel's plain forwarding".into(),
-            want: "<= kernel".into(),
-            got: format!("{:.1} us vs {:.1} us", v as f64 / 1e3, k as f64 / 1e3),
-            met: v <= k,
-        });
+    for (what, a, b) in [
+        ("vpngw bypass vs the kernel, same hairpin", Setup::VpngwBypass, Setup::KernelHairpin),
+        ("vpngw ESP (two daemons) vs the kernel's plain forwarding", Setup::VpngwEsp, Setup::KernelForward),
+    ] {
+        if let (Some(v), Some(k)) = (p99(a), p99(b)) {
+            t.push(Target {
+                what: format!("p99 one-way latency at 50% load, 64 B: {what}"),
+                want: "<= kernel".into(),
+                got: format!("{:.1} us vs {:.1} us", v as f64 / 1e3, k as f64 / 1e3),
+                met: v <= k,
+            });
+        }
     }
     t
 }
@@ -1192,7 +1210,14 @@ impl Generator {
     }
 
     /// Ours, at `rate_pps` for `seconds`; [`Generator::finish`] waits for it.
-    fn own(lab: &WireLab, opts: &Options, dst: &str, size: SizeMix, rate_pps: f64, seconds: f64) -> Result<Self, String> {
+    fn own(
+        lab: &WireLab,
+        opts: &Options,
+        dst: &str,
+        size: SizeMix,
+        rate_pps: f64,
+        seconds: f64,
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
         let report = lab.dir.join("generate.json");
         let _ = fs::remove_file(&report);
@@ -1318,9 +1343,25 @@ impl Swan {
             let d = dir.to_str().ok_or("a temporary directory with a non-UTF-8 name")?;
             swan.py(&["start", "--ns", &ns(role), "--dir", d, "--forward"])?;
             swan.py(&[
-                "load", "--dir", d, "--name", "wire", "--local", local, "--remote", remote, "--psk",
-                "vpngw wire benchmark", "--local-ts", local_ts, "--remote-ts", remote_ts, "--esp-proposals",
-                "aes128gcm16", "--ike-proposals", "aes128gcm16-prfsha256-x25519",
+                "load",
+                "--dir",
+                d,
+                "--name",
+                "wire",
+                "--local",
+                local,
+                "--remote",
+                remote,
+                "--psk",
+                "vpngw wire benchmark",
+                "--local-ts",
+                local_ts,
+                "--remote-ts",
+                remote_ts,
+                "--esp-proposals",
+                "aes128gcm16",
+                "--ike-proposals",
+                "aes128gcm16-prfsha256-x25519",
             ])?;
         }
         let gw = swan.dirs[0].1.to_str().unwrap_or_default().to_string();
@@ -1365,7 +1406,12 @@ impl Drop for Swan {
 
 /// TCP goodput through `setup`: an iperf3 server in `server`'s namespace,
 /// the client on the VPC host, one connection.
-fn goodput(lab: &WireLab, opts: &Options, setup: Setup, server: (&'static str, &'static str)) -> Result<Goodput, String> {
+fn goodput(
+    lab: &WireLab,
+    opts: &Options,
+    setup: Setup,
+    server: (&'static str, &'static str),
+) -> Result<Goodput, String> {
     let (role, addr) = server;
     let mut srv = Command::new("ip")
         .args(["netns", "exec", &ns(role), "iperf3", "-s", "-1", "-p", "5201"])
@@ -1618,7 +1664,7 @@ pub fn print(report: &Report) {
     let o = &report.options;
     println!(
         "On the wire: {} -> sink, in the namespace lab over veth; median of {} round(s) of {} ms each (after {} ms warm-up), the setups interleaved",
-        report.generator.split(" (").next().unwrap_or("trafgen"),
+        report.generator,
         o.rounds,
         o.window_ms,
         o.warmup_ms
@@ -1674,7 +1720,7 @@ pub fn print(report: &Report) {
     );
     let pin = |c: Option<usize>| c.map_or("unpinned".to_string(), |c| format!("pinned to CPU {c}"));
     println!(
-        "{} CPUs. Generator: one trafgen process, pinned to CPU 0 by trafgen; vpngw gw's worker {}; cgw's {}.",
+        "{} CPUs. Generator: one process pinned to CPU 0; vpngw gw's worker {}; cgw's {}; strongSwan's charons unpinned.",
         report.cpus,
         pin(o.gw_core),
         pin(o.cgw_core)
@@ -1733,5 +1779,209 @@ pub fn print(report: &Report) {
         .collect();
     print_table(&["ratio of received pps, same round", "bytes", "median", "per round"], &rows);
     println!();
+    print_rate_controlled(report);
+    println!();
     print_targets(&report.targets);
+}
+
+/// The TCP, no-drop-rate and latency tables.
+fn print_rate_controlled(report: &Report) {
+    println!("TCP goodput, iperf3, one connection from the VPC host, {} s:", report.options.tcp_seconds);
+    let rows: Vec<Vec<String>> = report
+        .tcp
+        .iter()
+        .map(|g| vec![g.setup.name().into(), g.server.into(), format!("{:.0}", g.mbps), g.retransmits.to_string()])
+        .collect();
+    print_table(&["setup", "server", "Mbit/s", "retransmits"], &rows);
+    println!();
+    println!(
+        "No-drop rate: the highest rate with at most {}% lost (bisection, {} steps of {} ms; our generator):",
+        NDR_LOSS * 100.0,
+        report.options.ndr_steps,
+        report.options.ndr_trial_ms
+    );
+    let rows: Vec<Vec<String>> = report
+        .ndr
+        .iter()
+        .map(|n| {
+            let trials: Vec<String> =
+                n.trials.iter().map(|t| format!("{:.0}k:{:.2}%", t.rate_pps / 1e3, t.loss_pct)).collect();
+            vec![n.setup.name().into(), n.size.label(), kpps(n.pps), format!("{:.2}", n.gbps), trials.join(" ")]
+        })
+        .collect();
+    print_table(&["setup", "bytes", "kpps", "Gbit/s", "trials (rate: loss)"], &rows);
+    println!();
+    println!(
+        "One-way latency, us, from the generator's send time in each packet to the sink's kernel receive time, \
+         at a share of the setup's own maximum rate ({} ms each):",
+        report.options.latency_ms
+    );
+    let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
+    let rows: Vec<Vec<String>> = report
+        .latency
+        .iter()
+        .map(|l| {
+            vec![
+                l.setup.name().into(),
+                l.size.label(),
+                format!("{:.0}%", l.load * 100.0),
+                kpps(l.rate_pps),
+                format!("{:.2}", l.loss_pct.max(0.0)),
+                us(l.latency.p50_ns),
+                us(l.latency.p99_ns),
+                us(l.latency.p999_ns),
+                us(l.latency.max_ns),
+            ]
+        })
+        .collect();
+    print_table(&["setup", "bytes", "load", "kpps", "loss %", "p50", "p99", "p99.9", "max"], &rows);
+}
+
+/// The run written up: tables and charts of throughput against packet
+/// size and of latency against load.
+pub fn doc(report: &Report) -> Doc {
+    let o = &report.options;
+    let mut doc = Doc::new(
+        "vpngw on the wire",
+        format!(
+            "The namespace lab over veth on {} CPUs; generator: {}. Maximum rates are medians of {} round(s) of \
+             {} ms, the setups interleaved; then TCP goodput (iperf3), the no-drop rate ({}% loss allowed) and \
+             one-way latency at {} of each setup's maximum. Load average before {}, after {}; {:.0} s in all.",
+            report.cpus,
+            report.generator,
+            o.rounds,
+            o.window_ms,
+            NDR_LOSS * 100.0,
+            LOADS.map(|l| format!("{:.0}%", l * 100.0)).join(", "),
+            report.loadavg_before,
+            report.loadavg_after,
+            report.seconds
+        ),
+    );
+    let setups_rows: Vec<Vec<String>> = Setup::ALL.iter().map(|s| vec![s.name().into(), s.path().into()]).collect();
+    doc.table("Setups", "", &["setup", "path"], &setups_rows);
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|r| {
+            vec![
+                r.setup.name().into(),
+                r.size.label(),
+                kpps(r.sent_pps),
+                kpps(r.received_pps),
+                format!("{:.2}", r.gbps),
+                format!("{:.1}", r.loss_pct.max(0.0)),
+                format!("{:.2}", r.cores.gw),
+                format!("{:.2}", r.cores.cgw),
+                format!("{:.2}", r.cores.machine),
+            ]
+        })
+        .collect();
+    doc.table(
+        "Maximum rate",
+        "The generator sends as fast as it can; received is counted on the sink's interface. Cores: CPU seconds \
+         per second of the forwarding parties in gw and cgw (vpngw or charon), and of the whole machine.",
+        &["setup", "bytes", "sent kpps", "received kpps", "Gbit/s", "loss %", "gw cores", "cgw cores", "machine"],
+        &rows,
+    );
+    let rows: Vec<Vec<String>> =
+        report.ratios.iter().map(|r| vec![r.what.clone(), r.size.label(), format!("{:.2}", r.median)]).collect();
+    doc.table("Ratios", "Of received packets/s, round by round; the median.", &["ratio", "bytes", "median"], &rows);
+    let rows: Vec<Vec<String>> = report
+        .tcp
+        .iter()
+        .map(|g| vec![g.setup.name().into(), format!("{:.0}", g.mbps), g.retransmits.to_string()])
+        .collect();
+    doc.table("TCP goodput", "iperf3, one connection from the VPC host.", &["setup", "Mbit/s", "retransmits"], &rows);
+    let rows: Vec<Vec<String>> = report
+        .ndr
+        .iter()
+        .map(|n| vec![n.setup.name().into(), n.size.label(), kpps(n.pps), format!("{:.2}", n.gbps)])
+        .collect();
+    doc.table("No-drop rate", "", &["setup", "bytes", "kpps", "Gbit/s"], &rows);
+    let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
+    let rows: Vec<Vec<String>> = report
+        .latency
+        .iter()
+        .map(|l| {
+            vec![
+                l.setup.name().into(),
+                format!("{:.0}%", l.load * 100.0),
+                kpps(l.rate_pps),
+                format!("{:.2}", l.loss_pct.max(0.0)),
+                us(l.latency.p50_ns),
+                us(l.latency.p99_ns),
+                us(l.latency.p999_ns),
+                us(l.latency.max_ns),
+            ]
+        })
+        .collect();
+    doc.table(
+        "One-way latency (us), 64 B",
+        "From the send time the generator writes into each packet to the sink's kernel receive timestamp.",
+        &["setup", "load", "kpps", "loss %", "p50", "p99", "p99.9", "max"],
+        &rows,
+    );
+    let by_setup = |f: &dyn Fn(&Row) -> f64| -> Vec<Series> {
+        Setup::ALL
+            .iter()
+            .map(|&s| Series {
+                name: s.name().into(),
+                points: report.results.iter().filter(|r| r.setup == s).map(|r| (r.mean_bytes, f(r))).collect(),
+            })
+            .collect()
+    };
+    doc.charts.push((
+        "pps",
+        Chart {
+            title: "Received packets/s vs packet size (IMIX at its mean, 346 B)".into(),
+            x_label: "IP packet bytes".into(),
+            y_label: "kpps".into(),
+            x_log: true,
+            y_log: false,
+            series: by_setup(&|r| r.received_pps / 1e3),
+        },
+    ));
+    doc.charts.push((
+        "gbps",
+        Chart {
+            title: "Received Gbit/s vs packet size".into(),
+            x_label: "IP packet bytes".into(),
+            y_label: "Gbit/s".into(),
+            x_log: true,
+            y_log: false,
+            series: by_setup(&|r| r.gbps),
+        },
+    ));
+    for (short, title, pick) in [
+        ("latency-p50", "p50 one-way latency vs load, 64 B", (|l: &Latency| l.p50_ns) as fn(&Latency) -> u64),
+        ("latency-p99", "p99 one-way latency vs load, 64 B", |l: &Latency| l.p99_ns),
+    ] {
+        let series = Setup::ALL
+            .iter()
+            .filter(|s| s.latency_dst().is_some())
+            .map(|&s| Series {
+                name: s.name().into(),
+                points: report
+                    .latency
+                    .iter()
+                    .filter(|l| l.setup == s)
+                    .map(|l| (l.load * 100.0, pick(&l.latency) as f64 / 1e3))
+                    .collect(),
+            })
+            .collect();
+        doc.charts.push((
+            short,
+            Chart {
+                title: title.into(),
+                x_label: "load, % of the setup's maximum rate".into(),
+                y_label: "us".into(),
+                x_log: false,
+                y_log: true,
+                series,
+            },
+        ));
+    }
+    doc.targets = report.targets.clone();
+    doc
 }

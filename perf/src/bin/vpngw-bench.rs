@@ -5,8 +5,9 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use vpngw_perf::report::{self, Doc};
 use vpngw_perf::traffic::{self, FlowSpec, SizeMix};
-use vpngw_perf::{crypto, ctl, esp, fib, monitoring, pipeline, spd, wire};
+use vpngw_perf::{compare, crypto, ctl, esp, fib, monitoring, pipeline, spd, wire};
 
 /// Benchmarks of the vpngw data plane. Ratios are measured within one run,
 /// interleaved, so they hold on a shared, noisy machine; absolute numbers
@@ -20,6 +21,18 @@ struct Cli {
     /// Also write the results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// Also write the run up for people into this directory: markdown
+    /// (BENCH.md) with SVG charts beside it (BENCH-*.svg).
+    #[arg(long, global = true, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Compare with a saved JSON report of the same benchmark: every
+    /// measurement both have, as this run / that one; those that moved by
+    /// more than --threshold are listed.
+    #[arg(long, global = true, value_name = "FILE")]
+    compare: Option<PathBuf>,
+    /// What counts as a change for --compare (0.05: 5%).
+    #[arg(long, global = true, default_value_t = 0.05, value_parser = threshold)]
+    threshold: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,12 +97,15 @@ enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         batch: u64,
     },
-    /// On the wire, in the namespace lab (root; trafgen from netsniff-ng):
-    /// 64 and 1400-byte UDP from a generator to a sink through the gateway
-    /// namespace: the kernel's own forwarding, vpngw unencrypted (a hairpin
-    /// on the inside port), and vpngw ESP AES-GCM-128 through two daemons;
-    /// sent and received pps, Gbit/s, loss, cores used (about two minutes;
-    /// --quick: seconds).
+    /// On the wire, in the namespace lab (root; iperf3 and strongSwan, as
+    /// scripts/deps.sh installs them): 64-byte, IMIX and 1400-byte UDP from
+    /// a generator to a sink through the gateway namespace: the kernel's
+    /// own forwarding, vpngw unencrypted (a hairpin on the inside port),
+    /// vpngw ESP AES-GCM-128 through two daemons, and strongSwan with its
+    /// userspace ESP (kernel-libipsec) carrying the same tunnel. Maximum
+    /// rates (pps, Gbit/s, loss, cores used), TCP goodput (iperf3), the
+    /// no-drop rate at 1400 B, and one-way latency at 10%, 50% and 90% of
+    /// each setup's maximum (about five minutes; --quick: one).
     Wire {
         /// The vpngw daemon (default: `vpngw` next to this binary).
         #[arg(long)]
@@ -111,6 +127,19 @@ enum Command {
         /// other work on the machine; 0: as everything else).
         #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
         nice: Option<i32>,
+        /// The full-rate generator: own (`vpngw-bench generate`, AF_XDP)
+        /// or trafgen (netsniff-ng). The rate-controlled runs use our own.
+        #[arg(long, default_value = "own")]
+        generator: wire::GeneratorKind,
+        /// iperf3's run per setup, seconds (default 5; --quick 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
+        tcp_seconds: Option<u64>,
+        /// Each latency measurement, ms (default 2000; --quick 300).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        latency_ms: Option<u64>,
+        /// Steps of the no-drop-rate search (default 7; --quick 2).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=20))]
+        ndr_steps: Option<u64>,
     },
     /// Our own packet generator: UDP/IPv4 frames on an AF_XDP socket at a
     /// set rate, size mix and flow count, each stamped with a sequence
@@ -162,6 +191,13 @@ enum Command {
     },
 }
 
+fn threshold(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=100.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?}: a fraction from 0 to 100 (0.05 is 5%)")),
+    }
+}
+
 /// `none` or a CPU number.
 fn core(arg: Option<String>, default: Option<usize>) -> Result<Option<usize>, String> {
     match arg.as_deref() {
@@ -175,13 +211,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (rounds, round) = if cli.quick { (1, Duration::from_millis(20)) } else { (5, Duration::from_millis(200)) };
     let progress = |msg: &str| eprintln!("[vpngw-bench] {msg}");
-    let json = match cli.command {
+    let out = match cli.command {
         Command::Crypto { suite, size } => {
             let suites = if suite.is_empty() { vpngw_engine::Suite::ALL.to_vec() } else { suite };
-            let sizes = if size.is_empty() { crypto::SIZES.to_vec() } else { size.into_iter().map(usize::from).collect() };
+            let sizes =
+                if size.is_empty() { crypto::SIZES.to_vec() } else { size.into_iter().map(usize::from).collect() };
             let report = crypto::run(&suites, &sizes, rounds, round, progress);
             crypto::print(&report);
-            serde_json::to_string_pretty(&report)
+            Out::bench(&report, Some(crypto::doc(&report)))
         }
         Command::Generate { dev, dst_mac, src_mac, src, dst, port, rate, size, flows, seconds } => {
             let macs = traffic::parse_mac(&dst_mac)
@@ -193,7 +230,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if !(rate >= 0.0 && rate.is_finite()) || !(seconds > 0.0 && seconds <= 86_400.0) {
+            if !(rate >= 0.0 && rate.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
                 eprintln!("vpngw-bench: generate: --rate must be 0 or more, --seconds from 0 to 86400");
                 return ExitCode::from(2);
             }
@@ -210,7 +247,7 @@ fn main() -> ExitCode {
                         r.seconds,
                         r.sent_pps / 1e3
                     );
-                    serde_json::to_string_pretty(&r)
+                    Out::tool(&r)
                 }
                 Err(e) => {
                     eprintln!("vpngw-bench: generate: {e}");
@@ -234,7 +271,7 @@ fn main() -> ExitCode {
                     l.p999_ns as f64 / 1e3,
                     l.max_ns as f64 / 1e3
                 );
-                serde_json::to_string_pretty(&r)
+                Out::tool(&r)
             }
             Err(e) => {
                 eprintln!("vpngw-bench: sink: {e}");
@@ -246,7 +283,7 @@ fn main() -> ExitCode {
             let sizes = if size.is_empty() { esp::SIZES.to_vec() } else { size.into_iter().map(usize::from).collect() };
             let report = esp::run(&suites, &sizes, rounds, round, progress);
             esp::print(&report);
-            serde_json::to_string_pretty(&report)
+            Out::bench(&report, Some(esp::doc(&report)))
         }
         Command::Ctl { routes, tunnels, batch } => {
             let routes = routes.unwrap_or(if cli.quick { 2000 } else { 100_000 });
@@ -254,7 +291,7 @@ fn main() -> ExitCode {
             let single = if cli.quick { 20 } else { 100 };
             let report = ctl::run(routes, tunnels, batch as usize, single, progress);
             ctl::print(&report);
-            serde_json::to_string_pretty(&report)
+            Out::bench(&report, None)
         }
         Command::Pipeline { tunnels, routes } => {
             let tunnels = match (tunnels.is_empty(), cli.quick) {
@@ -269,19 +306,30 @@ fn main() -> ExitCode {
             }
             let report = pipeline::run_bench(&tunnels, routes, rounds, round, progress);
             pipeline::print(&report);
-            serde_json::to_string_pretty(&report)
+            Out::bench(&report, None)
         }
         Command::Monitoring => {
             let report = monitoring::run_bench(rounds, round, progress);
             monitoring::print(&report);
-            serde_json::to_string_pretty(&report)
+            Out::bench(&report, None)
         }
         Command::Spd => {
             let report = spd::run(rounds, round, progress);
             spd::print(&report);
-            serde_json::to_string_pretty(&report)
+            Out::bench(&report, None)
         }
-        Command::Wire { vpngw, rounds, window_ms, gw_core, cgw_core, nice } => {
+        Command::Wire {
+            vpngw,
+            rounds,
+            window_ms,
+            gw_core,
+            cgw_core,
+            nice,
+            generator,
+            tcp_seconds,
+            latency_ms,
+            ndr_steps,
+        } => {
             let bin = vpngw.unwrap_or_else(|| {
                 let me = std::env::current_exe().unwrap_or_default();
                 me.with_file_name("vpngw")
@@ -296,6 +344,10 @@ fn main() -> ExitCode {
             if let Some(n) = nice {
                 opts.nice = n;
             }
+            opts.generator = generator;
+            opts.tcp_seconds = tcp_seconds.unwrap_or(opts.tcp_seconds);
+            opts.latency_ms = latency_ms.unwrap_or(opts.latency_ms);
+            opts.ndr_steps = ndr_steps.map_or(opts.ndr_steps, |n| n as usize);
             match (core(gw_core, opts.gw_core), core(cgw_core, opts.cgw_core)) {
                 (Ok(g), Ok(c)) => (opts.gw_core, opts.cgw_core) = (g, c),
                 (Err(e), _) | (_, Err(e)) => {
@@ -306,7 +358,7 @@ fn main() -> ExitCode {
             match wire::run(&opts, progress) {
                 Ok(report) => {
                     wire::print(&report);
-                    serde_json::to_string_pretty(&report)
+                    Out::bench(&report, Some(wire::doc(&report)))
                 }
                 Err(e) => {
                     eprintln!("vpngw-bench: wire: {e}");
@@ -317,15 +369,63 @@ fn main() -> ExitCode {
         Command::Fib => {
             let report = fib::run(rounds, round, progress);
             fib::print(&report);
-            serde_json::to_string_pretty(&report)
+            Out::bench(&report, None)
         }
     };
+    if !out.bench && (cli.report.is_some() || cli.compare.is_some()) {
+        eprintln!("vpngw-bench: --report and --compare are for the benchmarks, not for generate and sink");
+        return ExitCode::from(2);
+    }
     if let Some(path) = &cli.json {
-        let text = json.expect("a report serializes");
+        let text = serde_json::to_string_pretty(&out.value).expect("a report serializes");
         if let Err(e) = std::fs::write(path, text + "\n") {
             eprintln!("vpngw-bench: {}: {e}", path.display());
             return ExitCode::from(2);
         }
     }
+    if let Some(dir) = &cli.report {
+        let doc = out.doc.unwrap_or_else(|| report::generic(&out.value));
+        let name = out.value["bench"].as_str().unwrap_or("bench").to_string();
+        match report::write(dir, &name, &doc) {
+            Ok(files) => {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                eprintln!("[vpngw-bench] report: {}", names.join(", "));
+            }
+            Err(e) => {
+                eprintln!("vpngw-bench: --report: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(path) = &cli.compare {
+        let baseline = match compare::load(path).and_then(|b| compare::check_same_bench(&b, &out.value).map(|_| b)) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("vpngw-bench: --compare: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        println!();
+        println!("Compared with {} (this run / that one):", path.display());
+        compare::print(&compare::compare(&baseline, &out.value), cli.threshold);
+    }
     ExitCode::SUCCESS
+}
+
+/// What a subcommand produced: its report as JSON, and its write-up.
+struct Out {
+    value: serde_json::Value,
+    doc: Option<Doc>,
+    /// A benchmark (not `generate` or `sink`).
+    bench: bool,
+}
+
+impl Out {
+    fn bench(report: &impl serde::Serialize, doc: Option<Doc>) -> Self {
+        Out { value: serde_json::to_value(report).expect("a report serializes"), doc, bench: true }
+    }
+
+    fn tool(report: &impl serde::Serialize) -> Self {
+        Out { value: serde_json::to_value(report).expect("a report serializes"), doc: None, bench: false }
+    }
 }
