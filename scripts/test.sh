@@ -60,20 +60,31 @@ fuzz ike_exchange hostile datagrams against an established IKE SA
 
 step "benchmark smoke run (numbers not asserted)"
 out=$(mktemp)
-target/release/vpngw-bench --quick --json "$out" esp --size 64 --size 1400 >/dev/null
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="esp" and len(r["results"])==20, r' "$out"
+report=$(mktemp -d)
+check() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert $1, r" "$out"; }
+target/release/vpngw-bench --quick --json "$out" crypto --size 64 --size 1400 >/dev/null
+check 'r["bench"]=="crypto" and len(r["results"])==20 and all(x["gbps"]>0 for x in r["results"])'
+target/release/vpngw-bench --quick --json "$out" --report "$report" esp --size 64 --size 1400 >/dev/null
+check 'r["bench"]=="esp" and len(r["results"])==20'
+cp "$out" "$report/esp-before.json"
+# The same run compared with the one before: every measurement found in both.
+target/release/vpngw-bench --quick --json "$out" --compare "$report/esp-before.json" esp --size 64 --size 1400 \
+  | grep -E '^[0-9]+ of 100 unchanged' >/dev/null
+test -s "$report/esp.md" && test -s "$report/esp-encap.svg" && test -s "$report/esp-decap.svg"
 target/release/vpngw-bench --quick --json "$out" fib >/dev/null
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="fib" and r["results"], r' "$out"
+check 'r["bench"]=="fib" and r["results"]'
 target/release/vpngw-bench --quick --json "$out" spd >/dev/null
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="spd" and len(r["results"])==3, r' "$out"
+check 'r["bench"]=="spd" and len(r["results"])==3'
 target/release/vpngw-bench --quick --json "$out" pipeline >/dev/null
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="pipeline" and len(r["results"])==12, r' "$out"
-target/release/vpngw-bench --quick --json "$out" wire >/dev/null
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="wire" and len(r["results"])==10 and all(x["received_pps"]>0 for x in r["results"]), r' "$out"
+check 'r["bench"]=="pipeline" and len(r["results"])==12'
+target/release/vpngw-bench --quick --json "$out" --report "$report" wire >/dev/null
+check 'r["bench"]=="wire" and len(r["results"])==18 and all(x["received_pps"]>0 for x in r["results"]) and len(r["tcp"])==3 and all(t["mbps"]>0 for t in r["tcp"]) and len(r["ndr"])==3 and len(r["latency"])==17 and all(l["received"]>0 and l["latency"]["p50_ns"]>0 for l in r["latency"])'
+for f in wire.md wire-pps.svg wire-gbps.svg wire-latency-p50.svg wire-latency-p99.svg; do test -s "$report/$f"; done
+grep -q "strongswan esp" "$report/wire.md"
 target/release/vpngw-bench --quick --json "$out" monitoring >/dev/null
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="monitoring" and len(r["results"])==20 and all(x["mpps"]>0 for x in r["results"]), r' "$out"
+check 'r["bench"]=="monitoring" and len(r["results"])==20 and all(x["mpps"]>0 for x in r["results"])'
 target/release/vpngw-bench --quick --json "$out" ctl >/dev/null
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["bench"]=="ctl" and len(r["phases"])==3 and r["sent"]>0, r' "$out"
-rm -f "$out"
+check 'r["bench"]=="ctl" and len(r["phases"])==3 and r["sent"]>0'
+rm -rf "$out" "$report"
 
 step "all tests passed"

@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// Keys that are not measurements: run settings, and raw per-round samples (noise). Whatever is under them is
 /// skipped too.
-const NOT_MEASUREMENTS: [&str; 6] = ["seconds", "round", "rounds", "options", "samples", "per_round"];
+const NOT_MEASUREMENTS: [&str; 7] = ["seconds", "round", "rounds", "round_ms", "options", "samples", "per_round"];
 
 /// One measurement found in both reports.
 #[derive(Debug, Clone, PartialEq)]

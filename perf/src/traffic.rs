@@ -356,8 +356,10 @@ pub struct SinkReport {
 }
 
 /// Receives on UDP `port` until `seconds` have passed, or until `idle_ms`
-/// pass without a datagram once one has arrived.
-pub fn sink(port: u16, seconds: f64, idle_ms: u64) -> Result<SinkReport, String> {
+/// pass without a datagram once one has arrived. Latency is measured on
+/// the packets sent from `warmup_ms` after the first one on (a generator's
+/// first moments, its page faults and cold caches, are not the gateway's).
+pub fn sink(port: u16, seconds: f64, idle_ms: u64, warmup_ms: u64) -> Result<SinkReport, String> {
     let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).map_err(|e| format!("UDP port {port}: {e}"))?;
     socket.set_read_timeout(Some(Duration::from_millis(20))).map_err(|e| e.to_string())?;
     recv::prepare(&socket)?;
@@ -369,6 +371,7 @@ pub fn sink(port: u16, seconds: f64, idle_ms: u64) -> Result<SinkReport, String>
     let end = start + Duration::from_secs_f64(seconds);
     let idle = Duration::from_millis(idle_ms);
     let mut last = None::<Instant>;
+    let mut measured_from = None::<u64>;
     let mut batch = recv::Batch::new();
     while Instant::now() < end && last.is_none_or(|t: Instant| t.elapsed() < idle) {
         let n = batch.receive(&socket)?;
@@ -388,7 +391,8 @@ pub fn sink(port: u16, seconds: f64, idle_ms: u64) -> Result<SinkReport, String>
             }
             highest = Some(highest.map_or(seq, |h| h.max(seq)));
             lowest = Some(lowest.map_or(seq, |l| l.min(seq)));
-            if rx_ns >= sent_ns {
+            let from = *measured_from.get_or_insert(sent_ns.saturating_add(warmup_ms * 1_000_000));
+            if sent_ns >= from && rx_ns >= sent_ns {
                 hist.saturating_record(rx_ns - sent_ns);
             }
         }
@@ -593,7 +597,7 @@ mod tests {
     #[test]
     fn the_sink_counts_order_gaps_and_latency_over_loopback() {
         let port = 40_000 + (std::process::id() % 20_000) as u16;
-        let sink = std::thread::spawn(move || sink(port, 5.0, 300));
+        let sink = std::thread::spawn(move || sink(port, 5.0, 300, 0));
         std::thread::sleep(Duration::from_millis(100));
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut buf = [0u8; 200];

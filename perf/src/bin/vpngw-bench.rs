@@ -188,6 +188,10 @@ enum Command {
         /// Stop this long after the last packet (once one came).
         #[arg(long, default_value_t = 500)]
         idle_ms: u64,
+        /// Leave the packets sent in the first N ms out of the latency
+        /// (the generator's start); they are still counted.
+        #[arg(long, default_value_t = 0)]
+        warmup_ms: u64,
     },
 }
 
@@ -255,7 +259,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Sink { port, seconds, idle_ms } => match traffic::sink(port, seconds, idle_ms) {
+        Command::Sink { port, seconds, idle_ms, warmup_ms } => match traffic::sink(port, seconds, idle_ms, warmup_ms) {
             Ok(r) => {
                 let l = &r.latency;
                 println!(
