@@ -355,6 +355,9 @@ pub struct SinkReport {
     pub seconds: f64,
 }
 
+/// How long the sink sleeps once it has emptied its socket.
+const SINK_NAP: Duration = Duration::from_micros(500);
+
 /// Receives on UDP `port` until `seconds` have passed, or until `idle_ms`
 /// pass without a datagram once one has arrived. Latency is measured on
 /// the packets sent from `warmup_ms` after the first one on (a generator's
@@ -363,6 +366,7 @@ pub fn sink(port: u16, seconds: f64, idle_ms: u64, warmup_ms: u64) -> Result<Sin
     let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).map_err(|e| format!("UDP port {port}: {e}"))?;
     socket.set_read_timeout(Some(Duration::from_millis(20))).map_err(|e| e.to_string())?;
     recv::prepare(&socket)?;
+    timer_slack_1us();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
     let mut r = SinkReport { port, ..SinkReport::default() };
     let mut highest: Option<u64> = None;
@@ -377,6 +381,14 @@ pub fn sink(port: u16, seconds: f64, idle_ms: u64, warmup_ms: u64) -> Result<Sin
         let n = batch.receive(&socket)?;
         if n == 0 {
             continue;
+        }
+        if n < recv::BATCH {
+            // Drained: nap, and let the socket's buffer (16 MiB) fill.
+            // Taking the CPU for short turns rather than whole scheduler
+            // slices keeps the sink from stalling a busy-polling gateway
+            // that shares the CPU (the latency is the kernel's receive
+            // time, which the nap does not move).
+            std::thread::sleep(SINK_NAP);
         }
         last = Some(Instant::now());
         for (payload, rx_ns) in batch.iter(n) {
@@ -415,7 +427,7 @@ mod recv {
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
 
-    const BATCH: usize = 64;
+    pub const BATCH: usize = 64;
     const DATA: usize = 2048;
     /// Room for one `struct timespec` control message.
     const CONTROL: usize = 64;

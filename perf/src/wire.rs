@@ -700,7 +700,7 @@ impl Parties {
             }
         }
         if want_swan && self.swan.is_none() {
-            self.swan = Some(Swan::start(lab)?);
+            self.swan = Some(Swan::start(lab, opts)?);
         }
         self.daemons.entry("gw".into()).or_default().core = opts.gw_core;
         self.daemons.entry("cgw".into()).or_default().core = opts.cgw_core;
@@ -1391,13 +1391,19 @@ impl Drop for Generator {
 struct Swan {
     dirs: [(&'static str, PathBuf); 2],
     script: PathBuf,
+    /// charon runs at the niceness of the other parties.
+    nice: i32,
 }
 
 impl Swan {
-    fn start(lab: &WireLab) -> Result<Self, String> {
+    fn start(lab: &WireLab, opts: &Options) -> Result<Self, String> {
         let script = lab.dir.join("swan.py");
         fs::write(&script, SWAN_PY).map_err(|e| format!("{}: {e}", script.display()))?;
-        let swan = Swan { dirs: [("gw", lab.dir.join("swan-gw")), ("cgw", lab.dir.join("swan-cgw"))], script };
+        let swan = Swan {
+            dirs: [("gw", lab.dir.join("swan-gw")), ("cgw", lab.dir.join("swan-cgw"))],
+            script,
+            nice: opts.nice,
+        };
         for ((role, dir), (local, remote, local_ts, remote_ts)) in swan.dirs.iter().zip([
             ("192.0.2.1", "198.51.100.1", "10.1.0.0/16", "172.16.1.0/24"),
             ("198.51.100.1", "192.0.2.1", "172.16.1.0/24", "10.1.0.0/16"),
@@ -1433,9 +1439,10 @@ impl Swan {
     }
 
     fn py(&self, args: &[&str]) -> Result<String, String> {
-        let mut all = vec![self.script.to_str().unwrap_or_default()];
+        let nice = self.nice.to_string();
+        let mut all = vec!["-n", &nice, "python3", self.script.to_str().unwrap_or_default()];
         all.extend_from_slice(args);
-        run_cmd("python3", &all)
+        run_cmd("nice", &all)
     }
 
     fn pid(&self, role: &str) -> Option<u32> {
@@ -1471,8 +1478,11 @@ fn goodput(
     server: (&'static str, &'static str),
 ) -> Result<Goodput, String> {
     let (role, addr) = server;
+    // Both ends at the parties' niceness: against busy-polling daemons at
+    // nice -10, iperf3 at 0 would get a tenth of a CPU.
+    let nice = opts.nice.to_string();
     let mut srv = Command::new("ip")
-        .args(["netns", "exec", &ns(role), "iperf3", "-s", "-1", "-p", "5201"])
+        .args(["netns", "exec", &ns(role), "nice", "-n", &nice, "iperf3", "-s", "-1", "-p", "5201"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -1480,7 +1490,7 @@ fn goodput(
         .map_err(|e| format!("iperf3 server: {e}"))?;
     sleep(Duration::from_millis(300));
     let t = opts.tcp_seconds.to_string();
-    let out = lab.exec("vpc", &["iperf3", "-c", addr, "-p", "5201", "-t", &t, "-J"]);
+    let out = lab.exec("vpc", &["nice", "-n", &nice, "iperf3", "-c", addr, "-p", "5201", "-t", &t, "-J"]);
     let _ = srv.kill();
     let _ = srv.wait();
     let out = out.map_err(|e| format!("{}: iperf3: {e}", setup.name()))?;
@@ -1791,7 +1801,7 @@ pub fn print(report: &Report) {
         "Cores: CPU time / wall time per party; veth receive work (the kernel's forwarding, vpngw's XDP copy into \
          its AF_XDP ring) runs on the sending CPU and counts for whatever it interrupted; machine: all CPUs busy; \
          other: the machine less the generator and the daemons (ksoftirqd, and anything else running: load \
-         average before {}, after {}). The generator and the daemons run at nice {}.",
+         average before {}, after {}). The generator, the daemons, charon and iperf3 run at nice {}.",
         report.loadavg_before, report.loadavg_after, o.nice
     );
     let busy = report.results.iter().map(|r| r.cores.other).fold(0.0, f64::max);
