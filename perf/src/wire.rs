@@ -1744,7 +1744,7 @@ pub fn print(report: &Report) {
     for setup in Setup::ALL {
         println!("  {:<20} {}", setup.name(), setup.path());
     }
-    let vpngw = |s: Setup, cond: bool, x: f64| {
+    let party = |s: Setup, cond: bool, x: f64| {
         if cond && s != Setup::KernelHairpin && s != Setup::KernelForward {
             format!("{x:.2}")
         } else {
@@ -1764,8 +1764,8 @@ pub fn print(report: &Report) {
                 format!("{:.1}", r.loss_pct.max(0.0)),
                 if r.setup.xdp_ports().is_empty() { "-".into() } else { format!("{:.1}", r.xdp_drop_pct) },
                 format!("{:.2}", r.cores.generator),
-                vpngw(r.setup, true, r.cores.gw),
-                vpngw(r.setup, r.setup == Setup::VpngwEsp, r.cores.cgw),
+                party(r.setup, true, r.cores.gw),
+                party(r.setup, matches!(r.setup, Setup::VpngwEsp | Setup::StrongswanEsp), r.cores.cgw),
                 format!("{:.2}", r.cores.softirq),
                 format!("{:.2}", r.cores.other),
                 format!("{:.2}", r.cores.machine),
