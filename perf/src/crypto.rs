@@ -6,7 +6,7 @@
 use crate::esp::Raw;
 use crate::plot::{Chart, Series};
 use crate::report::Doc;
-use crate::{median, print_table, rate};
+use crate::{median, rate, Table};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use vpngw_engine::Suite;
@@ -93,38 +93,8 @@ fn cpu() -> (String, Option<f64>) {
     (model, field("cpu MHz").and_then(|m| m.parse().ok()))
 }
 
-pub fn print(report: &Report) {
-    println!(
-        "Raw ciphers on one core, in place, no ESP ({}; median of {} rounds of {} ms)",
-        report.cpu, report.rounds, report.round_ms
-    );
-    let rows: Vec<Vec<String>> = report
-        .results
-        .iter()
-        .map(|r| {
-            vec![
-                r.suite.to_string(),
-                r.size.to_string(),
-                r.op.to_string(),
-                format!("{:.2}", r.mpps),
-                format!("{:.2}", r.gbps),
-                r.cycles_per_byte.map_or("-".into(), |c| format!("{c:.2}")),
-            ]
-        })
-        .collect();
-    print_table(&["suite", "bytes", "op", "Mpps", "Gbit/s", "cycles/byte"], &rows);
-}
-
-/// The run written up: the table, and Gbit/s against buffer size.
-pub fn doc(report: &Report) -> Doc {
-    let mut doc = Doc::new(
-        "Raw ciphers on one core",
-        format!(
-            "The crates the engine uses, in place, no ESP ({}; median of {} rounds of {} ms).",
-            report.cpu, report.rounds, report.round_ms
-        ),
-    );
-    let rows: Vec<Vec<String>> = report
+fn table(report: &Report) -> Table {
+    let rows = report
         .results
         .iter()
         .map(|r| {
@@ -138,7 +108,27 @@ pub fn doc(report: &Report) -> Doc {
             ]
         })
         .collect();
-    doc.table("Results", "", &["suite", "bytes", "op", "Mpps", "Gbit/s", "cycles/byte"], &rows);
+    Table::new(&["suite", "bytes", "op", "Mpps", "Gbit/s", "cycles/byte"], rows)
+}
+
+pub fn print(report: &Report) {
+    println!(
+        "Raw ciphers on one core, in place, no ESP ({}; median of {} rounds of {} ms)",
+        report.cpu, report.rounds, report.round_ms
+    );
+    table(report).print();
+}
+
+/// The run written up: the table, and Gbit/s against buffer size.
+pub fn doc(report: &Report) -> Doc {
+    let mut doc = Doc::new(
+        "Raw ciphers on one core",
+        format!(
+            "The crates the engine uses, in place, no ESP ({}; median of {} rounds of {} ms).",
+            report.cpu, report.rounds, report.round_ms
+        ),
+    );
+    doc.table("Results", "", &table(report));
     let series = Suite::ALL
         .iter()
         .flat_map(|s| ["seal", "open"].map(|op| (s.name(), op)))

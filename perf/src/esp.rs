@@ -9,7 +9,7 @@
 
 use crate::plot::{Chart, Series};
 use crate::report::Doc;
-use crate::{median, print_table, print_targets, rate, Target};
+use crate::{median, print_targets, rate, Table, Target};
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
@@ -303,15 +303,15 @@ fn targets(rows: &[Row]) -> Vec<Target> {
     t
 }
 
-pub fn print(report: &Report) {
-    let rows: Vec<Vec<String>> = report
+fn table(report: &Report) -> Table {
+    let rows = report
         .results
         .iter()
         .map(|r| {
             vec![
-                r.suite.to_string(),
+                r.suite.into(),
                 r.size.to_string(),
-                r.op.to_string(),
+                r.op.into(),
                 format!("{:.2}", r.mpps),
                 format!("{:.2}", r.gbps),
                 format!("{:.2}", r.raw_mpps),
@@ -320,12 +320,16 @@ pub fn print(report: &Report) {
             ]
         })
         .collect();
+    Table::new(&["suite", "bytes", "op", "Mpps", "Gbit/s", "raw Mpps", "raw Gbit/s", "esp/raw"], rows)
+}
+
+pub fn print(report: &Report) {
     println!(
         "ESP on one core, inner packet sizes; raw = the same crates (AEAD, or AES-CBC and HMAC) on a buffer of the same size, same run \
          (median of {} rounds of {} ms)",
         report.rounds, report.round_ms
     );
-    print_table(&["suite", "bytes", "op", "Mpps", "Gbit/s", "raw Mpps", "raw Gbit/s", "esp/raw"], &rows);
+    table(report).print();
     println!();
     print_targets(&report.targets);
 }
@@ -341,22 +345,7 @@ pub fn doc(report: &Report) -> Doc {
             report.rounds, report.round_ms
         ),
     );
-    let rows: Vec<Vec<String>> = report
-        .results
-        .iter()
-        .map(|r| {
-            vec![
-                r.suite.into(),
-                r.size.to_string(),
-                r.op.into(),
-                format!("{:.2}", r.mpps),
-                format!("{:.2}", r.gbps),
-                format!("{:.2}", r.raw_gbps),
-                format!("{:.3}", r.ratio),
-            ]
-        })
-        .collect();
-    doc.table("Results", "", &["suite", "bytes", "op", "Mpps", "Gbit/s", "raw Gbit/s", "esp/raw"], &rows);
+    doc.table("Results", "", &table(report));
     for op in ["encap", "decap"] {
         let mut series = Vec::new();
         for suite in Suite::ALL.map(|s| s.name()) {

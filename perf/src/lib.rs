@@ -80,6 +80,27 @@ pub fn print_targets(targets: &[Target]) {
     print_table(&["target", "want", "got", ""], &rows);
 }
 
+/// A table of results: printed for the terminal, or written into a report
+/// (the same rows either way).
+pub struct Table {
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: &[&str], rows: Vec<Vec<String>>) -> Self {
+        Table { headers: headers.iter().map(|h| h.to_string()).collect(), rows }
+    }
+
+    pub fn headers(&self) -> Vec<&str> {
+        self.headers.iter().map(String::as_str).collect()
+    }
+
+    pub fn print(&self) {
+        print_table(&self.headers(), &self.rows);
+    }
+}
+
 /// Prints rows as a table whose columns fit their widest cell.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..header.len())

@@ -3,7 +3,7 @@
 //! is made of.
 
 use crate::plot::{markdown_table, Chart};
-use crate::Target;
+use crate::{Table, Target};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -25,13 +25,13 @@ impl Doc {
     }
 
     /// A section holding a table.
-    pub fn table(&mut self, heading: &str, note: &str, headers: &[&str], rows: &[Vec<String>]) {
+    pub fn table(&mut self, heading: &str, note: &str, table: &Table) {
         let mut body = String::new();
         if !note.is_empty() {
             body += note;
             body += "\n\n";
         }
-        body += &markdown_table(headers, rows);
+        body += &markdown_table(&table.headers(), &table.rows);
         self.sections.push((heading.into(), body));
     }
 }
@@ -87,10 +87,10 @@ pub fn generic(report: &serde_json::Value) -> Doc {
             continue;
         }
         let Some(first) = rows.first().and_then(Value::as_object) else { continue };
-        let headers: Vec<&str> =
-            first.iter().filter(|(_, v)| !v.is_array() && !v.is_object()).map(|(k, _)| k.as_str()).collect();
-        let table: Vec<Vec<String>> = rows.iter().map(|r| headers.iter().map(|h| cell(&r[*h])).collect()).collect();
-        doc.table(key, "", &headers, &table);
+        let headers: Vec<String> =
+            first.iter().filter(|(_, v)| !v.is_array() && !v.is_object()).map(|(k, _)| k.clone()).collect();
+        let rows = rows.iter().map(|r| headers.iter().map(|h| cell(&r[h.as_str()])).collect()).collect();
+        doc.table(key, "", &Table { headers, rows });
     }
     doc
 }
@@ -104,7 +104,8 @@ mod tests {
     fn a_doc_becomes_markdown_with_its_charts_beside_it() {
         let dir = std::env::temp_dir().join(format!("vpngw-report-test-{}", std::process::id()));
         let mut doc = Doc::new("On the wire", "What was measured.");
-        doc.table("Throughput", "Medians.", &["setup", "kpps"], &[vec!["vpngw | esp".into(), "412.0".into()]]);
+        let table = Table::new(&["setup", "kpps"], vec![vec!["vpngw | esp".into(), "412.0".into()]]);
+        doc.table("Throughput", "Medians.", &table);
         doc.charts.push((
             "throughput",
             Chart {

@@ -131,7 +131,7 @@
 use crate::plot::{Chart, Series};
 use crate::report::Doc;
 use crate::traffic::{GenReport, Latency, SinkReport, SizeMix};
-use crate::{median, print_table, print_targets, Target};
+use crate::{median, print_targets, Table, Target};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
@@ -1744,52 +1744,7 @@ pub fn print(report: &Report) {
     for setup in Setup::ALL {
         println!("  {:<20} {}", setup.name(), setup.path());
     }
-    let party = |s: Setup, cond: bool, x: f64| {
-        if cond && s != Setup::KernelHairpin && s != Setup::KernelForward {
-            format!("{x:.2}")
-        } else {
-            "-".into()
-        }
-    };
-    let rows: Vec<Vec<String>> = report
-        .results
-        .iter()
-        .map(|r| {
-            vec![
-                r.setup.name().to_string(),
-                r.size.to_string(),
-                kpps(r.sent_pps),
-                kpps(r.received_pps),
-                format!("{:.2}", r.gbps),
-                format!("{:.1}", r.loss_pct.max(0.0)),
-                if r.setup.xdp_ports().is_empty() { "-".into() } else { format!("{:.1}", r.xdp_drop_pct) },
-                format!("{:.2}", r.cores.generator),
-                party(r.setup, true, r.cores.gw),
-                party(r.setup, matches!(r.setup, Setup::VpngwEsp | Setup::StrongswanEsp), r.cores.cgw),
-                format!("{:.2}", r.cores.softirq),
-                format!("{:.2}", r.cores.other),
-                format!("{:.2}", r.cores.machine),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "setup",
-            "bytes",
-            "sent kpps",
-            "recv kpps",
-            "Gbit/s",
-            "loss %",
-            "xdp drop %",
-            "cores: gen",
-            "gw",
-            "cgw",
-            "softirq",
-            "other",
-            "machine",
-        ],
-        &rows,
-    );
+    maximum_table(report).print();
     let pin = |c: Option<usize>| c.map_or("unpinned".to_string(), |c| format!("pinned to CPU {c}"));
     println!(
         "{} CPUs. Generator: one process pinned to CPU 0; vpngw gw's worker {}; cgw's {}; strongSwan's charons unpinned.",
@@ -1841,7 +1796,65 @@ pub fn print(report: &Report) {
         );
     }
     println!();
-    let rows: Vec<Vec<String>> = report
+    ratios_table(report).print();
+    println!();
+    print_rate_controlled(report);
+    println!();
+    print_targets(&report.targets);
+}
+
+fn maximum_table(report: &Report) -> Table {
+    // A party's cores where it is in the setup.
+    let party = |s: Setup, present: bool, x: f64| {
+        if present && s != Setup::KernelHairpin && s != Setup::KernelForward {
+            format!("{x:.2}")
+        } else {
+            "-".into()
+        }
+    };
+    let rows = report
+        .results
+        .iter()
+        .map(|r| {
+            vec![
+                r.setup.name().to_string(),
+                r.size.to_string(),
+                kpps(r.sent_pps),
+                kpps(r.received_pps),
+                format!("{:.2}", r.gbps),
+                format!("{:.1}", r.loss_pct.max(0.0)),
+                if r.setup.xdp_ports().is_empty() { "-".into() } else { format!("{:.1}", r.xdp_drop_pct) },
+                format!("{:.2}", r.cores.generator),
+                party(r.setup, true, r.cores.gw),
+                party(r.setup, matches!(r.setup, Setup::VpngwEsp | Setup::StrongswanEsp), r.cores.cgw),
+                format!("{:.2}", r.cores.softirq),
+                format!("{:.2}", r.cores.other),
+                format!("{:.2}", r.cores.machine),
+            ]
+        })
+        .collect();
+    Table::new(
+        &[
+            "setup",
+            "bytes",
+            "sent kpps",
+            "recv kpps",
+            "Gbit/s",
+            "loss %",
+            "xdp drop %",
+            "cores: gen",
+            "gw",
+            "cgw",
+            "softirq",
+            "other",
+            "machine",
+        ],
+        rows,
+    )
+}
+
+fn ratios_table(report: &Report) -> Table {
+    let rows = report
         .ratios
         .iter()
         .map(|r| {
@@ -1849,30 +1862,20 @@ pub fn print(report: &Report) {
             vec![r.what.clone(), r.size.to_string(), format!("{:.2}", r.median), rounds.join(" ")]
         })
         .collect();
-    print_table(&["ratio of received pps, same round", "bytes", "median", "per round"], &rows);
-    println!();
-    print_rate_controlled(report);
-    println!();
-    print_targets(&report.targets);
+    Table::new(&["ratio of received pps, same round", "bytes", "median", "per round"], rows)
 }
 
-/// The TCP, no-drop-rate and latency tables.
-fn print_rate_controlled(report: &Report) {
-    println!("TCP goodput, iperf3, one connection from the VPC host, {} s:", report.options.tcp_seconds);
-    let rows: Vec<Vec<String>> = report
+fn tcp_table(report: &Report) -> Table {
+    let rows = report
         .tcp
         .iter()
         .map(|g| vec![g.setup.name().into(), g.server.into(), format!("{:.0}", g.mbps), g.retransmits.to_string()])
         .collect();
-    print_table(&["setup", "server", "Mbit/s", "retransmits"], &rows);
-    println!();
-    println!(
-        "No-drop rate: the highest rate with at most {}% lost (bisection, {} steps of {} ms; our generator):",
-        NDR_LOSS * 100.0,
-        report.options.ndr_steps,
-        report.options.ndr_trial_ms
-    );
-    let rows: Vec<Vec<String>> = report
+    Table::new(&["setup", "server", "Mbit/s", "retransmits"], rows)
+}
+
+fn ndr_table(report: &Report) -> Table {
+    let rows = report
         .ndr
         .iter()
         .map(|n| {
@@ -1881,15 +1884,12 @@ fn print_rate_controlled(report: &Report) {
             vec![n.setup.name().into(), n.size.label(), kpps(n.pps), format!("{:.2}", n.gbps), trials.join(" ")]
         })
         .collect();
-    print_table(&["setup", "bytes", "kpps", "Gbit/s", "trials (rate: loss)"], &rows);
-    println!();
-    println!(
-        "One-way latency, us, from the generator's send time in each packet to the sink's kernel receive time, \
-         at a share of the setup's own maximum rate ({} ms each after {} ms of warm-up):",
-        report.options.latency_ms, report.options.warmup_ms
-    );
+    Table::new(&["setup", "bytes", "kpps", "Gbit/s", "trials (rate: loss)"], rows)
+}
+
+fn latency_table(report: &Report) -> Table {
     let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
-    let rows: Vec<Vec<String>> = report
+    let rows = report
         .latency
         .iter()
         .map(|l| {
@@ -1907,7 +1907,28 @@ fn print_rate_controlled(report: &Report) {
             ]
         })
         .collect();
-    print_table(&["setup", "bytes", "load", "kpps", "loss %", "sink drops", "p50", "p99", "p99.9", "max"], &rows);
+    Table::new(&["setup", "bytes", "load", "kpps", "loss %", "sink drops", "p50", "p99", "p99.9", "max"], rows)
+}
+
+/// The TCP, no-drop-rate and latency tables.
+fn print_rate_controlled(report: &Report) {
+    println!("TCP goodput, iperf3, one connection from the VPC host, {} s:", report.options.tcp_seconds);
+    tcp_table(report).print();
+    println!();
+    println!(
+        "No-drop rate: the highest rate with at most {}% lost (bisection, {} steps of {} ms; our generator):",
+        NDR_LOSS * 100.0,
+        report.options.ndr_steps,
+        report.options.ndr_trial_ms
+    );
+    ndr_table(report).print();
+    println!();
+    println!(
+        "One-way latency, us, from the generator's send time in each packet to the sink's kernel receive time, \
+         at a share of the setup's own maximum rate ({} ms each after {} ms of warm-up):",
+        report.options.latency_ms, report.options.warmup_ms
+    );
+    latency_table(report).print();
 }
 
 /// The run written up: tables and charts of throughput against packet
@@ -1931,69 +1952,22 @@ pub fn doc(report: &Report) -> Doc {
             report.seconds
         ),
     );
-    let setups_rows: Vec<Vec<String>> = Setup::ALL.iter().map(|s| vec![s.name().into(), s.path().into()]).collect();
-    doc.table("Setups", "", &["setup", "path"], &setups_rows);
-    let rows: Vec<Vec<String>> = report
-        .results
-        .iter()
-        .map(|r| {
-            vec![
-                r.setup.name().into(),
-                r.size.label(),
-                kpps(r.sent_pps),
-                kpps(r.received_pps),
-                format!("{:.2}", r.gbps),
-                format!("{:.1}", r.loss_pct.max(0.0)),
-                format!("{:.2}", r.cores.gw),
-                format!("{:.2}", r.cores.cgw),
-                format!("{:.2}", r.cores.machine),
-            ]
-        })
-        .collect();
+    let setups = Setup::ALL.iter().map(|s| vec![s.name().into(), s.path().into()]).collect();
+    doc.table("Setups", "", &Table::new(&["setup", "path"], setups));
     doc.table(
         "Maximum rate",
-        "The generator sends as fast as it can; received is counted on the sink's interface. Cores: CPU seconds \
-         per second of the forwarding parties in gw and cgw (vpngw or charon), and of the whole machine.",
-        &["setup", "bytes", "sent kpps", "received kpps", "Gbit/s", "loss %", "gw cores", "cgw cores", "machine"],
-        &rows,
+        "The generator sends as fast as it can; received is counted on the sink's interface. xdp drop %: lost \
+         at a vpngw port's receive ring. Cores: CPU seconds per second of each party (gw and cgw: vpngw or \
+         charon), softirq, other work, and the whole machine.",
+        &maximum_table(report),
     );
-    let rows: Vec<Vec<String>> =
-        report.ratios.iter().map(|r| vec![r.what.clone(), r.size.label(), format!("{:.2}", r.median)]).collect();
-    doc.table("Ratios", "Of received packets/s, round by round; the median.", &["ratio", "bytes", "median"], &rows);
-    let rows: Vec<Vec<String>> = report
-        .tcp
-        .iter()
-        .map(|g| vec![g.setup.name().into(), format!("{:.0}", g.mbps), g.retransmits.to_string()])
-        .collect();
-    doc.table("TCP goodput", "iperf3, one connection from the VPC host.", &["setup", "Mbit/s", "retransmits"], &rows);
-    let rows: Vec<Vec<String>> = report
-        .ndr
-        .iter()
-        .map(|n| vec![n.setup.name().into(), n.size.label(), kpps(n.pps), format!("{:.2}", n.gbps)])
-        .collect();
-    doc.table("No-drop rate", "", &["setup", "bytes", "kpps", "Gbit/s"], &rows);
-    let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
-    let rows: Vec<Vec<String>> = report
-        .latency
-        .iter()
-        .map(|l| {
-            vec![
-                l.setup.name().into(),
-                format!("{:.0}%", l.load * 100.0),
-                kpps(l.rate_pps),
-                format!("{:.2}", l.loss_pct.max(0.0)),
-                us(l.latency.p50_ns),
-                us(l.latency.p99_ns),
-                us(l.latency.p999_ns),
-                us(l.latency.max_ns),
-            ]
-        })
-        .collect();
+    doc.table("Ratios", "Of received packets/s, round by round; the median.", &ratios_table(report));
+    doc.table("TCP goodput", "iperf3, one connection from the VPC host.", &tcp_table(report));
+    doc.table("No-drop rate", "Bisection; each trial's rate and loss.", &ndr_table(report));
     doc.table(
         "One-way latency (us), 64 B",
         "From the send time the generator writes into each packet to the sink's kernel receive timestamp.",
-        &["setup", "load", "kpps", "loss %", "p50", "p99", "p99.9", "max"],
-        &rows,
+        &latency_table(report),
     );
     let by_setup = |f: &dyn Fn(&Row) -> f64| -> Vec<Series> {
         Setup::ALL
