@@ -102,9 +102,12 @@
 //! otherwise idle machine (cgw with the generator, with gw, unpinned) this
 //! one lost the least (it halves the generator, and gw keeps a CPU of its
 //! own; with gw, the two daemons take turns on one CPU and gw's ring
-//! overflows while cgw runs; unpinned lies between). The generator and the
-//! daemons run at nice -10 (`--nice`), ahead of other work on a shared
-//! machine. Each measurement records the cores each party used (its CPU
+//! overflows while cgw runs; unpinned lies between). Every party runs
+//! at one niceness, -10 (`--nice`), ahead of other work on a shared
+//! machine: the generator, the daemons, strongSwan's charons (unpinned:
+//! their threads are theirs to schedule), iperf3's two ends and the
+//! latency sink (pinned to the generator's CPU), so that none is starved
+//! by another's busy polling. Each measurement records the cores each party used (its CPU
 //! time over the window, softirq work included when it ran in that party's
 //! context), softirq time, the whole machine, and "other": the machine
 //! less our parties (ksoftirqd, and whatever else was running, which is
@@ -1760,7 +1763,7 @@ pub fn print(report: &Report) {
         "Cores: CPU time / wall time per party; veth receive work (the kernel's forwarding, vpngw's XDP copy into \
          its AF_XDP ring) runs on the sending CPU and counts for whatever it interrupted; machine: all CPUs busy; \
          other: the machine less the generator and the daemons (ksoftirqd, and anything else running: load \
-         average before {}, after {}). The generator, the daemons, charon and iperf3 run at nice {}.",
+         average before {}, after {}). The generator, the daemons, charon, iperf3 and the sink run at nice {}.",
         report.loadavg_before, report.loadavg_after, o.nice
     );
     let busy = report.results.iter().map(|r| r.cores.other).fold(0.0, f64::max);
