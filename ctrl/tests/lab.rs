@@ -290,9 +290,12 @@ fn two_workers_share_the_queues_and_hand_off_to_the_tunnel_owner() {
     ping(&lab, "idc", "10.1.0.5", 5);
     let server = lab.spawn("idc", &["iperf3", "-s", "-1", "-p", "5203"]);
     std::thread::sleep(Duration::from_millis(300));
-    let (ok, out) = lab.run("vpc", &["iperf3", "-c", "172.16.1.9", "-p", "5203", "-t", "3", "-P", "4", "-J"]);
+    // Sixteen streams: the veth spreads flows over its two queues by hash.
+    // With four, all of them landed on one queue in a CI rehearsal (by
+    // chance: 2 in 16); with sixteen that is 2 in 65,536.
+    let (ok, out) = lab.run("vpc", &["iperf3", "-c", "172.16.1.9", "-p", "5203", "-t", "3", "-P", "16", "-J"]);
     drop(server);
-    assert!(ok, "iperf3 with four streams ran: {out}");
+    assert!(ok, "iperf3 with sixteen streams ran: {out}");
     let (gw_report, cgw_report) = (stop(gw), stop(cgw));
     let workers = gw_report["workers"].as_array().expect("workers");
     assert_eq!(workers.len(), 2, "{gw_report}");
