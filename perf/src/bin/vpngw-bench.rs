@@ -131,6 +131,13 @@ enum Command {
         /// or trafgen (netsniff-ng). The rate-controlled runs use our own.
         #[arg(long, default_value = "own")]
         generator: wire::GeneratorKind,
+        /// The vpngw daemons' --idle-sleep-us: their idle workers nap this
+        /// many microseconds, for CPUs shared with other work; 0: they
+        /// busy-poll. Default: 50 on a machine with fewer than four CPUs
+        /// (the daemons then share theirs with the generator, the sink,
+        /// iperf3 and each other), 0 on a larger one.
+        #[arg(long, value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        idle_sleep_us: Option<u64>,
         /// iperf3's run per setup, seconds (default 5; --quick 1).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
         tcp_seconds: Option<u64>,
@@ -330,6 +337,7 @@ fn main() -> ExitCode {
             cgw_core,
             nice,
             generator,
+            idle_sleep_us,
             tcp_seconds,
             latency_ms,
             ndr_steps,
@@ -349,6 +357,9 @@ fn main() -> ExitCode {
                 opts.nice = n;
             }
             opts.generator = generator;
+            if let Some(us) = idle_sleep_us {
+                opts.idle_sleep_us = (us > 0).then_some(us);
+            }
             opts.tcp_seconds = tcp_seconds.unwrap_or(opts.tcp_seconds);
             opts.latency_ms = latency_ms.unwrap_or(opts.latency_ms);
             opts.ndr_steps = ndr_steps.map_or(opts.ndr_steps, |n| n as usize);
