@@ -1962,11 +1962,12 @@ pub fn doc(report: &Report) -> Doc {
     let mut doc = Doc::new(
         "vpngw on the wire",
         format!(
-            "The namespace lab over veth on {} CPUs; generator: {}. Maximum rates are medians of {} round(s) of \
-             {} ms, the setups interleaved; then TCP goodput (iperf3), the no-drop rate ({}% loss allowed) and \
+            "The namespace lab over veth on {} CPUs; generator: {}; vpngw: {}. Maximum rates are medians of {} \
+             round(s) of {} ms, the setups interleaved; then TCP goodput (iperf3), the no-drop rate ({}% loss allowed) and \
              one-way latency at {} of each setup's maximum. Load average before {}, after {}; {:.0} s in all.",
             report.cpus,
             report.generator,
+            o.idle_sleep_us.map_or("the workers busy-poll".to_string(), |us| format!("idle workers nap {us} us")),
             o.rounds,
             o.window_ms,
             NDR_LOSS * 100.0,
