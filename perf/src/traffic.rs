@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use vpngw_engine::io::xsk::{ModePreference, UmemConfig, XskConfig, XskPort, XskSocket};
+use vpngw_engine::io::xsk::{Mode, ModePreference, UmemConfig, XskConfig, XskPort, XskSocket};
 use vpngw_engine::io::Port;
 use vpngw_engine::wire::checksum::checksum;
 
@@ -204,7 +204,10 @@ pub fn generate(
         ..XskConfig::default()
     };
     let socket = XskSocket::bind(&umem, ifindex, 0, &config).map_err(|e| format!("AF_XDP on {interface}: {e}"))?;
-    let mode = format!("{:?}", socket.mode()).to_lowercase().replace("zerocopy", "zero-copy");
+    let mode = match socket.mode() {
+        Mode::ZeroCopy => "zero-copy",
+        Mode::Copy => "copy",
+    };
     let mut port = XskPort::new(0, socket);
     let sizes = mix.cycle();
     let (mut seq, mut bytes) = (0u64, 0u64);
@@ -253,6 +256,7 @@ pub fn generate(
         }
         port.tx_burst(&mut burst.drain(..));
     }
+    let seconds = start.elapsed().as_secs_f64();
     // Let the last frames go.
     let drain_until = Instant::now() + Duration::from_millis(200);
     while port.socket().ring_levels().tx > 0 && Instant::now() < drain_until {
@@ -260,11 +264,10 @@ pub fn generate(
         std::thread::sleep(Duration::from_micros(100));
     }
     port.complete();
-    let seconds = start.elapsed().as_secs_f64();
     let stats = port.stats();
     Ok(GenReport {
         interface: interface.into(),
-        mode,
+        mode: mode.into(),
         rate_pps,
         sizes: mix.label(),
         flows: spec.flows,

@@ -343,7 +343,12 @@ impl std::str::FromStr for GeneratorKind {
 }
 
 impl Options {
-    /// The full run (about two minutes) or the quick one (seconds).
+    /// How the vpngw workers wait for traffic, in words.
+    fn workers(&self) -> String {
+        self.idle_sleep_us.map_or("the workers busy-poll".to_string(), |us| format!("idle workers nap {us} us"))
+    }
+
+    /// The full run (about six minutes) or the quick one (about one).
     pub fn new(quick: bool, vpngw: PathBuf) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (rounds, warmup_ms, window_ms) = if quick { (1, 200, 300) } else { (5, 400, 2000) };
@@ -1774,7 +1779,7 @@ pub fn print(report: &Report) {
         report.cpus,
         pin(o.gw_core),
         pin(o.cgw_core),
-        o.idle_sleep_us.map_or("the workers busy-poll".to_string(), |us| format!("idle workers nap {us} us"))
+        o.workers()
     );
     println!(
         "Cores: CPU time / wall time per party; veth receive work (the kernel's forwarding, vpngw's XDP copy into \
@@ -1967,7 +1972,7 @@ pub fn doc(report: &Report) -> Doc {
              one-way latency at {} of each setup's maximum. Load average before {}, after {}; {:.0} s in all.",
             report.cpus,
             report.generator,
-            o.idle_sleep_us.map_or("the workers busy-poll".to_string(), |us| format!("idle workers nap {us} us")),
+            o.workers(),
             o.rounds,
             o.window_ms,
             NDR_LOSS * 100.0,
