@@ -11,6 +11,8 @@
 //!   disjoint proposals fail with NO_PROPOSAL_CHOSEN, both offers logged.
 //! - Liveness: charon killed, vpngw's checks find it dead within the
 //!   interval plus the timeout.
+//! - Rekeys: each side rekeying the child and the IKE SA, and both sides
+//!   rekeying the child at once (vpngw winning and losing the collision).
 //!
 //! (Carrying traffic through these SAs comes with the daemon's use of
 //! IKE; here the IKE exchanges themselves are checked.)
@@ -128,6 +130,59 @@ fn run(
         meanwhile();
         let (seen, _endpoint, _driver) = worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         seen
+    })
+}
+
+/// Brings the tunnel up (vpngw initiating), then rekeys its child just
+/// as charon does, 4 s after: from 3.5 s to 4.5 s nothing is read, so
+/// charon's request waits in the socket while ours goes out. Returns once
+/// both exchanges and the deletes are done.
+fn collide(lab: &Lab, s: Settings) -> Seen {
+    let path = format!("/run/netns/{}", lab.ns("gw"));
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                enter(&path);
+                let mut driver = Driver::bind(GW.parse().unwrap()).expect("bind IKE ports in the lab");
+                let mut endpoint = Endpoint::new(vec![s]);
+                let t0 = Instant::now();
+                endpoint.initiate(t0, 0);
+                let mut seen = Seen::default();
+                let mut up_at = None;
+                let mut rekeyed = false;
+                while t0.elapsed() < Duration::from_secs(25) && seen.down.is_none() {
+                    let now = Instant::now();
+                    let since_up = up_at.map(|t| now - t);
+                    let hold = since_up.is_some_and(|d| d > Duration::from_millis(3500)) && !rekeyed;
+                    if hold && since_up.is_some_and(|d| d >= Duration::from_millis(4500)) {
+                        endpoint.rekey_child_soon(now, 0);
+                        rekeyed = true;
+                    } else if !hold {
+                        driver.receive(&mut endpoint, now);
+                    }
+                    driver.act(&mut endpoint, now, |_, o| match o {
+                        Output::Up { .. } => seen.up = true,
+                        Output::Down(why) => seen.down = Some((Instant::now(), why)),
+                        Output::InstallInbound(k) => seen.inbound.push(k),
+                        Output::InstallOutbound(k) => seen.outbound.push(k),
+                        Output::RemoveInbound(spi) => seen.removed.push(spi),
+                        Output::Log(l) => seen.log.push(l),
+                        _ => {}
+                    });
+                    if seen.up && up_at.is_none() {
+                        up_at = Some(now);
+                    }
+                    // Done: one inbound SA left, 2 s after our rekey.
+                    let live = seen.inbound.iter().filter(|k| !seen.removed.contains(&k.spi)).count();
+                    if rekeyed && live == 1 && since_up.is_some_and(|d| d > Duration::from_millis(6500)) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                seen
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
     })
 }
 
@@ -344,4 +399,52 @@ fn ike_against_strongswan() {
         dpd.interval, dpd.timeout
     );
     assert!(after <= dpd.interval + dpd.timeout + Duration::from_secs(1), "down {after:?} after the kill");
+}
+
+/// Both sides rekey the child at once (RFC 7296 section 2.8.1).
+#[test]
+fn simultaneous_child_rekeys_against_strongswan() {
+    let lab = Lab::up("ikecol");
+    let charon = Charon::start(&lab);
+    let said = |c: &Charon, what: &str| c.log().matches(what).count();
+    // Charon rekeys 4 s after the child is up; its request is held in our
+    // socket (as a slow link would hold it) while ours goes out, so the
+    // two exchanges cross and both complete. The child made by the
+    // exchange with the lowest nonce is redundant and its maker deletes
+    // it. Nonces are random, so this repeats until vpngw has both won and
+    // lost (each time 1 in 2; twelve tries fail to see both 1 in 2048).
+    let mut outcomes = Vec::new();
+    for n in 0..12 {
+        let name = format!("collide{n}");
+        let args = ["--ike-proposals", "aes256gcm16-prfsha256-x25519", "--esp-proposals", "aes128gcm16"];
+        charon.load(&name, PSK, &[&args[..], &["--rekey-time", "4", "--life-time", "60"]].concat());
+        // Charon's words when it lost (also when our delete of the old
+        // child reached it before our answer) and when it won.
+        let (lost, won_) = ("deleting redundant child", "CHILD_SA rekey collision won");
+        let before = (said(&charon, lost), said(&charon, won_));
+        let seen = collide(&lab, settings(&["aes256gcm16-prfsha256-x25519"], &["aes128gcm16"], PSK));
+        let won = seen.says("simultaneous rekey won");
+        assert!(
+            seen.says("the peer's and ours crossed") && (won || seen.says("simultaneous rekey lost")),
+            "a collision: {}\ncharon:\n{}",
+            seen.text(),
+            charon.log()
+        );
+        assert!(seen.down.is_none(), "{}", seen.text());
+        check_agreement(&charon, &seen, "aes_gcm");
+        let sas = charon.sas();
+        let installed = sas[0]["children"].as_array().unwrap().iter().filter(|c| c["state"] == "INSTALLED").count();
+        assert_eq!(installed, 1, "one child left at charon: {sas}");
+        // Charon comes to the opposite conclusion from the same nonces.
+        let (charon_says, before) = if won { (lost, before.0) } else { (won_, before.1) };
+        std::thread::sleep(Duration::from_millis(300)); // charon logs a moment after it sends
+        assert!(said(&charon, charon_says) > before, "charon agrees ({charon_says}):\n{}", charon.log());
+        eprintln!("simultaneous rekey {n}: vpngw {}, charon agrees", if won { "won" } else { "lost" });
+        outcomes.push(won);
+        let _ = swan(&["terminate", "--dir", charon.dir(), "--name", &name]);
+        if outcomes.contains(&true) && outcomes.contains(&false) {
+            break;
+        }
+    }
+    assert!(outcomes.contains(&true) && outcomes.contains(&false), "vpngw both won and lost: {outcomes:?}");
 }

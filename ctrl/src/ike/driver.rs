@@ -60,7 +60,13 @@ impl Driver {
     /// One turn: reads what has come, runs the timers that are due, sends
     /// what the endpoint wants sent, and hands every other output to
     /// `handle`.
-    pub fn turn(&mut self, endpoint: &mut Endpoint, now: Instant, mut handle: impl FnMut(Option<TunnelId>, Output)) {
+    pub fn turn(&mut self, endpoint: &mut Endpoint, now: Instant, handle: impl FnMut(Option<TunnelId>, Output)) {
+        self.receive(endpoint, now);
+        self.act(endpoint, now, handle);
+    }
+
+    /// Hands the endpoint every datagram that has come.
+    pub fn receive(&mut self, endpoint: &mut Endpoint, now: Instant) {
         for port in [IKE_PORT, NATT_PORT] {
             loop {
                 let socket = if port == IKE_PORT { &self.ike } else { &self.natt };
@@ -86,6 +92,11 @@ impl Driver {
                 endpoint.receive(now, port, from, ike);
             }
         }
+    }
+
+    /// Runs the timers that are due, sends keepalives and what the
+    /// endpoint wants sent, and hands every other output to `handle`.
+    pub fn act(&mut self, endpoint: &mut Endpoint, now: Instant, mut handle: impl FnMut(Option<TunnelId>, Output)) {
         if endpoint.next_timeout().is_some_and(|t| t <= now) {
             endpoint.on_timeout(now);
         }

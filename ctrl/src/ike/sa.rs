@@ -197,6 +197,16 @@ struct Child {
     rekey_at: Instant,
 }
 
+/// A child the peer's rekey made, waiting for the peer to delete the old.
+struct Successor {
+    child: Child,
+    outbound: SaKeys,
+    /// The lower of that exchange's two nonces: when both sides rekey at
+    /// once, the child made by the exchange with the lowest nonce is the
+    /// redundant one (RFC 7296 section 2.8.1).
+    lower_nonce: Vec<u8>,
+}
+
 /// What a request of ours was, so its response can be understood.
 enum Request {
     Init {
@@ -208,12 +218,13 @@ enum Request {
     },
     Liveness,
     Delete,
-    /// CREATE_CHILD_SA rekeying the child: our new inbound SPI, our nonce
-    /// and, with PFS, our key pair.
+    /// CREATE_CHILD_SA rekeying the child: our new inbound SPI, our nonce,
+    /// with PFS our key pair, and the inbound SPI of the child it replaces.
     RekeyChild {
         inbound: u32,
         ni: Vec<u8>,
         dh: Option<KeyPair>,
+        old: u32,
     },
     /// Deleting a rekeyed child: our old inbound SPI, removed once the
     /// peer confirms.
@@ -263,7 +274,10 @@ pub struct IkeSa {
     /// Responder of a rekey: the new child and its outbound SA, held until
     /// the peer deletes the old one (make-before-break: the peer sends on
     /// the new SA only after installing its inbound).
-    successor: Option<(Child, SaKeys)>,
+    successor: Option<Successor>,
+    /// The peer's child from a simultaneous rekey it lost: its inbound
+    /// stays until the peer deletes it (the peer may have sent on it).
+    redundant: Option<Child>,
     /// When this IKE SA is rekeyed.
     ike_rekey_at: Option<Instant>,
     /// The IKE SA that replaces this one (rekeyed), for the endpoint to
@@ -398,6 +412,7 @@ impl IkeSa {
             cached: None,
             child: None,
             successor: None,
+            redundant: None,
             ike_rekey_at: None,
             replacement: None,
             retired: None,
@@ -990,6 +1005,14 @@ impl IkeSa {
     /// Asks the peer for the child's successor (with PFS when the proposal
     /// has a group).
     fn rekey_child(&mut self, now: Instant) {
+        if self.successor.is_some() {
+            // The peer's rekey is finishing; the successor brings its own
+            // rekey time.
+            if let Some(c) = &mut self.child {
+                c.rekey_at = now + Duration::from_secs(10);
+            }
+            return;
+        }
         let Some(c) = &self.child else { return };
         let (old_in, local_ts, remote_ts) = (c.inbound, c.local_ts.clone(), c.remote_ts.clone());
         let inbound = esp_spi();
@@ -1017,13 +1040,35 @@ impl IkeSa {
         }
         payloads.extend([Payload::TsI(local_ts), Payload::TsR(remote_ts)]);
         self.log(format!("rekeying child SA {old_in:08x}"));
-        self.request(now, exchange::CREATE_CHILD_SA, payloads, Request::RekeyChild { inbound, ni, dh }, None);
+        self.request(
+            now,
+            exchange::CREATE_CHILD_SA,
+            payloads,
+            Request::RekeyChild { inbound, ni, dh, old: old_in },
+            None,
+        );
     }
 
     /// The peer's answer to our rekey: install the successor both ways,
     /// then delete the old child (its inbound goes when the peer confirms).
-    fn rekey_response(&mut self, now: Instant, payloads: &[Payload], inbound: u32, ni: Vec<u8>, dh: Option<KeyPair>) {
+    /// If the peer rekeyed the same child meanwhile (a collision), the
+    /// child made with the lowest of the four nonces is redundant and its
+    /// maker deletes it (RFC 7296 section 2.8.1, as strongSwan does).
+    fn rekey_response(
+        &mut self,
+        now: Instant,
+        payloads: &[Payload],
+        inbound: u32,
+        ni: Vec<u8>,
+        dh: Option<KeyPair>,
+        old: u32,
+    ) {
+        // The peer's own rekey of this child finished first: ours is moot.
+        let overtaken = self.child.as_ref().is_none_or(|c| c.inbound != old);
         let retry = |sa: &mut IkeSa, why: String| {
+            if overtaken {
+                return sa.log(format!("child rekey refused ({why}); the peer's own rekey replaced the child"));
+            }
             sa.log(format!("child rekey refused: {why}; trying again in 10 s"));
             if let Some(c) = &mut sa.child {
                 c.rekey_at = now + Duration::from_secs(10);
@@ -1049,12 +1094,28 @@ impl IkeSa {
             (_, None, None) => None,
             _ => return retry(self, "the KE payload does not match the chosen PFS group".into()),
         };
-        if self.successor.is_some() {
-            // We yielded to the peer's simultaneous rekey, and the peer took
-            // ours as well: ours is redundant; it is deleted, never used.
-            self.log(format!("simultaneous rekey: deleting our redundant child SA {inbound:08x}"));
+        let delete_ours = |sa: &mut IkeSa, why: String| {
+            sa.log(format!("{why}: deleting our redundant child SA {inbound:08x}"));
             let del = Payload::Delete { protocol: PROTO_ESP, spi_size: 4, spis: vec![inbound.to_be_bytes().to_vec()] };
-            return self.request(now, exchange::INFORMATIONAL, vec![del], Request::Liveness, None);
+            sa.request(now, exchange::INFORMATIONAL, vec![del], Request::Liveness, None);
+        };
+        if overtaken {
+            return delete_ours(self, "the peer's rekey of the same child finished first".into());
+        }
+        if let Some(theirs) = &self.successor {
+            let ours = lower(&ni, &nr);
+            if ours < theirs.lower_nonce.as_slice() {
+                // Lost: the peer's child goes on; it deletes the old one.
+                return delete_ours(self, "simultaneous rekey lost (our exchange has the lowest nonce)".into());
+            }
+            let theirs = self.successor.take().expect("checked above");
+            self.log(format!(
+                "simultaneous rekey won: the peer deletes its redundant child SA {:08x}",
+                theirs.child.inbound
+            ));
+            if let Some(r) = self.redundant.replace(theirs.child) {
+                self.out.push_back(Output::RemoveInbound(r.inbound));
+            }
         }
         let Some(old) = self.child.take() else { return };
         let (in_sa, out_sa) =
@@ -1102,19 +1163,6 @@ impl IkeSa {
         let (Some(sa), Some(ni)) = (sa, ni) else {
             return refuse(self, notify::INVALID_SYNTAX, vec![], "no SA or nonce".into());
         };
-        // Both sides rekeying at once: the request with the lower nonce
-        // goes ahead (both sides compare the same two), the other is
-        // refused and its sender takes the winner's successor.
-        if let Some(Pending { what: Request::RekeyChild { ni: ours, .. }, .. }) = &self.pending {
-            if *ours < ni {
-                return refuse(
-                    self,
-                    notify::TEMPORARY_FAILURE,
-                    vec![],
-                    "simultaneous rekey: ours goes ahead (lower nonce)".into(),
-                );
-            }
-        }
         let (p, outbound, mut answer) = match proposal::choose_esp(&self.settings.esp, sa, true) {
             Ok(c) => c,
             Err(e) => {
@@ -1162,8 +1210,14 @@ impl IkeSa {
             self.child_keys(p, shared.as_deref().map(|s| &s[..]), &ni, &nr, false, (inbound, outbound));
         self.out.push_back(Output::InstallInbound(in_sa));
         self.log(format!("the peer rekeys child SA {old_in:08x}: new in {inbound:08x} installed, out {outbound:08x} when the old is deleted"));
+        if matches!(&self.pending, Some(Pending { what: Request::RekeyChild { .. }, .. })) {
+            // Both sides rekey at once: both exchanges complete, and the
+            // nonces decide which child stays (see `rekey_response`).
+            self.log("simultaneous rekey: the peer's and ours crossed; the lowest nonce decides".into());
+        }
         let rekey_at = self.rekey_time(now);
-        self.successor = Some((Child { proposal: p, inbound, outbound, local_ts, remote_ts, rekey_at }, out_sa));
+        let child = Child { proposal: p, inbound, outbound, local_ts, remote_ts, rekey_at };
+        self.successor = Some(Successor { child, outbound: out_sa, lower_nonce: lower(&ni, &nr).to_vec() });
     }
 
     // ---- CREATE_CHILD_SA: rekeying the IKE SA ---------------------------
@@ -1325,6 +1379,7 @@ impl IkeSa {
         new.ike_rekey_at = Some(new.rekey_time_of(new.settings.ike_lifetime, now));
         new.child = self.child.take();
         new.successor = self.successor.take();
+        new.redundant = self.redundant.take();
         new.log(format!("IKE SA rekeyed: {p} (replaces {:016x}_{:016x})", self.spi_i, self.spi_r));
         self.replacement = Some(Box::new(new));
         self.retired = Some(now + Duration::from_secs(30));
@@ -1542,8 +1597,8 @@ impl IkeSa {
                 }
                 Request::Liveness => {}
                 Request::Delete => self.close("deleted".into()),
-                Request::RekeyChild { inbound, ni, dh } if header.exchange == exchange::CREATE_CHILD_SA => {
-                    self.rekey_response(now, &payloads, inbound, ni, dh)
+                Request::RekeyChild { inbound, ni, dh, old } if header.exchange == exchange::CREATE_CHILD_SA => {
+                    self.rekey_response(now, &payloads, inbound, ni, dh, old)
                 }
                 Request::DeleteChild { inbound } => self.out.push_back(Output::RemoveInbound(inbound)),
                 Request::RekeyIke { spi, ni, dh } if header.exchange == exchange::CREATE_CHILD_SA => {
@@ -1599,6 +1654,18 @@ impl IkeSa {
                 if *protocol == PROTO_IKE {
                     close = Some("the peer deleted the IKE SA".to_string());
                 } else if *protocol == PROTO_ESP {
+                    let names = |spi: u32| spis.iter().any(|s| s.as_slice() == spi.to_be_bytes());
+                    if let Some(r) = self.redundant.take_if(|r| names(r.outbound)) {
+                        // The peer deletes the child it lost a collision with.
+                        answer.push(Payload::Delete {
+                            protocol: PROTO_ESP,
+                            spi_size: 4,
+                            spis: vec![r.inbound.to_be_bytes().to_vec()],
+                        });
+                        self.out.push_back(Output::RemoveInbound(r.inbound));
+                        self.log(format!("the peer deleted its redundant child SA; {:08x} removed", r.inbound));
+                        continue;
+                    }
                     let Some(c) = &self.child else { continue };
                     let (inbound, outbound) = (c.inbound, c.outbound);
                     if !spis.iter().any(|s| s.as_slice() == outbound.to_be_bytes()) {
@@ -1612,7 +1679,7 @@ impl IkeSa {
                     match self.successor.take() {
                         // The end of a rekey the peer made: now send on the
                         // successor, and drop the old inbound.
-                        Some((next, out_sa)) => {
+                        Some(Successor { child: next, outbound: out_sa, .. }) => {
                             self.out.push_back(Output::InstallOutbound(out_sa));
                             self.out.push_back(Output::RemoveInbound(inbound));
                             self.log(format!("child SA {inbound:08x} replaced by {:08x}", next.inbound));
@@ -1628,6 +1695,17 @@ impl IkeSa {
         if let Some(why) = close {
             self.close(why);
         }
+    }
+}
+
+/// The lower of an exchange's two nonces (compared as strongSwan does:
+/// bytewise over the shorter length).
+fn lower<'a>(a: &'a [u8], b: &'a [u8]) -> &'a [u8] {
+    let n = a.len().min(b.len());
+    if a[..n] <= b[..n] {
+        a
+    } else {
+        b
     }
 }
 

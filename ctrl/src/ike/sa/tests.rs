@@ -617,10 +617,62 @@ fn child_rekey_installs_the_new_inbound_before_any_outbound_switches() {
 
 #[test]
 fn simultaneous_rekeys_end_with_one_child_on_both_sides() {
-    for esp in ["aes256gcm16", "aes128-sha256-ecp256"] {
+    for esp in ["aes256gcm16", "aes128-sha256-ecp256", "aes256gcm16", "chacha20poly1305"] {
         let (si, sr) = pair();
         let (_, _, _, _, log) = rekey(with_lifetime(si, esp), with_lifetime(sr, esp), true, true);
-        assert!(log.contains("simultaneous rekey: ours goes ahead (lower nonce)"), "{log}");
+        // Both exchanges complete; the side whose exchange holds the
+        // lowest nonce deletes its child, the other's child goes on.
+        assert_eq!(log.matches("simultaneous rekey: the peer's and ours crossed").count(), 2, "{log}");
+        assert_eq!(log.matches("simultaneous rekey lost").count(), 1, "{log}");
+        assert_eq!(log.matches("simultaneous rekey won").count(), 1, "{log}");
         assert_eq!(log.matches("child SA rekeyed").count(), 1, "{log}");
+        assert!(log.contains("the peer deleted its redundant child SA"), "{log}");
     }
+}
+
+/// Both sides rekey, but the peer's rekey finishes (its delete of the old
+/// child arrives) before it even sees ours: it refuses ours, and ours
+/// is dropped quietly, not tried again, and nothing is lost meanwhile.
+#[test]
+fn a_rekey_overtaken_by_the_peers_finished_rekey_is_dropped() {
+    let (si, sr) = pair();
+    let t0 = Instant::now();
+    let (mut i, mut r, oi, or) = establish(with_lifetime(si, "aes256gcm16"), with_lifetime(sr, "aes256gcm16"), t0);
+    let (mut ei, mut er) = (Engine::default(), Engine::default());
+    ei.apply(&oi);
+    er.apply(&or);
+    let now = t0 + Duration::from_secs(95);
+    let mut log = String::new();
+    let mut step = |sa: &mut IkeSa, e: &mut Engine| {
+        let (d, o) = drain(sa);
+        e.apply(&o);
+        log += &(logs(&o) + "\n");
+        d
+    };
+    i.on_timeout(now);
+    r.on_timeout(now);
+    let ours = step(&mut i, &mut ei); // i's rekey request: held back
+    let theirs = step(&mut r, &mut er);
+    deliver(&mut i, now, R_ADDR, &theirs[0]);
+    let answer = step(&mut i, &mut ei);
+    deliver(&mut r, now, I_ADDR, &answer[0]);
+    let delete_old = step(&mut r, &mut er); // r's rekey done: the old goes
+    no_packet_lost(&ei, &er);
+    deliver(&mut i, now, R_ADDR, &delete_old[0]);
+    let confirm = step(&mut i, &mut ei);
+    no_packet_lost(&ei, &er);
+    deliver(&mut r, now, I_ADDR, &confirm[0]);
+    step(&mut r, &mut er);
+    // Now i's request reaches r, which no longer has that child.
+    deliver(&mut r, now, I_ADDR, &ours[0]);
+    let refusal = step(&mut r, &mut er);
+    deliver(&mut i, now, R_ADDR, &refusal[0]);
+    assert!(step(&mut i, &mut ei).is_empty(), "nothing more to say: {log}");
+    assert!(log.contains("the peer's own rekey replaced the child"), "{log}");
+    no_packet_lost(&ei, &er);
+    assert_eq!((ei.inbound.len(), er.inbound.len()), (1, 1), "{log}");
+    let (ci, cr) = (i.child().unwrap(), r.child().unwrap());
+    assert_eq!((ci.1, ci.2), (cr.2, cr.1), "the peer's new child on both sides: {log}");
+    // Not tried again in 10 s: the new child's own rekey time holds.
+    assert!(i.next_timeout().unwrap() > now + Duration::from_secs(60), "{log}");
 }
