@@ -12,7 +12,8 @@
 //! - Liveness: charon killed, vpngw's checks find it dead within the
 //!   interval plus the timeout.
 //! - Rekeys: each side rekeying the child and the IKE SA, and both sides
-//!   rekeying the child at once (vpngw winning and losing the collision).
+//!   rekeying the child or the IKE SA at once (vpngw winning and losing
+//!   each collision).
 //!
 //! (Carrying traffic through these SAs comes with the daemon's use of
 //! IKE; here the IKE exchanges themselves are checked.)
@@ -69,6 +70,9 @@ struct Seen {
     outbound: Vec<SaKeys>,
     removed: Vec<u32>,
     log: Vec<String>,
+    /// At the end: the SPIs (initiator's, responder's) of the IKE SA that
+    /// carries the child.
+    carrier: Option<(u64, u64)>,
 }
 
 impl Seen {
@@ -133,11 +137,12 @@ fn run(
     })
 }
 
-/// Brings the tunnel up (vpngw initiating), then rekeys its child just
-/// as charon does, 4 s after: from 3.5 s to 4.5 s nothing is read, so
-/// charon's request waits in the socket while ours goes out. Returns once
-/// both exchanges and the deletes are done.
-fn collide(lab: &Lab, s: Settings) -> Seen {
+/// Brings the tunnel up (vpngw initiating), then rekeys just as charon
+/// does, 4 s after: from 3.5 s to 5 s nothing is read, so charon's request
+/// waits in the socket while ours goes out (the child's rekey at 4.5 s;
+/// an IKE SA's comes by itself when its lifetime says). Returns once both
+/// exchanges and the deletes are done.
+fn collide(lab: &Lab, s: Settings, child: bool) -> Seen {
     let path = format!("/run/netns/{}", lab.ns("gw"));
     std::thread::scope(|scope| {
         scope
@@ -149,15 +154,17 @@ fn collide(lab: &Lab, s: Settings) -> Seen {
                 endpoint.initiate(t0, 0);
                 let mut seen = Seen::default();
                 let mut up_at = None;
-                let mut rekeyed = false;
+                let (mut asked, mut rekeyed) = (false, false);
                 while t0.elapsed() < Duration::from_secs(25) && seen.down.is_none() {
                     let now = Instant::now();
                     let since_up = up_at.map(|t| now - t);
-                    let hold = since_up.is_some_and(|d| d > Duration::from_millis(3500)) && !rekeyed;
-                    if hold && since_up.is_some_and(|d| d >= Duration::from_millis(4500)) {
+                    let hold = since_up.is_some_and(|d| d > Duration::from_millis(3500) && d < Duration::from_secs(5));
+                    if hold && child && !asked && since_up.is_some_and(|d| d >= Duration::from_millis(4500)) {
                         endpoint.rekey_child_soon(now, 0);
-                        rekeyed = true;
-                    } else if !hold {
+                        asked = true;
+                    }
+                    rekeyed |= since_up.is_some_and(|d| d >= Duration::from_secs(5));
+                    if !hold {
                         driver.receive(&mut endpoint, now);
                     }
                     driver.act(&mut endpoint, now, |_, o| match o {
@@ -179,6 +186,7 @@ fn collide(lab: &Lab, s: Settings) -> Seen {
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                seen.carrier = endpoint.sas().find(|(_, sa)| sa.child().is_some()).map(|(_, sa)| (sa.spi_i, sa.spi_r));
                 seen
             })
             .join()
@@ -401,9 +409,10 @@ fn ike_against_strongswan() {
     assert!(after <= dpd.interval + dpd.timeout + Duration::from_secs(1), "down {after:?} after the kill");
 }
 
-/// Both sides rekey the child at once (RFC 7296 section 2.8.1).
+/// Both sides rekey at once: the child (RFC 7296 section 2.8.1), then the
+/// IKE SA (section 2.8.2).
 #[test]
-fn simultaneous_child_rekeys_against_strongswan() {
+fn simultaneous_rekeys_against_strongswan() {
     let lab = Lab::up("ikecol");
     let charon = Charon::start(&lab);
     let said = |c: &Charon, what: &str| c.log().matches(what).count();
@@ -422,7 +431,7 @@ fn simultaneous_child_rekeys_against_strongswan() {
         // child reached it before our answer) and when it won.
         let (lost, won_) = ("deleting redundant child", "CHILD_SA rekey collision won");
         let before = (said(&charon, lost), said(&charon, won_));
-        let seen = collide(&lab, settings(&["aes256gcm16-prfsha256-x25519"], &["aes128gcm16"], PSK));
+        let seen = collide(&lab, settings(&["aes256gcm16-prfsha256-x25519"], &["aes128gcm16"], PSK), true);
         let won = seen.says("simultaneous rekey won");
         assert!(
             seen.says("the peer's and ours crossed") && (won || seen.says("simultaneous rekey lost")),
@@ -440,6 +449,49 @@ fn simultaneous_child_rekeys_against_strongswan() {
         std::thread::sleep(Duration::from_millis(300)); // charon logs a moment after it sends
         assert!(said(&charon, charon_says) > before, "charon agrees ({charon_says}):\n{}", charon.log());
         eprintln!("simultaneous rekey {n}: vpngw {}, charon agrees", if won { "won" } else { "lost" });
+        outcomes.push(won);
+        let _ = swan(&["terminate", "--dir", charon.dir(), "--name", &name]);
+        if outcomes.contains(&true) && outcomes.contains(&false) {
+            break;
+        }
+    }
+    assert!(outcomes.contains(&true) && outcomes.contains(&false), "vpngw both won and lost: {outcomes:?}");
+
+    // The same for the IKE SA (RFC 7296 section 2.8.2): our IKE SA's
+    // lifetime puts its rekey 4.2-4.8 s after it is up, in the window.
+    let mut outcomes = Vec::new();
+    for n in 0..12 {
+        let name = format!("collideike{n}");
+        let args = ["--ike-proposals", "aes256gcm16-prfsha256-x25519", "--esp-proposals", "aes128gcm16"];
+        charon.load(&name, PSK, &[&args[..], &["--ike-rekey-time", "4"]].concat());
+        // Charon's words when it lost (or when our delete of the old IKE
+        // SA reached it before our answer) and when it won.
+        let lost =
+            |c: &Charon| said(c, "IKE_SA rekey collision lost") + said(c, "peer did not notice IKE_SA rekey collision");
+        let won_ = |c: &Charon| said(c, "IKE_SA rekey collision won");
+        let before = (lost(&charon), won_(&charon));
+        let mut s = settings(&["aes256gcm16-prfsha256-x25519"], &["aes128gcm16"], PSK);
+        s.ike_lifetime = Duration::from_millis(5300);
+        let seen = collide(&lab, s, false);
+        let won = seen.says("simultaneous IKE SA rekey won");
+        assert!(
+            seen.says("simultaneous IKE SA rekey: the peer's and ours crossed")
+                && (won || seen.says("simultaneous IKE SA rekey lost")),
+            "an IKE SA collision: {}\ncharon:\n{}",
+            seen.text(),
+            charon.log()
+        );
+        assert!(seen.down.is_none(), "{}", seen.text());
+        check_agreement(&charon, &seen, "aes_gcm");
+        let sas = charon.sas();
+        let ike = sas.as_array().unwrap();
+        assert_eq!(ike.len(), 1, "one IKE SA left at charon: {sas}");
+        let spi = |k: &str| u64::from_str_radix(ike[0][k].as_str().unwrap(), 16).unwrap();
+        assert_eq!(seen.carrier, Some((spi("initiator_spi"), spi("responder_spi"))), "the same IKE SA: {sas}");
+        std::thread::sleep(Duration::from_millis(300));
+        let agrees = if won { lost(&charon) > before.0 } else { won_(&charon) > before.1 };
+        assert!(agrees, "charon agrees that vpngw {}:\n{}", if won { "won" } else { "lost" }, charon.log());
+        eprintln!("simultaneous IKE SA rekey {n}: vpngw {}, charon agrees", if won { "won" } else { "lost" });
         outcomes.push(won);
         let _ = swan(&["terminate", "--dir", charon.dir(), "--name", &name]);
         if outcomes.contains(&true) && outcomes.contains(&false) {

@@ -144,7 +144,7 @@ impl Endpoint {
                 }
             }
         }
-        if let Some(new) = sa.take_replacement() {
+        for new in sa.take_replacements() {
             self.keep(now, tunnel, new);
         }
         let key = (sa.remote(), sa.spi_i);
@@ -356,18 +356,22 @@ mod tests {
             s.ike_lifetime = Duration::from_secs(100);
             s
         };
-        for a_rekeys in [true, false] {
+        // a first, b first, and both at once (RFC 7296 section 2.8.2: the
+        // new IKE SA with the lowest nonce is redundant, deleted by its
+        // maker; the other carries the child).
+        for (a_rekeys, b_rekeys) in [(true, false), (false, true), (true, true)] {
             let mut a = Endpoint::new(vec![short(settings("192.0.2.1", "198.51.100.1"))]);
             let mut b = Endpoint::new(vec![short(settings("198.51.100.1", "192.0.2.1"))]);
             a.initiate(t0, 0);
             run(&mut a, ip_a, &mut b, ip_b, t0);
             let spis = |e: &Endpoint| e.sas().map(|(_, sa)| (sa.spi_i, sa.spi_r, sa.child())).collect::<Vec<_>>();
             let (before, child) = (spis(&a), spis(&a)[0].2);
-            // One side's timer first (80-90% of 100 s), then the other's.
+            // The timers (80-90% of 100 s) of one side or both.
             let now = t0 + Duration::from_secs(95);
             if a_rekeys {
                 a.on_timeout(now)
-            } else {
+            }
+            if b_rekeys {
                 b.on_timeout(now)
             }
             let seen = run(&mut a, ip_a, &mut b, ip_b, now);
@@ -386,7 +390,15 @@ mod tests {
             assert_eq!((after_a[0].0, after_a[0].1), (after_b[0].0, after_b[0].1));
             assert_eq!(after_a[0].2, child, "the child SA lives on");
             let initiators: Vec<bool> = [&a, &b].iter().map(|e| e.sas().next().unwrap().1.is_initiator()).collect();
-            assert_eq!(initiators, vec![a_rekeys, !a_rekeys], "the rekey's initiator is the new SA's");
+            if a_rekeys && b_rekeys {
+                assert_eq!(text.matches("simultaneous IKE SA rekey: the peer's and ours crossed").count(), 2, "{text}");
+                let a_won = text.contains("simultaneous IKE SA rekey won") && initiators == [true, false];
+                let b_won = text.contains("simultaneous IKE SA rekey lost") && initiators == [false, true];
+                assert!(a_won ^ b_won, "the winner's new IKE SA stays: {initiators:?} {text}");
+                assert_eq!(text.matches("simultaneous IKE SA rekey lost").count(), 1, "{text}");
+            } else {
+                assert_eq!(initiators, vec![a_rekeys, !a_rekeys], "the rekey's initiator is the new SA's");
+            }
             // The new SA's keys work: a delete goes through.
             a.delete(now, 0);
             let seen = run(&mut a, ip_a, &mut b, ip_b, now);

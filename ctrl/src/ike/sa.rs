@@ -280,9 +280,13 @@ pub struct IkeSa {
     redundant: Option<Child>,
     /// When this IKE SA is rekeyed.
     ike_rekey_at: Option<Instant>,
-    /// The IKE SA that replaces this one (rekeyed), for the endpoint to
-    /// take; this one then only finishes its delete.
-    replacement: Option<Box<IkeSa>>,
+    /// The IKE SAs this one's rekeys made, for the endpoint to take: the
+    /// one that replaces it (this one then only finishes its delete) and,
+    /// after a simultaneous rekey, the redundant one, which is deleted.
+    replacements: Vec<IkeSa>,
+    /// The peer's rekey of this IKE SA that crossed ours, and the lower
+    /// of its nonces: held until ours is answered (RFC 7296 2.8.2).
+    crossed: Option<(Box<IkeSa>, Vec<u8>)>,
     /// Replaced: closes quietly (its tunnel lives on in the replacement),
     /// at the latest at this time.
     retired: Option<Instant>,
@@ -414,7 +418,8 @@ impl IkeSa {
             successor: None,
             redundant: None,
             ike_rekey_at: None,
-            replacement: None,
+            replacements: Vec::new(),
+            crossed: None,
             retired: None,
             last_heard: now,
             out: VecDeque::new(),
@@ -1241,8 +1246,16 @@ impl IkeSa {
         self.request(now, exchange::CREATE_CHILD_SA, payloads, Request::RekeyIke { spi, ni, dh }, None);
     }
 
+    /// The peer's answer to our IKE SA rekey. If the peer's own rekey
+    /// crossed ours, the new IKE SA made with the lowest of the four
+    /// nonces is redundant: its maker deletes it, the other takes the
+    /// child SAs, and its maker deletes the old one (RFC 7296 2.8.2).
     fn rekey_ike_response(&mut self, now: Instant, payloads: &[Payload], spi_i: u64, ni: Vec<u8>, dh: KeyPair) {
         let retry = |sa: &mut IkeSa, why: String| {
+            if let Some((theirs, _)) = sa.crossed.take() {
+                sa.log(format!("IKE SA rekey refused ({why}); the peer's crossing rekey goes on"));
+                return sa.hand_over(now, *theirs);
+            }
             sa.log(format!("IKE SA rekey refused: {why}; trying again in 10 s"));
             sa.ike_rekey_at = Some(now + Duration::from_secs(10));
         };
@@ -1271,9 +1284,23 @@ impl IkeSa {
             Ok(s) => s,
             Err(e) => return retry(self, format!("the peer's KE payload is unusable: {e}")),
         };
-        if let Err(e) = self.replace_with(now, chosen.0, &shared, (&ni, &nr), (spi_i, chosen.1), true) {
-            return retry(self, e);
+        let ours = match self.rekeyed(now, chosen.0, &shared, (&ni, &nr), (spi_i, chosen.1), true) {
+            Ok(new) => new,
+            Err(e) => return retry(self, e),
+        };
+        if let Some((theirs, their_lower)) = self.crossed.take() {
+            if lower(&ni, &nr) < their_lower.as_slice() {
+                self.log("simultaneous IKE SA rekey lost (our exchange has the lowest nonce): ours is deleted".into());
+                self.discard(now, ours);
+                // The peer deletes this one; it closes quietly.
+                return self.hand_over(now, *theirs);
+            }
+            self.log("simultaneous IKE SA rekey won: the peer deletes its redundant IKE SA".into());
+            let mut theirs = *theirs;
+            theirs.retired = Some(now + Duration::from_secs(30));
+            self.replacements.push(theirs);
         }
+        self.hand_over(now, ours);
         let del = Payload::Delete { protocol: PROTO_IKE, spi_size: 0, spis: Vec::new() };
         self.request(now, exchange::INFORMATIONAL, vec![del], Request::Delete, Some(Duration::from_secs(10)));
     }
@@ -1294,15 +1321,8 @@ impl IkeSa {
         let (Some(sa), Some(ni), Some((group, ke))) = (sa, ni, ke) else {
             return refuse(self, notify::INVALID_SYNTAX, vec![], "no SA, nonce or KE".into());
         };
-        if let Some(Pending { what: Request::RekeyIke { ni: ours, .. }, .. }) = &self.pending {
-            if *ours < ni {
-                return refuse(
-                    self,
-                    notify::TEMPORARY_FAILURE,
-                    vec![],
-                    "simultaneous rekey: ours goes ahead (lower nonce)".into(),
-                );
-            }
+        if self.crossed.is_some() {
+            return refuse(self, notify::TEMPORARY_FAILURE, vec![], "a rekey is under way".into());
         }
         let (p, mut answer) = match proposal::choose_ike(&self.settings.ike, sa) {
             Ok(c) if c.1.spi.len() == 8 => c,
@@ -1339,24 +1359,32 @@ impl IkeSa {
             &[Payload::Sa(vec![answer]), Payload::Nonce(nr.clone()), ke_r],
         );
         self.respond(id, bytes);
-        if let Err(e) = self.replace_with(now, p, &shared, (&ni, &nr), (spi_i, spi_r), false) {
-            self.log(format!("the rekeyed IKE SA cannot be made: {e}"));
+        let new = match self.rekeyed(now, p, &shared, (&ni, &nr), (spi_i, spi_r), false) {
+            Ok(new) => new,
+            Err(e) => return self.log(format!("the rekeyed IKE SA cannot be made: {e}")),
+        };
+        if matches!(&self.pending, Some(Pending { what: Request::RekeyIke { .. }, .. })) {
+            // Both sides rekey at once: both exchanges complete, and the
+            // nonces decide which new IKE SA stays (`rekey_ike_response`).
+            self.log("simultaneous IKE SA rekey: the peer's and ours crossed; the lowest nonce decides".into());
+            self.crossed = Some((Box::new(new), lower(&ni, &nr).to_vec()));
+        } else {
+            self.hand_over(now, new);
         }
     }
 
-    /// Makes the IKE SA that replaces this one: new keys (RFC 7296 section
-    /// 2.18) and SPIs, message IDs from 0, the rekey's initiator as its
-    /// initiator, this one's child SAs. This one is retired: it answers
-    /// or sends the delete, then closes quietly.
-    fn replace_with(
-        &mut self,
+    /// Makes the IKE SA a rekey of this one agreed on: new keys (RFC 7296
+    /// section 2.18) and SPIs, message IDs from 0, the rekey's initiator
+    /// as its initiator; no child SAs yet.
+    fn rekeyed(
+        &self,
         now: Instant,
         p: IkeProposal,
         shared: &[u8],
         (ni, nr): (&[u8], &[u8]),
         (spi_i, spi_r): (u64, u64),
         we_initiated: bool,
-    ) -> Result<(), String> {
+    ) -> Result<IkeSa, String> {
         let old = self.keys.as_ref().expect("keys");
         let e = p.encryption;
         let k = IkeKeys::rekey(
@@ -1377,18 +1405,32 @@ impl IkeSa {
         new.set_keys(p, k)?;
         new.phase = Phase::Established;
         new.ike_rekey_at = Some(new.rekey_time_of(new.settings.ike_lifetime, now));
+        Ok(new)
+    }
+
+    /// `new` replaces this IKE SA: it takes the child SAs, and this one is
+    /// retired (it answers or sends the delete, then closes quietly).
+    fn hand_over(&mut self, now: Instant, mut new: IkeSa) {
         new.child = self.child.take();
         new.successor = self.successor.take();
         new.redundant = self.redundant.take();
+        let p = new.proposal().expect("keys");
         new.log(format!("IKE SA rekeyed: {p} (replaces {:016x}_{:016x})", self.spi_i, self.spi_r));
-        self.replacement = Some(Box::new(new));
+        self.replacements.push(new);
         self.retired = Some(now + Duration::from_secs(30));
-        Ok(())
     }
 
-    /// The IKE SA that replaced this one, once (for the endpoint).
-    pub fn take_replacement(&mut self) -> Option<IkeSa> {
-        self.replacement.take().map(|b| *b)
+    /// A redundant IKE SA of ours from a simultaneous rekey: deleted with
+    /// the peer, quietly.
+    fn discard(&mut self, now: Instant, mut new: IkeSa) {
+        new.retired = Some(now + Duration::from_secs(30));
+        new.delete(now);
+        self.replacements.push(new);
+    }
+
+    /// The IKE SAs this one's rekeys made, once (for the endpoint).
+    pub fn take_replacements(&mut self) -> Vec<IkeSa> {
+        std::mem::take(&mut self.replacements)
     }
 
     // ---- responder ----------------------------------------------------
@@ -1611,7 +1653,7 @@ impl IkeSa {
         let id = header.message_id;
         match (header.exchange, self.phase) {
             (exchange::IKE_AUTH, Phase::Connecting) if !self.initiator => self.auth_request(now, &payloads, id),
-            (exchange::INFORMATIONAL, Phase::Established) => self.informational(&payloads, id),
+            (exchange::INFORMATIONAL, Phase::Established) => self.informational(now, &payloads, id),
             (exchange::CREATE_CHILD_SA, Phase::Established) => self.rekey_request(now, &payloads, id),
             _ => {
                 let bytes =
@@ -1646,12 +1688,17 @@ impl IkeSa {
         }
     }
 
-    fn informational(&mut self, payloads: &[Payload], id: u32) {
+    fn informational(&mut self, now: Instant, payloads: &[Payload], id: u32) {
         let mut answer = Vec::new();
         let mut close = None;
         for p in payloads {
             if let Payload::Delete { protocol, spis, .. } = p {
                 if *protocol == PROTO_IKE {
+                    if let Some((theirs, _)) = self.crossed.take() {
+                        // The peer's crossing rekey finished before it saw
+                        // ours: its new IKE SA carries on.
+                        self.hand_over(now, *theirs);
+                    }
                     close = Some("the peer deleted the IKE SA".to_string());
                 } else if *protocol == PROTO_ESP {
                     let names = |spi: u32| spis.iter().any(|s| s.as_slice() == spi.to_be_bytes());
