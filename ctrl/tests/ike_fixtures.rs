@@ -149,6 +149,22 @@ fn ike_crypto_agrees_with_independent_vectors() {
         );
         assert_eq!(hex(&rekeyed.skeyseed), r["skeyseed"].as_str().unwrap(), "{prf:?} rekeyed SKEYSEED");
         assert_eq!(hex(&rekeyed.sk_d), r["sk_d"].as_str().unwrap(), "{prf:?} rekeyed SK_d");
+        // Rekeyed to another PRF: SKEYSEED with the old, prf+ with the new.
+        let to = Prf::from_id(k["rekey_to"]["prf"].as_u64().unwrap() as u16).unwrap();
+        assert_ne!(to, prf);
+        let moved = IkeKeys::rekey(
+            prf,
+            to,
+            &keys.sk_d,
+            &unhex(&r["shared"]),
+            &unhex(&r["ni"]),
+            &unhex(&r["nr"]),
+            spi(&r["spi_i"]),
+            spi(&r["spi_r"]),
+            0,
+            0,
+        );
+        assert_eq!(hex(&moved.sk_d), k["rekey_to"]["sk_d"].as_str().unwrap(), "{prf:?} rekeyed to {to:?}: SK_d");
         let child = child_keymat(prf, &keys.sk_d, None, &unhex(&r["ni"]), &unhex(&r["nr"]), 96);
         assert_eq!(hex(&child), k["child"].as_str().unwrap(), "{prf:?} child KEYMAT");
         let pfs = child_keymat(prf, &keys.sk_d, Some(&unhex(&r["shared"])), &unhex(&r["ni"]), &unhex(&r["nr"]), 72);
