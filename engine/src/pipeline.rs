@@ -137,6 +137,8 @@ enum Arrival {
 enum Step {
     /// Decided: sent, handed off, or dropped.
     Done(Result<Next, DropReason>),
+    /// An ESP packet for inbound SA `spi` (if we have it) at `dst`.
+    Arrive { spi: u32, dst: IpAddr },
     /// An ESP packet to decrypt here, with its tunnel's inbound SA `spi`.
     Decrypt { spi: u32, tunnel: usize },
     /// An IP packet to check and classify; `from` is the tunnel it was
@@ -220,22 +222,34 @@ impl Pipeline {
         let at = At { snap, g, rx_port, now, clock: policer::now() };
         let mut steps = std::mem::take(&mut self.steps);
         steps.clear();
-        // Link headers; on the outside, which SA.
+        // Link headers; on the outside, the ESP header, with the SA
+        // table's slot prefetched; then which SA.
         steps.extend(burst.iter_mut().map(|pkt| {
             let arrived = strip_link_header(pkt, side == Side::Inside).and_then(|()| match side {
                 Side::Inside => Ok(Step::Admit { from: None }),
-                Side::Outside => self.arrive(&at, pkt).map(|a| match a {
-                    Arrival::Mine { spi, tunnel } => Step::Decrypt { spi, tunnel },
-                    Arrival::Theirs(owner) => Step::Done(Ok(Next::HandOff(owner, Stage::Decrypt))),
+                Side::Outside => esp::locate(pkt.data()).map(|loc| {
+                    snap.inbound.prefetch(loc.spi);
+                    Step::Arrive { spi: loc.spi, dst: loc.dst }
                 }),
             });
             arrived.unwrap_or_else(|e| Step::Done(Err(e)))
         }));
+        for step in &mut steps {
+            if let Step::Arrive { spi, dst } = *step {
+                *step = match self.found(&at, spi, dst) {
+                    Ok(Arrival::Mine { spi, tunnel }) => Step::Decrypt { spi, tunnel },
+                    Ok(Arrival::Theirs(owner)) => Step::Done(Ok(Next::HandOff(owner, Stage::Decrypt))),
+                    Err(e) => Step::Done(Err(e)),
+                };
+            }
+        }
         // Decryption.
         if side == Side::Outside {
             for step in &steps {
                 if let Step::Decrypt { spi, tunnel } = *step {
-                    prefetch::value(&*snap.inbound[&spi].sa);
+                    if let Some(r) = snap.inbound.get(spi) {
+                        prefetch::locked(&r.sa, crate::sa::InboundSa::prefetch);
+                    }
                     snap.tunnels[tunnel].selectors.prefetch();
                 }
             }
@@ -320,7 +334,7 @@ impl Pipeline {
         for step in &steps {
             if let Step::Forward { hop: Hop::Tunnel(t), .. } = *step {
                 if let (true, Some(sa)) = (self.owner(t) == self.worker, &snap.tunnels[t].outbound) {
-                    prefetch::value(&**sa);
+                    prefetch::locked(sa, crate::sa::OutboundSa::prefetch);
                 }
             }
         }
@@ -411,14 +425,20 @@ impl Pipeline {
     /// one of this gateway's addresses) and whose it is.
     fn arrive<B: AsRef<[u8]> + AsMut<[u8]>>(&self, at: &At, pkt: &PacketBuf<B>) -> Result<Arrival, DropReason> {
         let loc = esp::locate(pkt.data())?;
-        let inbound = at.snap.inbound.get(&loc.spi).ok_or(DropReason::UnknownSpi)?;
+        self.found(at, loc.spi, loc.dst)
+    }
+
+    /// Inbound SA `spi`, for an ESP packet sent to `dst`: ours, or another
+    /// worker's (the owner of its tunnel).
+    fn found(&self, at: &At, spi: u32, dst: IpAddr) -> Result<Arrival, DropReason> {
+        let inbound = at.snap.inbound.get(spi).ok_or(DropReason::UnknownSpi)?;
         let t = inbound.tunnel;
-        if at.snap.tunnels[t].gateway != at.g || !at.snap.gateways[at.g].outside_addrs.contains(&loc.dst) {
+        if at.snap.tunnels[t].gateway != at.g || !at.snap.gateways[at.g].outside_addrs.contains(&dst) {
             return Err(DropReason::UnknownSpi);
         }
         Ok(match self.owner(t) {
             owner if owner != self.worker => Arrival::Theirs(owner),
-            _ => Arrival::Mine { spi: loc.spi, tunnel: t },
+            _ => Arrival::Mine { spi, tunnel: t },
         })
     }
 
@@ -431,7 +451,7 @@ impl Pipeline {
         spi: u32,
     ) -> Result<(), DropReason> {
         let loc = esp::locate(pkt.data())?;
-        let inbound = &at.snap.inbound[&spi];
+        let inbound = at.snap.inbound.get(spi).ok_or(DropReason::UnknownSpi)?;
         let tunnel = at.snap.tunnels[inbound.tunnel].id;
         self.tap(at, tunnel, TapPoint::Outer, pkt.data(), false);
         let mut sa = inbound.sa.lock().expect("SA lock");

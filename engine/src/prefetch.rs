@@ -26,3 +26,20 @@ pub fn bytes(p: *const u8, bytes: usize) {
 pub fn value<T: ?Sized>(v: &T) {
     bytes((v as *const T).cast::<u8>(), std::mem::size_of_val(v));
 }
+
+/// Starts loading `m`'s lock word and, through `hot`, what it names of
+/// the value `m` guards, without taking the lock: `hot` gets the value's
+/// address (only field addresses may be made from it, never a read).
+#[inline(always)]
+pub fn locked<T>(m: &std::sync::Mutex<T>, hot: impl FnOnce(*const T)) {
+    let base = (m as *const std::sync::Mutex<T>).cast::<u8>();
+    bytes(base, 64);
+    hot(base.wrapping_add(data_offset::<T>()).cast());
+}
+
+/// Where a `Mutex<T>` keeps its value (the same for every `Mutex<T>`).
+fn data_offset<T>() -> usize {
+    let m = std::sync::Mutex::new(std::mem::MaybeUninit::<T>::uninit());
+    let g = m.lock().unwrap_or_else(|e| e.into_inner());
+    (&*g as *const std::mem::MaybeUninit<T> as usize) - (&m as *const _ as usize)
+}

@@ -167,6 +167,19 @@ pub struct OutboundSa {
 }
 
 impl OutboundSa {
+    /// Starts loading what sealing a packet reads (not the drop counters,
+    /// not the cipher's unused key schedules).
+    pub(crate) fn prefetch(sa: *const Self) {
+        use std::ptr::addr_of;
+        // SAFETY: field addresses of a live value; nothing is read.
+        unsafe {
+            crate::prefetch::bytes(addr_of!((*sa).state).cast(), 128);
+            crate::crypto::EspCipher::prefetch(addr_of!((*sa).cipher));
+            crate::prefetch::bytes(addr_of!((*sa).outer).cast(), std::mem::size_of::<OuterHeader>());
+            crate::prefetch::bytes(addr_of!((*sa).cfg).cast(), std::mem::size_of::<SaConfig>());
+        }
+    }
+
     /// Makes an outbound SA from its config and keying material (key ||
     /// salt), created at `now` (for the time lifetimes).
     pub fn new(cfg: SaConfig, keymat: &[u8], now: Seconds) -> Result<Self, SaError> {
@@ -213,6 +226,17 @@ pub struct InboundSa {
 }
 
 impl InboundSa {
+    /// Starts loading what opening a packet reads.
+    pub(crate) fn prefetch(sa: *const Self) {
+        use std::ptr::addr_of;
+        // SAFETY: field addresses of a live value; nothing is read.
+        unsafe {
+            crate::prefetch::bytes(addr_of!((*sa).state).cast(), 128);
+            crate::crypto::EspCipher::prefetch(addr_of!((*sa).cipher));
+            crate::prefetch::bytes(addr_of!((*sa).cfg).cast(), std::mem::size_of::<SaConfig>());
+        }
+    }
+
     pub fn new(cfg: SaConfig, keymat: &[u8], now: Seconds) -> Result<Self, SaError> {
         cfg.validate(Direction::Inbound)?;
         let cipher = EspCipher::new(cfg.suite, keymat)?;

@@ -212,7 +212,78 @@ pub struct Snapshot {
     pub gateways: Vec<GatewayView>,
     pub tunnels: Vec<TunnelView>,
     tunnel_index: FxHashMap<TunnelId, usize>,
-    pub inbound: FxHashMap<u32, InboundRef>,
+    pub inbound: InboundSas,
+}
+
+/// The inbound SAs by SPI: an open-addressing table of (SPI, index)
+/// pairs, eight to a cache line and at most half full, so a burst can
+/// prefetch each packet's slot before it looks the SPI up (a `HashMap`
+/// gives no address to prefetch). SPI 0 is never an SA's (RFC 4303), so
+/// it marks an empty slot.
+#[derive(Debug, Default)]
+pub struct InboundSas {
+    slots: Box<[(u32, u32)]>,
+    refs: Vec<InboundRef>,
+}
+
+impl InboundSas {
+    /// A table for up to `n` SAs.
+    fn with_capacity(n: usize) -> Self {
+        let slots = vec![(0, 0); (2 * n).next_power_of_two().max(8)].into_boxed_slice();
+        Self { slots, refs: Vec::with_capacity(n) }
+    }
+
+    fn home(&self, spi: u32) -> usize {
+        // Fibonacci hashing: SPIs chosen by people (0x1001, 0x1002, ...)
+        // spread as well as random ones.
+        ((u64::from(spi).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize) & (self.slots.len() - 1)
+    }
+
+    /// Adds `r` under `spi`; false if the SPI is taken (or 0, or full).
+    fn insert(&mut self, spi: u32, r: InboundRef) -> bool {
+        if spi == 0 || 2 * (self.refs.len() + 1) > self.slots.len() {
+            return false;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(spi);
+        while self.slots[i].0 != 0 {
+            if self.slots[i].0 == spi {
+                return false;
+            }
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (spi, self.refs.len() as u32);
+        self.refs.push(r);
+        true
+    }
+
+    pub fn get(&self, spi: u32) -> Option<&InboundRef> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut i = self.home(spi);
+        loop {
+            match self.slots[i] {
+                (0, _) => return None,
+                (s, at) if s == spi => return Some(&self.refs[at as usize]),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Starts loading the slot where `spi` is looked for first.
+    #[inline]
+    pub fn prefetch(&self, spi: u32) {
+        if !self.slots.is_empty() {
+            crate::prefetch::value(&self.slots[self.home(spi)]);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.refs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.refs.is_empty()
+    }
 }
 
 /// A configuration that cannot become a snapshot. Each message names the
@@ -283,7 +354,7 @@ impl Snapshot {
 
         let mut tunnel_index = HashMap::new();
         let mut tunnels = Vec::new();
-        let mut inbound = FxHashMap::default();
+        let mut inbound = InboundSas::with_capacity(cfg.tunnels.iter().map(|t| t.inbound.len()).sum());
         for t in &cfg.tunnels {
             let object = format!("tunnel {}", t.name);
             if tunnel_index.insert(t.id, tunnels.len()).is_some() {
@@ -334,7 +405,7 @@ impl Snapshot {
             for sa in &t.inbound {
                 let spi = sa.lock().expect("SA lock").cfg.spi;
                 let r = InboundRef { tunnel: tunnels.len(), sa: sa.clone() };
-                if inbound.insert(spi, r).is_some() {
+                if !inbound.insert(spi, r) {
                     return Err(invalid(&object, "inbound SA spi", format!("{spi:#x}"), "is already in use"));
                 }
             }
