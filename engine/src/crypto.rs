@@ -208,6 +208,42 @@ enum Cipher {
     AesCbc256(Aes256, Hmac<Sha256>),
 }
 
+/// The offsets of the lines of an `EspCipher` that sealing or opening
+/// with `suite` reads, found once per suite on a cipher of that suite (a
+/// type's layout is the same for all its values). An AES-GCM cipher is
+/// mostly key schedules that are never read (the decryption keys, and the
+/// software fallback's, in a union): its encryption keys are in its first
+/// lines and its GHASH key in its last, whichever way the compiler orders
+/// its two fields. The other suites: all their lines.
+fn hot_lines(suite: Suite) -> &'static [usize] {
+    static LINES: std::sync::OnceLock<Vec<Vec<usize>>> = std::sync::OnceLock::new();
+    let all = LINES.get_or_init(|| {
+        Suite::ALL
+            .iter()
+            .map(|&suite| {
+                let c = EspCipher::new(suite, &vec![0x5a; suite.keymat_len()]).expect("the right length");
+                let start = &c as *const EspCipher as usize;
+                let size = std::mem::size_of::<EspCipher>();
+                let (o, keys, len) = match &c.cipher {
+                    Cipher::AesGcm128(g) => (g as *const Aes128Gcm as usize - start, 11 * 16, std::mem::size_of_val(g)),
+                    Cipher::AesGcm256(g) => (g as *const Aes256Gcm as usize - start, 15 * 16, std::mem::size_of_val(g)),
+                    _ => (0, size, size),
+                };
+                // The round keys (after the GHASH state, if that comes
+                // first), the GHASH state (the last bytes, if it comes
+                // last), the salt; the whole of other suites.
+                let mut at: Vec<usize> = (o / 64 * 64..(o + 32 + keys).min(size)).step_by(64).collect();
+                at.extend([o + len - 16, std::mem::offset_of!(EspCipher, salt)]);
+                let mut lines: Vec<usize> = at.into_iter().map(|a| a / 64 * 64).collect();
+                lines.sort_unstable();
+                lines.dedup();
+                lines
+            })
+            .collect()
+    });
+    &all[Suite::ALL.iter().position(|&s| s == suite).expect("every suite")]
+}
+
 /// An SA's expanded keys: what it seals or opens with.
 pub struct EspCipher {
     cipher: Cipher,
@@ -222,17 +258,13 @@ impl fmt::Debug for EspCipher {
 }
 
 impl EspCipher {
-    /// Starts loading what sealing or opening reads. AES-GCM's cipher is
-    /// mostly key schedules that are never read (the decryption keys, and
-    /// the software fallback's in a union): its encryption keys are in its
-    /// first four lines and its GHASH key in its last two, whichever way
-    /// the compiler orders its two fields.
-    pub(crate) fn prefetch(c: *const Self) {
-        // Experiment: the whole AES-GCM-128 layout assumed.
-        let p = c.cast::<u8>();
-        crate::prefetch::bytes(p, 256);
-        crate::prefetch::bytes(p.wrapping_add(640), 192);
-        crate::prefetch::bytes(p.wrapping_add(960), 192);
+    /// Starts loading what sealing or opening with `suite` reads of the
+    /// `EspCipher` at `c` (an address only: nothing is read).
+    #[inline]
+    pub(crate) fn prefetch(c: *const u8, suite: Suite) {
+        for &line in hot_lines(suite) {
+            crate::prefetch::bytes(c.wrapping_add(line), 1);
+        }
     }
 
     /// Expands `keymat` for `suite`.
@@ -396,6 +428,22 @@ impl Drop for EspCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefetch_lines_are_inside_the_cipher_and_fewer_for_aes_gcm() {
+        let size = std::mem::size_of::<EspCipher>();
+        let whole = size.div_ceil(64);
+        for suite in Suite::ALL {
+            let lines = hot_lines(suite);
+            assert!(lines.windows(2).all(|w| w[0] < w[1]) && lines.iter().all(|l| l % 64 == 0 && *l < size));
+            assert!(lines.contains(&(std::mem::offset_of!(EspCipher, salt) / 64 * 64)), "{suite:?}: the salt");
+            match suite {
+                // Round keys (4-5 lines), GHASH, salt: about half of it.
+                Suite::AesGcm128 | Suite::AesGcm256 => assert!(lines.len() <= 7 && lines.len() < whole, "{lines:?}"),
+                _ => assert_eq!(lines.len(), whole, "{suite:?}"),
+            }
+        }
+    }
 
     fn auth(seq: u64, esn: bool) -> Authenticated {
         Authenticated { spi: 0x1001, seq, esn }

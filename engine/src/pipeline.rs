@@ -248,7 +248,7 @@ impl Pipeline {
             for step in &steps {
                 if let Step::Decrypt { spi, tunnel } = *step {
                     if let Some(r) = snap.inbound.get(spi) {
-                        prefetch::locked(&r.sa, crate::sa::InboundSa::prefetch);
+                        crate::sa::InboundSa::prefetch(&r.sa, r.suite);
                     }
                     snap.tunnels[tunnel].selectors.prefetch();
                 }
@@ -333,8 +333,11 @@ impl Pipeline {
         // Forwarding, with the outbound SAs prefetched.
         for step in &steps {
             if let Step::Forward { hop: Hop::Tunnel(t), .. } = *step {
-                if let (true, Some(sa)) = (self.owner(t) == self.worker, &snap.tunnels[t].outbound) {
-                    prefetch::locked(sa, crate::sa::OutboundSa::prefetch);
+                let tunnel = &snap.tunnels[t];
+                if let (true, Some(sa), Some(suite)) =
+                    (self.owner(t) == self.worker, &tunnel.outbound, tunnel.outbound_suite)
+                {
+                    crate::sa::OutboundSa::prefetch(sa, suite);
                 }
             }
         }

@@ -3,6 +3,8 @@
 //! flow-cache slots, trie nodes), so the cache misses of many packets
 //! overlap instead of following one another.
 
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 /// Starts loading the cache lines of the `bytes` bytes at `p` (at most
 /// 32 lines: an SA with its expanded keys is 26). Any address will do:
 /// nothing is read or written.
@@ -27,19 +29,18 @@ pub fn value<T: ?Sized>(v: &T) {
     bytes((v as *const T).cast::<u8>(), std::mem::size_of_val(v));
 }
 
-/// Starts loading `m`'s lock word and, through `hot`, what it names of
-/// the value `m` guards, without taking the lock: `hot` gets the value's
-/// address (only field addresses may be made from it, never a read).
+/// Starts loading `m`'s lock word, and returns the address of the value it
+/// guards, to prefetch from without taking the lock (an address only:
+/// nothing may be read through it). `data` keeps where a `Mutex<T>` holds
+/// its value, measured on the first one seen (the lock taken that once):
+/// a type's layout is the same for all its values.
 #[inline(always)]
-pub fn locked<T>(m: &std::sync::Mutex<T>, hot: impl FnOnce(*const T)) {
-    let base = (m as *const std::sync::Mutex<T>).cast::<u8>();
-    bytes(base, 64);
-    hot(base.wrapping_add(data_offset::<T>()).cast());
-}
-
-/// Where a `Mutex<T>` keeps its value (the same for every `Mutex<T>`).
-fn data_offset<T>() -> usize {
-    let m = std::sync::Mutex::new(std::mem::MaybeUninit::<T>::uninit());
-    let g = m.lock().unwrap_or_else(|e| e.into_inner());
-    (&*g as *const std::mem::MaybeUninit<T> as usize) - (&m as *const _ as usize)
+pub fn guarded<T>(m: &Mutex<T>, data: &OnceLock<usize>) -> *const u8 {
+    let base = (m as *const Mutex<T>).cast::<u8>();
+    bytes(base, 1);
+    let offset = *data.get_or_init(|| {
+        let g = m.lock().unwrap_or_else(PoisonError::into_inner);
+        (&*g as *const T as usize) - base as usize
+    });
+    base.wrapping_add(offset)
 }

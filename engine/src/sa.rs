@@ -11,7 +11,9 @@ use crate::esp::OuterHeader;
 pub use crate::lifetime::{Expiry, LifetimeEvent, LifetimeState, Lifetimes, Limit, LimitKind, Seconds};
 use crate::replay::{ReplayWindow, WindowSize, DEFAULT_WINDOW};
 use crate::stats::DropCounters;
+use std::mem::{offset_of, size_of};
 use std::net::IpAddr;
+use std::sync::{Mutex, OnceLock};
 
 /// Which way an SA protects traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +56,25 @@ pub struct SaConfig {
 }
 
 impl SaConfig {
+    /// Starts loading, from the `SaConfig` at `c` (an address only), the
+    /// fields a packet reads: not the lifetimes, which the state applies.
+    #[inline]
+    fn prefetch(c: *const u8) {
+        const HOT: [usize; 8] = [
+            offset_of!(SaConfig, spi),
+            offset_of!(SaConfig, direction),
+            offset_of!(SaConfig, suite),
+            offset_of!(SaConfig, local),
+            offset_of!(SaConfig, remote),
+            offset_of!(SaConfig, natt),
+            offset_of!(SaConfig, esn),
+            offset_of!(SaConfig, outer_ttl),
+        ];
+        for at in HOT {
+            crate::prefetch::bytes(c.wrapping_add(at), 1);
+        }
+    }
+
     /// A config with the defaults: no NAT-T, no ESN, window 1024, no
     /// lifetimes, outer TTL 64.
     pub fn new(spi: u32, direction: Direction, suite: Suite, local: IpAddr, remote: IpAddr) -> Self {
@@ -167,17 +188,17 @@ pub struct OutboundSa {
 }
 
 impl OutboundSa {
-    /// Starts loading what sealing a packet reads (not the drop counters,
-    /// not the cipher's unused key schedules).
-    pub(crate) fn prefetch(sa: *const Self) {
-        use std::ptr::addr_of;
-        // SAFETY: field addresses of a live value; nothing is read.
-        unsafe {
-            crate::prefetch::bytes(addr_of!((*sa).state).cast(), 128);
-            crate::crypto::EspCipher::prefetch(addr_of!((*sa).cipher));
-            crate::prefetch::bytes(addr_of!((*sa).outer).cast(), std::mem::size_of::<OuterHeader>());
-            crate::prefetch::bytes(addr_of!((*sa).cfg).cast(), std::mem::size_of::<SaConfig>());
-        }
+    /// Starts loading what sealing a packet reads of the SA `m` guards
+    /// (not its drop counters, not its cipher's unused key schedules),
+    /// and `m`'s lock word, without taking the lock.
+    #[inline]
+    pub(crate) fn prefetch(m: &Mutex<Self>, suite: Suite) {
+        static DATA: OnceLock<usize> = OnceLock::new();
+        let sa = crate::prefetch::guarded(m, &DATA);
+        crate::prefetch::bytes(sa.wrapping_add(offset_of!(Self, state)), 128);
+        EspCipher::prefetch(sa.wrapping_add(offset_of!(Self, cipher)), suite);
+        crate::prefetch::bytes(sa.wrapping_add(offset_of!(Self, outer)), size_of::<OuterHeader>());
+        SaConfig::prefetch(sa.wrapping_add(offset_of!(Self, cfg)));
     }
 
     /// Makes an outbound SA from its config and keying material (key ||
@@ -226,15 +247,16 @@ pub struct InboundSa {
 }
 
 impl InboundSa {
-    /// Starts loading what opening a packet reads.
-    pub(crate) fn prefetch(sa: *const Self) {
-        use std::ptr::addr_of;
-        // SAFETY: field addresses of a live value; nothing is read.
-        unsafe {
-            crate::prefetch::bytes(addr_of!((*sa).state).cast(), 128);
-            crate::crypto::EspCipher::prefetch(addr_of!((*sa).cipher));
-            crate::prefetch::bytes(addr_of!((*sa).cfg).cast(), std::mem::size_of::<SaConfig>());
-        }
+    /// Starts loading what opening a packet reads of the SA `m` guards
+    /// (its replay window's ring is behind a pointer: that line comes when
+    /// it is read), and `m`'s lock word, without taking the lock.
+    #[inline]
+    pub(crate) fn prefetch(m: &Mutex<Self>, suite: Suite) {
+        static DATA: OnceLock<usize> = OnceLock::new();
+        let sa = crate::prefetch::guarded(m, &DATA);
+        crate::prefetch::bytes(sa.wrapping_add(offset_of!(Self, state)), 128);
+        EspCipher::prefetch(sa.wrapping_add(offset_of!(Self, cipher)), suite);
+        SaConfig::prefetch(sa.wrapping_add(offset_of!(Self, cfg)));
     }
 
     pub fn new(cfg: SaConfig, keymat: &[u8], now: Seconds) -> Result<Self, SaError> {

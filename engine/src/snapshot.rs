@@ -8,6 +8,7 @@
 //! down (a new snapshot) moves its traffic to the next route at once, and
 //! a prefix with no usable route falls back to a shorter one.
 
+use crate::crypto::Suite;
 use crate::fib::{FibError, Ipv4Fib, Ipv6Fib, NO_ROUTE};
 use crate::model::{
     Attachment, Config, GatewayId, NextHop, PortId, Probe, Route, SaHandle, SpdAction, TunnelId, MAX_INBOUND_SAS,
@@ -184,6 +185,8 @@ pub struct TunnelView {
     pub peer: IpAddr,
     /// None until one is negotiated; the tunnel is down meanwhile.
     pub outbound: Option<SaHandle<OutboundSa>>,
+    /// Its suite, so a burst can prefetch the SA's keys without reading it.
+    pub outbound_suite: Option<Suite>,
     /// The operator has it up, its health check (if any) passes, and it
     /// has an outbound SA (or is negotiated on demand).
     pub up: bool,
@@ -201,6 +204,7 @@ pub struct TunnelView {
 pub struct InboundRef {
     pub tunnel: usize,
     pub sa: SaHandle<InboundSa>,
+    pub suite: Suite,
 }
 
 /// One published, immutable view of the configuration.
@@ -367,8 +371,10 @@ impl Snapshot {
                 .ok_or_else(|| invalid(&object, "customer_gateway", t.customer_gateway, "is not a customer gateway"))?
                 .addr;
             let gateway = &cfg.gateways[g];
+            let mut outbound_suite = None;
             let max_inner = if let Some(sa) = &t.outbound {
                 let sa = sa.lock().expect("SA lock");
+                outbound_suite = Some(sa.cfg.suite);
                 if sa.cfg.remote != peer {
                     return Err(invalid(
                         &object,
@@ -403,8 +409,11 @@ impl Snapshot {
                 return Err(invalid(&object, "inbound", t.inbound.len(), "exceeds 4 SAs"));
             }
             for sa in &t.inbound {
-                let spi = sa.lock().expect("SA lock").cfg.spi;
-                let r = InboundRef { tunnel: tunnels.len(), sa: sa.clone() };
+                let (spi, suite) = {
+                    let sa = sa.lock().expect("SA lock");
+                    (sa.cfg.spi, sa.cfg.suite)
+                };
+                let r = InboundRef { tunnel: tunnels.len(), sa: sa.clone(), suite };
                 if !inbound.insert(spi, r) {
                     return Err(invalid(&object, "inbound SA spi", format!("{spi:#x}"), "is already in use"));
                 }
@@ -415,6 +424,7 @@ impl Snapshot {
                 gateway: g,
                 peer,
                 outbound: t.outbound.clone(),
+                outbound_suite,
                 up: t.up && (t.outbound.is_some() || t.on_demand),
                 selectors: Selectors::default(),
                 mss_clamp: t.mss_clamp,
@@ -562,5 +572,47 @@ impl SnapshotCell {
 
     pub fn publish(&self, next: Snapshot) {
         self.0.store(Arc::new(next));
+    }
+}
+
+#[cfg(test)]
+mod inbound_sas_tests {
+    use super::*;
+    use crate::sa::{Direction, InboundSa, SaConfig};
+
+    #[test]
+    fn finds_every_spi_and_refuses_zero_and_duplicates() {
+        let sa = |spi| {
+            let cfg = SaConfig::new(
+                spi,
+                Direction::Inbound,
+                Suite::AesGcm128,
+                "192.0.2.1".parse().unwrap(),
+                "198.51.100.1".parse().unwrap(),
+            );
+            std::sync::Arc::new(std::sync::Mutex::new(InboundSa::new(cfg, &[7; 20], 0).unwrap()))
+        };
+        let r = |t| InboundRef { tunnel: t, sa: sa(0x1000 + t as u32), suite: Suite::AesGcm128 };
+        // Sequential SPIs, as people configure them, and a few in a row
+        // that share a home slot's neighbourhood.
+        let spis: Vec<u32> = (0..1000).map(|i| 0x1000 + i).chain([0xffff_ffff, 0x8000_0000, 256]).collect();
+        let mut table = InboundSas::with_capacity(spis.len());
+        for (t, &spi) in spis.iter().enumerate() {
+            assert!(table.insert(spi, r(t)), "{spi:#x}");
+        }
+        assert!(!table.insert(0x1005, r(0)), "a duplicate is refused");
+        assert!(!table.insert(0, r(0)), "SPI 0 is never an SA's");
+        assert_eq!(table.len(), spis.len());
+        for (t, &spi) in spis.iter().enumerate() {
+            table.prefetch(spi);
+            assert_eq!(table.get(spi).map(|r| r.tunnel), Some(t), "{spi:#x}");
+        }
+        for absent in [0, 1, 0x2000, 0x7fff_ffff] {
+            table.prefetch(absent);
+            assert!(table.get(absent).is_none(), "{absent:#x}");
+        }
+        let empty = InboundSas::default();
+        empty.prefetch(5);
+        assert!(empty.get(5).is_none() && empty.is_empty());
     }
 }
