@@ -165,9 +165,11 @@ impl SaConfig {
     }
 }
 
-/// Hot state of an outbound SA.
+/// Hot state of an outbound SA. In this order: what every packet reads
+/// and writes first (the lines [`OutboundSa::prefetch`] loads), the drop
+/// counters last.
 #[derive(Debug, Clone)]
-#[repr(align(64))]
+#[repr(C, align(64))]
 pub struct OutboundState {
     /// The sequence number the next packet carries (starts at 1).
     pub next_seq: u64,
@@ -195,7 +197,7 @@ impl OutboundSa {
     pub(crate) fn prefetch(m: &Mutex<Self>, suite: Suite) {
         static DATA: OnceLock<usize> = OnceLock::new();
         let sa = crate::prefetch::guarded(m, &DATA);
-        crate::prefetch::bytes(sa.wrapping_add(offset_of!(Self, state)), 128);
+        crate::prefetch::bytes(sa.wrapping_add(offset_of!(Self, state)), offset_of!(OutboundState, drops));
         EspCipher::prefetch(sa.wrapping_add(offset_of!(Self, cipher)), suite);
         crate::prefetch::bytes(sa.wrapping_add(offset_of!(Self, outer)), size_of::<OuterHeader>());
         SaConfig::prefetch(sa.wrapping_add(offset_of!(Self, cfg)));
@@ -229,9 +231,11 @@ impl OutboundSa {
     }
 }
 
-/// Hot state of an inbound SA.
+/// Hot state of an inbound SA. In this order: what every packet reads
+/// and writes first (the lines [`InboundSa::prefetch`] loads), the drop
+/// counters last.
 #[derive(Debug, Clone)]
-#[repr(align(64))]
+#[repr(C, align(64))]
 pub struct InboundState {
     pub window: ReplayWindow,
     pub lifetime: LifetimeState,
@@ -254,7 +258,7 @@ impl InboundSa {
     pub(crate) fn prefetch(m: &Mutex<Self>, suite: Suite) {
         static DATA: OnceLock<usize> = OnceLock::new();
         let sa = crate::prefetch::guarded(m, &DATA);
-        crate::prefetch::bytes(sa.wrapping_add(offset_of!(Self, state)), 128);
+        crate::prefetch::bytes(sa.wrapping_add(offset_of!(Self, state)), offset_of!(InboundState, drops));
         EspCipher::prefetch(sa.wrapping_add(offset_of!(Self, cipher)), suite);
         SaConfig::prefetch(sa.wrapping_add(offset_of!(Self, cfg)));
     }
