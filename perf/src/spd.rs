@@ -178,14 +178,26 @@ pub fn run(rounds: usize, round: Duration, progress: impl Fn(&str)) -> Report {
         .iter()
         .skip(1)
         .filter(|r| r.rules == 10_000)
-        .map(|r| {
-            let ratio = r.burst_ns / results[0].burst_ns;
-            Target {
-                what: format!("classify cost in bursts, {} rules vs {}", r.rules, results[0].rules),
-                want: "<= 2.00".into(),
-                got: format!("{ratio:.2}"),
-                met: ratio <= 2.0,
-            }
+        .flat_map(|r| {
+            // The target, two ways: every lookup a full
+            // classification, and as packets see it, through the flow
+            // cache (the issue's own example) with the SPD for its misses.
+            let full = r.burst_ns / results[0].burst_ns;
+            let cached = results[0].cached_mlps / r.cached_mlps;
+            [
+                Target {
+                    what: format!("classify cost in bursts, {} rules vs {}", r.rules, results[0].rules),
+                    want: "<= 2.00".into(),
+                    got: format!("{full:.2}"),
+                    met: full <= 2.0,
+                },
+                Target {
+                    what: format!("lookup cost through the flow cache, {} rules vs {}", r.rules, results[0].rules),
+                    want: "<= 2.00".into(),
+                    got: format!("{cached:.2}"),
+                    met: cached <= 2.0,
+                },
+            ]
         })
         .collect();
     Report { bench: "spd", rounds, round_ms: round.as_millis() as u64, flows: FLOWS, results, targets }
