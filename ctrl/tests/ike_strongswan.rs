@@ -415,88 +415,84 @@ fn ike_against_strongswan() {
 fn simultaneous_rekeys_against_strongswan() {
     let lab = Lab::up("ikecol");
     let charon = Charon::start(&lab);
-    let said = |c: &Charon, what: &str| c.log().matches(what).count();
-    // Charon rekeys 4 s after the child is up; its request is held in our
-    // socket (as a slow link would hold it) while ours goes out, so the
-    // two exchanges cross and both complete. The child made by the
-    // exchange with the lowest nonce is redundant and its maker deletes
-    // it. Nonces are random, so this repeats until vpngw has both won and
-    // lost (each time 1 in 2; twelve tries fail to see both 1 in 2048).
-    let mut outcomes = Vec::new();
-    for n in 0..12 {
-        let name = format!("collide{n}");
-        let args = ["--ike-proposals", "aes256gcm16-prfsha256-x25519", "--esp-proposals", "aes128gcm16"];
-        charon.load(&name, PSK, &[&args[..], &["--rekey-time", "4", "--life-time", "60"]].concat());
-        // Charon's words when it lost (also when our delete of the old
-        // child reached it before our answer) and when it won.
-        let (lost, won_) = ("deleting redundant child", "CHILD_SA rekey collision won");
-        let before = (said(&charon, lost), said(&charon, won_));
-        let seen = collide(&lab, settings(&["aes256gcm16-prfsha256-x25519"], &["aes128gcm16"], PSK), true);
-        let won = seen.says("simultaneous rekey won");
-        assert!(
-            seen.says("the peer's and ours crossed") && (won || seen.says("simultaneous rekey lost")),
-            "a collision: {}\ncharon:\n{}",
-            seen.text(),
-            charon.log()
-        );
-        assert!(seen.down.is_none(), "{}", seen.text());
-        check_agreement(&charon, &seen, "aes_gcm");
-        let sas = charon.sas();
-        let installed = sas[0]["children"].as_array().unwrap().iter().filter(|c| c["state"] == "INSTALLED").count();
-        assert_eq!(installed, 1, "one child left at charon: {sas}");
-        // Charon comes to the opposite conclusion from the same nonces.
-        let (charon_says, before) = if won { (lost, before.0) } else { (won_, before.1) };
-        std::thread::sleep(Duration::from_millis(300)); // charon logs a moment after it sends
-        assert!(said(&charon, charon_says) > before, "charon agrees ({charon_says}):\n{}", charon.log());
-        eprintln!("simultaneous rekey {n}: vpngw {}, charon agrees", if won { "won" } else { "lost" });
-        outcomes.push(won);
-        let _ = swan(&["terminate", "--dir", charon.dir(), "--name", &name]);
-        if outcomes.contains(&true) && outcomes.contains(&false) {
-            break;
-        }
-    }
-    assert!(outcomes.contains(&true) && outcomes.contains(&false), "vpngw both won and lost: {outcomes:?}");
+    collisions(&lab, &charon, Collide::Child);
+    collisions(&lab, &charon, Collide::IkeSa);
+}
 
-    // The same for the IKE SA (RFC 7296 section 2.8.2): our IKE SA's
-    // lifetime puts its rekey 4.2-4.8 s after it is up, in the window.
+/// What both sides rekey at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Collide {
+    Child,
+    IkeSa,
+}
+
+/// Charon rekeys 4 s after the tunnel is up; its request is held in our
+/// socket (as a slow link would hold it) while ours goes out, so the two
+/// exchanges cross and both complete. The SA made by the exchange with
+/// the lowest nonce is redundant and its maker deletes it. Nonces are
+/// random, so this repeats until vpngw has both won and lost (each time
+/// 1 in 2; twelve tries fail to see both 1 in 2048). Each time both sides
+/// must agree on what is left, and charon on who won.
+fn collisions(lab: &Lab, charon: &Charon, what: Collide) {
+    let said = |what: &str| charon.log().matches(what).count();
+    // Charon's words when it lost (also when our delete of the old SA
+    // reached it before our answer), and when it won.
+    let (lost, won, ours, theirs) = match what {
+        Collide::Child => (
+            &["deleting redundant child"][..],
+            "CHILD_SA rekey collision won",
+            "simultaneous rekey",
+            ["--rekey-time", "4", "--life-time", "60"],
+        ),
+        Collide::IkeSa => (
+            &["IKE_SA rekey collision lost", "peer did not notice IKE_SA rekey collision"][..],
+            "IKE_SA rekey collision won",
+            "simultaneous IKE SA rekey",
+            ["--ike-rekey-time", "4", "--life-time", "60"],
+        ),
+    };
+    let charon_lost = || lost.iter().map(|w| said(w)).sum::<usize>();
     let mut outcomes = Vec::new();
     for n in 0..12 {
-        let name = format!("collideike{n}");
+        let name = format!("collide{what:?}{n}");
         let args = ["--ike-proposals", "aes256gcm16-prfsha256-x25519", "--esp-proposals", "aes128gcm16"];
-        charon.load(&name, PSK, &[&args[..], &["--ike-rekey-time", "4"]].concat());
-        // Charon's words when it lost (or when our delete of the old IKE
-        // SA reached it before our answer) and when it won.
-        let lost =
-            |c: &Charon| said(c, "IKE_SA rekey collision lost") + said(c, "peer did not notice IKE_SA rekey collision");
-        let won_ = |c: &Charon| said(c, "IKE_SA rekey collision won");
-        let before = (lost(&charon), won_(&charon));
+        charon.load(&name, PSK, &[&args[..], &theirs[..]].concat());
+        let before = (charon_lost(), said(won));
         let mut s = settings(&["aes256gcm16-prfsha256-x25519"], &["aes128gcm16"], PSK);
-        s.ike_lifetime = Duration::from_millis(5300);
-        let seen = collide(&lab, s, false);
-        let won = seen.says("simultaneous IKE SA rekey won");
+        if what == Collide::IkeSa {
+            // Our IKE SA's rekey comes 4.2-4.8 s after it is up.
+            s.ike_lifetime = Duration::from_millis(5300);
+        }
+        let seen = collide(lab, s, what == Collide::Child);
+        let we_won = seen.says(&format!("{ours} won"));
         assert!(
-            seen.says("simultaneous IKE SA rekey: the peer's and ours crossed")
-                && (won || seen.says("simultaneous IKE SA rekey lost")),
-            "an IKE SA collision: {}\ncharon:\n{}",
+            seen.says(&format!("{ours}: the peer's and ours crossed"))
+                && (we_won || seen.says(&format!("{ours} lost"))),
+            "{what:?}: a collision: {}\ncharon:\n{}",
             seen.text(),
             charon.log()
         );
         assert!(seen.down.is_none(), "{}", seen.text());
-        check_agreement(&charon, &seen, "aes_gcm");
+        check_agreement(charon, &seen, "aes_gcm");
         let sas = charon.sas();
         let ike = sas.as_array().unwrap();
         assert_eq!(ike.len(), 1, "one IKE SA left at charon: {sas}");
+        let installed = ike[0]["children"].as_array().unwrap().iter().filter(|c| c["state"] == "INSTALLED").count();
+        assert_eq!(installed, 1, "one child left at charon: {sas}");
         let spi = |k: &str| u64::from_str_radix(ike[0][k].as_str().unwrap(), 16).unwrap();
         assert_eq!(seen.carrier, Some((spi("initiator_spi"), spi("responder_spi"))), "the same IKE SA: {sas}");
+        // Charon comes to the opposite conclusion from the same nonces
+        // (and logs a moment after it sends).
         std::thread::sleep(Duration::from_millis(300));
-        let agrees = if won { lost(&charon) > before.0 } else { won_(&charon) > before.1 };
-        assert!(agrees, "charon agrees that vpngw {}:\n{}", if won { "won" } else { "lost" }, charon.log());
-        eprintln!("simultaneous IKE SA rekey {n}: vpngw {}, charon agrees", if won { "won" } else { "lost" });
-        outcomes.push(won);
+        let agrees = if we_won { charon_lost() > before.0 } else { said(won) > before.1 };
+        let verdict = if we_won { "won" } else { "lost" };
+        assert!(agrees, "{what:?}: charon agrees that vpngw {verdict}:\n{}", charon.log());
+        eprintln!("simultaneous {what:?} rekey {n}: vpngw {verdict}, charon agrees");
+        outcomes.push(we_won);
         let _ = swan(&["terminate", "--dir", charon.dir(), "--name", &name]);
         if outcomes.contains(&true) && outcomes.contains(&false) {
-            break;
+            return;
         }
     }
-    assert!(outcomes.contains(&true) && outcomes.contains(&false), "vpngw both won and lost: {outcomes:?}");
+    panic!("{what:?}: vpngw did not both win and lose in {} collisions: {outcomes:?}", outcomes.len());
 }
