@@ -135,36 +135,29 @@ fn ike_crypto_agrees_with_independent_vectors() {
             assert_eq!(hex(key), k["keys"][name].as_str().unwrap(), "{prf:?} {name}");
         }
         let r = &k["rekey"];
-        let rekeyed = IkeKeys::rekey(
-            prf,
-            prf,
-            &keys.sk_d,
-            &unhex(&r["shared"]),
-            &unhex(&r["ni"]),
-            &unhex(&r["nr"]),
-            spi(&r["spi_i"]),
-            spi(&r["spi_r"]),
-            0,
-            0,
-        );
+        // The IKE SA rekeyed (SKEYSEED with the old IKE SA's PRF, prf+ with
+        // the new SA's): to the same PRF, and to another.
+        let rekey = |to| {
+            let (ni, nr) = (unhex(&r["ni"]), unhex(&r["nr"]));
+            IkeKeys::rekey(
+                prf,
+                to,
+                &keys.sk_d,
+                &unhex(&r["shared"]),
+                &ni,
+                &nr,
+                spi(&r["spi_i"]),
+                spi(&r["spi_r"]),
+                0,
+                0,
+            )
+        };
+        let rekeyed = rekey(prf);
         assert_eq!(hex(&rekeyed.skeyseed), r["skeyseed"].as_str().unwrap(), "{prf:?} rekeyed SKEYSEED");
         assert_eq!(hex(&rekeyed.sk_d), r["sk_d"].as_str().unwrap(), "{prf:?} rekeyed SK_d");
-        // Rekeyed to another PRF: SKEYSEED with the old, prf+ with the new.
         let to = Prf::from_id(k["rekey_to"]["prf"].as_u64().unwrap() as u16).unwrap();
         assert_ne!(to, prf);
-        let moved = IkeKeys::rekey(
-            prf,
-            to,
-            &keys.sk_d,
-            &unhex(&r["shared"]),
-            &unhex(&r["ni"]),
-            &unhex(&r["nr"]),
-            spi(&r["spi_i"]),
-            spi(&r["spi_r"]),
-            0,
-            0,
-        );
-        assert_eq!(hex(&moved.sk_d), k["rekey_to"]["sk_d"].as_str().unwrap(), "{prf:?} rekeyed to {to:?}: SK_d");
+        assert_eq!(hex(&rekey(to).sk_d), k["rekey_to"]["sk_d"].as_str().unwrap(), "{prf:?} rekeyed to {to:?}: SK_d");
         let child = child_keymat(prf, &keys.sk_d, None, &unhex(&r["ni"]), &unhex(&r["nr"]), 96);
         assert_eq!(hex(&child), k["child"].as_str().unwrap(), "{prf:?} child KEYMAT");
         let pfs = child_keymat(prf, &keys.sk_d, Some(&unhex(&r["shared"])), &unhex(&r["ni"]), &unhex(&r["nr"]), 72);
