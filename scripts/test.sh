@@ -76,7 +76,7 @@ check 'r["bench"]=="fib" and r["results"]'
 target/release/vpngw-bench --quick --json "$out" spd >/dev/null
 check 'r["bench"]=="spd" and len(r["results"])==3'
 target/release/vpngw-bench --quick --json "$out" pipeline >/dev/null
-check 'r["bench"]=="pipeline" and len(r["results"])==12'
+check 'r["bench"]=="pipeline" and len(r["results"])==12 and len(r["builds"])==2 and all(b["ms"]>0 for b in r["builds"])'
 target/release/vpngw-bench --quick --json "$out" --report "$report" wire >/dev/null
 check 'r["bench"]=="wire" and len(r["results"])==18 and all(x["received_pps"]>0 for x in r["results"]) and len(r["tcp"])==3 and all(t["mbps"]>0 for t in r["tcp"]) and len(r["ndr"])==3 and len(r["latency"])==17 and all(l["received"]>0 and l["latency"]["p50_ns"]>0 for l in r["latency"])'
 for f in wire.md wire-pps.svg wire-gbps.svg wire-latency-p50.svg wire-latency-p99.svg; do test -s "$report/$f"; done

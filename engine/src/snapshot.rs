@@ -19,6 +19,7 @@ use crate::spd::{Selectors, Spd};
 use crate::wire::ether::MacAddr;
 use arc_swap::{ArcSwap, Guard};
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -331,7 +332,7 @@ impl Snapshot {
             });
         }
 
-        let mut gw_index = HashMap::new();
+        let mut gw_index = FxHashMap::default();
         for (i, g) in cfg.gateways.iter().enumerate() {
             let object = format!("gateway {}", g.name);
             if gw_index.insert(g.id, i).is_some() {
@@ -358,7 +359,7 @@ impl Snapshot {
         }
         let cgw: HashMap<_, _> = cfg.customer_gateways.iter().map(|c| (c.id, c)).collect();
 
-        let mut tunnel_index = HashMap::new();
+        let mut tunnel_index = FxHashMap::default();
         let mut tunnels = Vec::new();
         let mut inbound = InboundSas::with_capacity(cfg.tunnels.iter().map(|t| t.inbound.len()).sum());
         for t in &cfg.tunnels {
@@ -459,23 +460,26 @@ impl Snapshot {
 
         let mut routes: Vec<Vec<&Route>> = vec![Vec::new(); cfg.gateways.len()];
         for r in &cfg.routes {
-            let object = format!("route {}/{}", r.prefix, r.len);
+            // Named only when refused: a million routes, a million strings.
+            let object = || format!("route {}/{}", r.prefix, r.len);
             if r.len > if r.prefix.is_ipv4() { 32 } else { 128 } {
-                return Err(invalid(object, "prefix length", r.len, "is too long for the address family"));
+                return Err(invalid(object(), "prefix length", r.len, "is too long for the address family"));
             }
             let &g =
-                gw_index.get(&r.gateway).ok_or_else(|| invalid(&object, "gateway", r.gateway, "is not a gateway"))?;
+                gw_index.get(&r.gateway).ok_or_else(|| invalid(object(), "gateway", r.gateway, "is not a gateway"))?;
             match (r.next_hop, cfg.gateways[g].attachment) {
                 (NextHop::Tunnel(t), _) => {
                     let &ti =
-                        tunnel_index.get(&t).ok_or_else(|| invalid(&object, "via tunnel", t, "is not a tunnel"))?;
+                        tunnel_index.get(&t).ok_or_else(|| invalid(object(), "via tunnel", t, "is not a tunnel"))?;
                     if tunnels[ti].gateway != g {
-                        return Err(invalid(object, "via tunnel", t, "belongs to another gateway"));
+                        return Err(invalid(object(), "via tunnel", t, "belongs to another gateway"));
                     }
                 }
                 (NextHop::Inside, Attachment::Vpc)
                 | (NextHop::CloudConnect, Attachment::CloudConnect { associated: true }) => {}
-                (hop, _) => return Err(invalid(object, "via", format!("{hop:?}"), "is not attached to this gateway")),
+                (hop, _) => {
+                    return Err(invalid(object(), "via", format!("{hop:?}"), "is not attached to this gateway"))
+                }
             }
             routes[g].push(r);
         }
@@ -521,11 +525,13 @@ impl Snapshot {
 /// lowest priority value first, then the earliest configured.
 fn route_table(
     routes: &[&Route],
-    tunnel_index: &HashMap<TunnelId, usize>,
+    tunnel_index: &FxHashMap<TunnelId, usize>,
     tunnels: &[TunnelView],
 ) -> Result<RouteTable, FibError> {
-    let mut best: HashMap<(IpAddr, u8), (u32, Hop)> = HashMap::new();
-    let mut order = Vec::new();
+    // Each prefix's place in `chosen`, which keeps the configured order.
+    let mut at: FxHashMap<(IpAddr, u8), usize> = FxHashMap::default();
+    at.reserve(routes.len());
+    let mut chosen: Vec<((IpAddr, u8), u32, Hop)> = Vec::new();
     for r in routes.iter().filter(|r| r.enabled) {
         let hop = match r.next_hop {
             NextHop::Tunnel(t) => {
@@ -538,21 +544,24 @@ fn route_table(
             NextHop::Inside | NextHop::CloudConnect => Hop::Inside,
         };
         let key = (crate::model::AddrRange::prefix(r.prefix, r.len).first, r.len);
-        match best.get(&key) {
-            Some(&(p, _)) if p <= r.priority => {}
-            _ => {
-                if best.insert(key, (r.priority, hop)).is_none() {
-                    order.push(key);
+        match at.entry(key) {
+            Entry::Occupied(e) => {
+                let c = &mut chosen[*e.get()];
+                if r.priority < c.1 {
+                    (c.1, c.2) = (r.priority, hop);
                 }
+            }
+            Entry::Vacant(e) => {
+                e.insert(chosen.len());
+                chosen.push((key, r.priority, hop));
             }
         }
     }
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for key in order {
-        let hop = best[&key].1.encode();
-        match key.0 {
-            IpAddr::V4(a) => v4.push((a, key.1, hop)),
-            IpAddr::V6(a) => v6.push((a, key.1, hop)),
+    for ((addr, len), _, hop) in chosen {
+        match addr {
+            IpAddr::V4(a) => v4.push((a, len, hop.encode())),
+            IpAddr::V6(a) => v6.push((a, len, hop.encode())),
         }
     }
     Ok(RouteTable { v4: Ipv4Fib::build(&v4)?, v6: Ipv6Fib::build(&v6)? })

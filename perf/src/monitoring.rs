@@ -18,7 +18,6 @@ use vpngw_engine::esp;
 use vpngw_engine::io::FRAME_HEADROOM;
 use vpngw_engine::model::Probe;
 use vpngw_engine::pipeline::Pipeline;
-use vpngw_engine::snapshot::Snapshot;
 use vpngw_engine::tap::{Tap, TapPoint};
 use vpngw_engine::wire::ether;
 
@@ -65,11 +64,11 @@ fn setup(v: Variant) -> (Lab, Pipeline, Option<Arc<Tap>>) {
         let a = |s: &str| s.parse::<IpAddr>().unwrap();
         cfg.tunnels[0].probe = Some(Probe { local: a("169.254.0.1"), remote: a("169.254.0.2") });
     }
-    let snap = Arc::new(Snapshot::build(&cfg, 1).expect("a valid bench configuration"));
+    let lab = Lab::new(&cfg, peers);
     let mut pipeline = Pipeline::default();
     let tap = v.captured().then(|| Arc::new(Tap::new(cfg.tunnels[0].id, TapPoint::Inner, u64::MAX, 10_000)));
     pipeline.tap = tap.clone();
-    (Lab { snap, peers }, pipeline, tap)
+    (lab, pipeline, tap)
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -65,6 +65,9 @@ fn peer(i: usize) -> Ipv4Addr {
 
 pub(crate) struct Lab {
     pub snap: Arc<Snapshot>,
+    /// How long building that snapshot took (what every change the
+    /// control thread publishes costs, a tunnel going down among them).
+    pub build: Duration,
     /// Each tunnel's customer gateway side: it encrypts the inbound traffic.
     pub peers: Vec<OutboundSa>,
 }
@@ -76,7 +79,16 @@ fn sa(spi: u32, dir: Direction, local: Ipv4Addr, remote: Ipv4Addr) -> SaConfig {
 /// A gateway with `tunnels` tunnels and `routes` routes in all.
 fn lab(tunnels: usize, routes: usize) -> Lab {
     let (cfg, peers) = config(tunnels, routes);
-    Lab { snap: Arc::new(Snapshot::build(&cfg, 1).expect("a valid bench configuration")), peers }
+    Lab::new(&cfg, peers)
+}
+
+impl Lab {
+    /// The snapshot of `cfg`, timed.
+    pub(crate) fn new(cfg: &Config, peers: Vec<OutboundSa>) -> Lab {
+        let t = Instant::now();
+        let snap = Arc::new(Snapshot::build(cfg, 1).expect("a valid bench configuration"));
+        Lab { snap, build: t.elapsed(), peers }
+    }
 }
 
 /// [`lab`]'s configuration, and each tunnel's customer gateway side.
@@ -199,11 +211,20 @@ pub struct Row {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct Build {
+    pub tunnels: usize,
+    pub routes: usize,
+    pub ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub bench: &'static str,
     pub rounds: usize,
     pub round_ms: u64,
     pub results: Vec<Row>,
+    /// Building the snapshot, per tunnel count (with the routes).
+    pub builds: Vec<Build>,
     pub targets: Vec<Target>,
 }
 
@@ -294,7 +315,9 @@ pub fn run_bench(
     }
     results.sort_by_key(|r| r.tunnels);
     let targets = targets(&results);
-    Report { bench: "pipeline", rounds, round_ms: round.as_millis() as u64, results, targets }
+    let builds =
+        labs.iter().map(|(l, _)| Build { tunnels: l.peers.len(), routes, ms: l.build.as_secs_f64() * 1e3 }).collect();
+    Report { bench: "pipeline", rounds, round_ms: round.as_millis() as u64, results, builds, targets }
 }
 
 fn targets(rows: &[Row]) -> Vec<Target> {
@@ -349,6 +372,14 @@ pub fn print(report: &Report) {
         report.rounds, report.round_ms
     );
     print_table(&["tunnels", "routes", "direction", "bytes", "Mpps", "Gbit/s", "raw Mpps", "ratio"], &rows);
+    println!();
+    println!("Snapshot build (every change the control thread publishes, a tunnel going down among them)");
+    let builds: Vec<Vec<String>> = report
+        .builds
+        .iter()
+        .map(|b| vec![b.tunnels.to_string(), b.routes.to_string(), format!("{:.0}", b.ms)])
+        .collect();
+    print_table(&["tunnels", "routes", "build ms"], &builds);
     println!();
     print_targets(&report.targets);
 }
