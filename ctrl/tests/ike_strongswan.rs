@@ -76,6 +76,18 @@ struct Seen {
 }
 
 impl Seen {
+    fn note(&mut self, o: Output) {
+        match o {
+            Output::Up { .. } => self.up = true,
+            Output::Down(why) => self.down = Some((Instant::now(), why)),
+            Output::InstallInbound(k) => self.inbound.push(k),
+            Output::InstallOutbound(k) => self.outbound.push(k),
+            Output::RemoveInbound(spi) => self.removed.push(spi),
+            Output::Log(l) => self.log.push(l),
+            _ => {}
+        }
+    }
+
     /// The child SA now: (inbound, outbound) SPIs.
     fn current(&self) -> (u32, u32) {
         let live: Vec<u32> = self.inbound.iter().map(|k| k.spi).filter(|s| !self.removed.contains(s)).collect();
@@ -117,15 +129,7 @@ fn run(
             bound_tx.send(()).unwrap();
             let mut seen = Seen::default();
             while t0.elapsed() < limit && !done(&seen) {
-                driver.turn(&mut endpoint, Instant::now(), |_, o| match o {
-                    Output::Up { .. } => seen.up = true,
-                    Output::Down(why) => seen.down = Some((Instant::now(), why)),
-                    Output::InstallInbound(k) => seen.inbound.push(k),
-                    Output::InstallOutbound(k) => seen.outbound.push(k),
-                    Output::RemoveInbound(spi) => seen.removed.push(spi),
-                    Output::Log(l) => seen.log.push(l),
-                    _ => {}
-                });
+                driver.turn(&mut endpoint, Instant::now(), |_, o| seen.note(o));
                 std::thread::sleep(Duration::from_millis(5));
             }
             (seen, endpoint, driver)
@@ -167,15 +171,7 @@ fn collide(lab: &Lab, s: Settings, child: bool) -> Seen {
                     if !hold {
                         driver.receive(&mut endpoint, now);
                     }
-                    driver.act(&mut endpoint, now, |_, o| match o {
-                        Output::Up { .. } => seen.up = true,
-                        Output::Down(why) => seen.down = Some((Instant::now(), why)),
-                        Output::InstallInbound(k) => seen.inbound.push(k),
-                        Output::InstallOutbound(k) => seen.outbound.push(k),
-                        Output::RemoveInbound(spi) => seen.removed.push(spi),
-                        Output::Log(l) => seen.log.push(l),
-                        _ => {}
-                    });
+                    driver.act(&mut endpoint, now, |_, o| seen.note(o));
                     if seen.up && up_at.is_none() {
                         up_at = Some(now);
                     }
