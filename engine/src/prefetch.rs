@@ -6,8 +6,9 @@
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Starts loading the cache lines of the `bytes` bytes at `p` (at most
-/// 32 lines: an SA with its expanded keys is 26). Any address will do:
-/// nothing is read or written.
+/// 32 lines: callers load a few lines at a time; SAs line by line, see
+/// `OutboundSa::prefetch`). Any address will do: nothing is read or
+/// written.
 #[inline(always)]
 pub fn bytes(p: *const u8, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
